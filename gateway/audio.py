@@ -1,0 +1,256 @@
+"""Audio codec: any uploaded container/codec in, mono 16-bit PCM out; PCM in, a streamed format out.
+
+Providers speak only mono s16le PCM (``providers.base.AudioData``), so every format question
+lives here. Decoding and encoding are CPU work done with PyAV (FFmpeg); the async helpers run
+them on a small bounded thread pool so the event loop never stalls on a 25 MB upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, TypeVar
+
+import av
+import numpy as np
+
+from providers.base import AudioData
+
+SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+SPEECH_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+
+#: HTTP Content-Type per speech format (what OpenAI's endpoint answers).
+CONTENT_TYPES: dict[str, str] = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+
+# container, codec, and the sample rates the codec accepts (None: any)
+_ENCODERS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
+    "mp3": ("mp3", "libmp3lame", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
+    "opus": ("ogg", "libopus", (8000, 12000, 16000, 24000, 48000)),
+    "aac": ("adts", "aac", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)),
+    "flac": ("flac", "flac", None),
+}
+
+#: Decoded audio longer than this is refused (a small file can expand enormously).
+MAX_DECODED_SECONDS = 4 * 3600
+
+T = TypeVar("T")
+_pool: ThreadPoolExecutor | None = None
+
+
+class AudioDecodeError(ValueError):
+    """The upload is empty, corrupt, or not audio in a format FFmpeg can read."""
+
+
+async def run_in_codec_pool(fn: Callable[..., T], *args: object) -> T:
+    """Run CPU-bound codec work on the shared bounded pool (2 threads: one per core here)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="talkgate-codec")
+    return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_to_pcm(data: bytes, sample_rate: int = 16000) -> AudioData:
+    """Decode any container/codec FFmpeg knows into mono s16le PCM at ``sample_rate``.
+
+    Raises AudioDecodeError with a message a client can act on.
+    """
+    if not data:
+        raise AudioDecodeError("The audio file is empty.")
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except av.error.FFmpegError as exc:
+        raise AudioDecodeError(
+            f"The audio file could not be read: unsupported or corrupt format ({_ffmpeg_reason(exc)})."
+        ) from exc
+    with container:
+        streams = container.streams.audio
+        if not streams:
+            raise AudioDecodeError("The file contains no audio stream.")
+        stream = streams[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        out = bytearray()
+        limit = MAX_DECODED_SECONDS * sample_rate * 2
+        decoded_frames = 0
+        try:
+            for frame in container.decode(stream):
+                decoded_frames += 1
+                for piece in resampler.resample(frame):
+                    out += _frame_bytes(piece)
+                if len(out) > limit:
+                    raise AudioDecodeError(f"The audio is longer than {MAX_DECODED_SECONDS // 3600} hours.")
+            for piece in resampler.resample(None):
+                out += _frame_bytes(piece)
+        except av.error.FFmpegError as exc:
+            if not out:
+                raise AudioDecodeError(
+                    f"The audio file is corrupt and could not be decoded ({_ffmpeg_reason(exc)})."
+                ) from exc
+            # A damaged tail: keep what decoded cleanly (players do the same).
+    if not out:
+        what = "no decodable audio frames" if decoded_frames == 0 else "no audio samples"
+        raise AudioDecodeError(f"The audio file contains {what}.")
+    return AudioData(pcm=bytes(out), sample_rate=sample_rate)
+
+
+def _frame_bytes(frame: av.AudioFrame) -> bytes:
+    # Packed s16 mono: plane 0 holds exactly samples*2 meaningful bytes (the buffer may be padded).
+    return bytes(frame.planes[0])[: frame.samples * 2]
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def wav_stream_header(sample_rate: int, channels: int = 1, bits: int = 16) -> bytes:
+    """A RIFF/WAVE header for a stream of unknown length (sizes set to the 0xFFFFFFFF sentinel).
+
+    Decoders (FFmpeg, browsers, soundfile) read such a file to its end; it lets the first
+    audio bytes leave before synthesis has finished.
+    """
+    block = channels * bits // 8
+    unknown = 0xFFFFFFFF
+    return (
+        b"RIFF"
+        + struct.pack("<I", unknown)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits)
+        + b"data"
+        + struct.pack("<I", unknown)
+    )
+
+
+class _Sink:
+    """Write-only file object for PyAV: collects muxed bytes until drained (never seeks)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out
+
+
+class StreamEncoder:
+    """Incremental PCM → speech-format encoder: ``feed`` PCM pieces, then ``finish`` once.
+
+    Each call returns whatever encoded bytes are ready, so a response body can be sent while
+    synthesis is still running. Not thread-safe; one instance per response.
+    """
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        if fmt not in SPEECH_FORMATS:
+            raise ValueError(f"unsupported speech format {fmt!r}")
+        self.format = fmt
+        self.input_rate = sample_rate
+        self._started = False
+        self._closed = False
+        self._odd_byte = b""
+        self._container = None
+        self._stream = None
+        if fmt in _ENCODERS:
+            container_fmt, codec, rates = _ENCODERS[fmt]
+            self.output_rate = _pick_rate(sample_rate, rates)
+            self._sink = _Sink()
+            options = {"page_duration": "100000"} if container_fmt == "ogg" else {}
+            self._container = av.open(self._sink, mode="w", format=container_fmt, options=options)
+            self._stream = self._container.add_stream(codec, rate=self.output_rate)
+            self._stream.layout = "mono"
+            self._resampler = (
+                av.AudioResampler(format="s16", layout="mono", rate=self.output_rate)
+                if self.output_rate != sample_rate
+                else None
+            )
+            self._pts = 0
+        else:
+            self.output_rate = sample_rate
+
+    def feed(self, pcm: bytes) -> bytes:
+        if self._closed:
+            raise RuntimeError("encoder already finished")
+        if self._container is None:
+            return self._raw(pcm)
+        if self._odd_byte:
+            pcm = self._odd_byte + pcm
+            self._odd_byte = b""
+        if len(pcm) % 2:  # a piece split inside a sample: keep the half for the next one
+            pcm, self._odd_byte = pcm[:-1], pcm[-1:]
+        if pcm:
+            samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate = self.input_rate
+            frame.pts = self._pts
+            self._pts += samples.shape[1]
+            self._encode(frame)
+        return self._sink.drain()
+
+    def finish(self) -> bytes:
+        if self._closed:
+            return b""
+        self._closed = True
+        if self._container is None:
+            return self._raw(b"")
+        self._encode(None)
+        self._container.close()
+        return self._sink.drain()
+
+    def close(self) -> None:
+        """Release FFmpeg resources without flushing (aborted responses)."""
+        if not self._closed and self._container is not None:
+            self._closed = True
+            try:
+                self._container.close()
+            except av.error.FFmpegError:
+                pass
+
+    def _raw(self, pcm: bytes) -> bytes:
+        if self.format == "wav" and not self._started:
+            self._started = True
+            return wav_stream_header(self.input_rate) + pcm
+        return pcm
+
+    def _encode(self, frame: av.AudioFrame | None) -> None:
+        assert self._stream is not None and self._container is not None
+        frames: list[av.AudioFrame | None]
+        if self._resampler is not None:
+            frames = list(self._resampler.resample(frame))
+            if frame is None:
+                frames.append(None)
+        else:
+            frames = [frame]
+        for f in frames:
+            if f is not None:
+                f.pts = None  # let the encoder number samples itself after resampling
+            for packet in self._stream.encode(f):
+                self._container.mux(packet)
+
+
+def _pick_rate(rate: int, allowed: tuple[int, ...] | None) -> int:
+    """The input rate if the codec takes it, else the smallest allowed rate above it (or the top one)."""
+    if allowed is None or rate in allowed:
+        return rate
+    higher = [r for r in allowed if r >= rate]
+    return min(higher) if higher else max(allowed)

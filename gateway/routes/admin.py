@@ -1,0 +1,195 @@
+"""``/admin``: API keys, tenants, quotas and usage export.
+
+Authorised by ``TALKGATE_ADMIN_KEY`` (bearer) or a key with the ``admin`` scope; normal keys get
+403. Admin is global (an operator credential): it sees every tenant. Secrets are returned once,
+by ``POST /admin/keys``; no listing ever shows a secret or its hash.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth import SCOPES, Principal, require_admin
+from gateway.db.queries import CSV_COLUMNS, aggregate_usage
+from gateway.errors import APIError
+from gateway.keystore import KeyStoreError
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+TenantId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Scope = Literal["chat", "asr", "tts", "talk", "avatars", "admin"]
+assert set(SCOPES) == {"chat", "asr", "tts", "talk", "avatars", "admin"}
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: TenantId
+    scopes: list[Scope] = Field(min_length=1)
+    name: str = Field(default="", max_length=200)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
+    expires_at: datetime | None = None
+
+
+class Quotas(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int | None = Field(default=None, ge=0)
+    tts_chars: int | None = Field(default=None, ge=0)
+    asr_seconds: float | None = Field(default=None, ge=0)
+    video_seconds: float | None = Field(default=None, ge=0)
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: TenantId
+    name: str = Field(default="", max_length=200)
+    quotas: Quotas | None = None
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _store(request: Request) -> Any:
+    keystore = request.app.state.services.keystore
+    if keystore is None:
+        raise APIError(503, "The key store is not configured.", type="service_unavailable")
+    return keystore
+
+
+def _err(exc: KeyStoreError) -> APIError:
+    return APIError(exc.status, str(exc), code=exc.code)
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, request: Request, _: Principal = require_admin) -> Response:
+    expires = body.expires_at
+    if expires is not None:
+        expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+        if expires <= datetime.now(UTC):
+            raise APIError(400, "expires_at is in the past.", param="expires_at")
+    try:
+        secret, record = await _store(request).create_key(
+            body.tenant,
+            list(body.scopes),
+            rpm=body.rpm,
+            tpm=body.tpm,
+            concurrency=body.concurrency,
+            expires_at=expires,
+            name=body.name,
+        )
+    except KeyStoreError as exc:
+        raise _err(exc) from None
+    return _json({**record.public(), "key": secret}, 201)
+
+
+@router.get("/keys")
+async def list_keys(
+    request: Request, tenant: str | None = None, _: Principal = require_admin
+) -> dict[str, Any]:
+    keys = await _store(request).list_keys(tenant)
+    return {"object": "list", "data": [k.public() for k in keys]}
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(
+    request: Request, key_id: Annotated[str, Path(max_length=32)], _: Principal = require_admin
+) -> dict[str, Any]:
+    record = await _store(request).revoke_key(key_id)
+    if record is None:
+        raise APIError(404, f"No API key with id '{key_id}'.", type="not_found_error", code="not_found")
+    return record.public()
+
+
+@router.post("/tenants", status_code=201)
+async def create_tenant(body: TenantCreate, request: Request, _: Principal = require_admin) -> Response:
+    quotas = body.quotas.model_dump() if body.quotas else None
+    try:
+        tenant = await _store(request).create_tenant(body.id, body.name, quotas)
+    except KeyStoreError as exc:
+        raise _err(exc) from None
+    return _json(tenant, 201)
+
+
+@router.get("/tenants")
+async def list_tenants(request: Request, _: Principal = require_admin) -> dict[str, Any]:
+    return {"object": "list", "data": await _store(request).list_tenants()}
+
+
+@router.put("/tenants/{tenant_id}/quotas")
+async def set_quotas(
+    body: Quotas,
+    request: Request,
+    tenant_id: Annotated[str, Path(max_length=64)],
+    _: Principal = require_admin,
+) -> dict[str, Any]:
+    """Replaces all four quotas (an omitted or null quota means unlimited)."""
+    try:
+        return await _store(request).set_quotas(tenant_id, body.model_dump())
+    except KeyStoreError as exc:
+        raise _err(exc) from None
+
+
+def parse_time(value: str | None, param: str) -> int | None:
+    """ISO 8601 (naive = UTC) or epoch seconds -> epoch milliseconds."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise APIError(
+            400, f"{param} must be an ISO 8601 time or epoch seconds, got '{value}'.", param=param
+        ) from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+@router.get("/usage")
+async def usage(
+    request: Request,
+    group_by: Literal["key", "tenant", "route", "provider"] = "tenant",
+    bucket: Literal["minute", "hour", "day"] = "hour",
+    since: str | None = None,
+    until: str | None = None,
+    tenant: str | None = None,
+    format: Literal["json", "csv"] = Query("json"),
+    _: Principal = require_admin,
+) -> Response:
+    """Totals per time bucket and group. Buffered rows of this replica are flushed first."""
+    services = request.app.state.services
+    if services.usage is not None:
+        await services.usage.flush()
+    rows = await aggregate_usage(
+        _store(request).sessions,
+        group_by=group_by,
+        bucket=bucket,
+        since_ms=parse_time(since, "since"),
+        until_ms=parse_time(until, "until"),
+        tenant=tenant,
+    )
+    if format == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="usage-{group_by}-{bucket}.csv"'},
+        )
+    return _json({"object": "list", "group_by": group_by, "bucket": bucket, "data": rows})

@@ -1,0 +1,315 @@
+"""``POST /v1/audio/transcriptions`` (multipart upload) and ``POST /v1/audio/speech`` (streamed audio).
+
+Uploads are counted while they arrive and refused with 413 past ``max_upload_bytes``; the
+file is decoded from any container/codec FFmpeg reads. Speech is streamed: the response
+starts once the first PCM piece is synthesised, encoded incrementally into the requested
+format. Text longer than ``max_tts_chars`` is refused (400, limit in the message) rather
+than split, so one request is always one utterance with one voice and prosody.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from gateway.audio import CONTENT_TYPES, AudioDecodeError, StreamEncoder, decode_to_pcm, run_in_codec_pool
+from gateway.auth import Principal, require_scope
+from gateway.context import get_context
+from gateway.errors import APIError, no_provider_error
+from gateway.schemas import (
+    SpeechRequest,
+    TranscriptionForm,
+    check_content_length,
+    parse_json_body,
+    read_body,
+    too_large,
+    validate,
+)
+from gateway.services import Services
+from policies.routing import StreamInterrupted
+from providers.base import (
+    ProviderError,
+    Segment,
+    SpeechChunk,
+    SynthesizeRequest,
+    TranscribeRequest,
+    Transcript,
+)
+
+log = logging.getLogger("talkgate.audio")
+router = APIRouter()
+
+#: Sample rate handed to ASR providers (Paraformer and Whisper both work at 16 kHz).
+ASR_SAMPLE_RATE = 16000
+#: Room for multipart boundaries and the small text fields on top of the file itself.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- transcription
+
+
+async def read_limited_form(request: Request, limit: int) -> FormData:
+    """Parse multipart/form-data, counting bytes as they arrive: 413 once past the limit.
+
+    Starlette spools file parts to disk above 1 MiB, so memory stays small; counting on
+    the receive channel keeps the disk use bounded too.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise APIError(
+            400,
+            f"Expected a multipart/form-data body with a 'file' field, got '{content_type or 'none'}'.",
+            code="invalid_content_type",
+        )
+    body_limit = limit + FORM_OVERHEAD_BYTES
+    check_content_length(request, body_limit)
+    received = 0
+    upstream_receive = request.receive
+
+    async def counting_receive() -> Any:
+        nonlocal received
+        message = await upstream_receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > body_limit:
+                raise too_large(limit)
+        return message
+
+    limited = Request(request.scope, counting_receive)
+    return await limited.form(max_files=1, max_fields=32, max_part_size=1024 * 1024)
+
+
+def _form_fields(form: FormData) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            continue
+        name = key.removesuffix("[]")
+        if name == "timestamp_granularities":
+            fields.setdefault(name, []).append(value)
+        else:
+            fields[name] = value
+    return fields
+
+
+async def _read_upload(form: FormData, limit: int) -> bytes:
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "file"),
+                    "msg": "Field required: the audio file to transcribe",
+                    "type": "missing",
+                }
+            ]
+        )
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(limit)
+    return data
+
+
+def transcript_segments(transcript: Transcript, duration: float) -> list[Segment]:
+    """The provider's segments, or one segment spanning the audio when it gave none."""
+    if transcript.segments:
+        return transcript.segments
+    return [Segment(id=0, start=0.0, end=duration, text=transcript.text)]
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(segments: list[Segment]) -> str:
+    cues = [
+        f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text.strip()}\n"
+        for i, s in enumerate(segments, 1)
+    ]
+    return "\n".join(cues)
+
+
+def to_vtt(segments: list[Segment]) -> str:
+    cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text.strip()}\n" for s in segments]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def transcription_response(transcript: Transcript, audio_s: float, form: TranscriptionForm) -> Response:
+    fmt = form.response_format
+    if fmt == "json":
+        return Response(orjson.dumps({"text": transcript.text}), media_type="application/json")
+    if fmt == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    duration = transcript.duration_s or audio_s
+    segments = transcript_segments(transcript, duration)
+    if fmt == "srt":
+        return PlainTextResponse(to_srt(segments))
+    if fmt == "vtt":
+        return Response(to_vtt(segments), media_type="text/vtt; charset=utf-8")
+    granularities = set(form.timestamp_granularities) or {"segment"}
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": transcript.language or form.language or "",
+        "duration": round(duration, 3),
+        "text": transcript.text,
+    }
+    if "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": s.id,
+                "seek": 0,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "tokens": [],
+                "temperature": form.temperature or 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+            }
+            for s in segments
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
+            for s in transcript.segments
+            for w in s.words
+        ]
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post("/v1/audio/transcriptions")
+async def transcriptions(request: Request, principal: Principal = require_scope("asr")) -> Response:
+    services: Services = request.app.state.services
+    limit = services.settings.max_upload_bytes
+    form = await read_limited_form(request, limit)
+    try:
+        data = await _read_upload(form, limit)
+        fields = _form_fields(form)
+    finally:
+        await form.close()
+    try:
+        params = TranscriptionForm.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+    if params.timestamp_granularities and params.response_format != "verbose_json":
+        raise APIError(
+            400,
+            "timestamp_granularities requires response_format 'verbose_json'.",
+            param="timestamp_granularities",
+        )
+    try:
+        audio = await run_in_codec_pool(decode_to_pcm, data, ASR_SAMPLE_RATE)
+    except AudioDecodeError as exc:
+        raise APIError(400, str(exc), code="invalid_audio", param="file") from None
+    extra: dict[str, Any] = {}
+    if params.temperature is not None:
+        extra["temperature"] = params.temperature
+    if "word" in params.timestamp_granularities:
+        extra["word_timestamps"] = True
+    asr_request = TranscribeRequest(
+        model=params.model, audio=audio, language=params.language, prompt=params.prompt, extra=extra
+    )
+    ctx = get_context(request)
+    if services.experiments is not None:  # A/B: may change the model, sets ctx.variant
+        asr_request = services.experiments.apply("asr", ctx, asr_request)
+    try:
+        transcript = await services.router.transcribe(asr_request, ctx)
+    except ProviderError as exc:
+        raise no_provider_error(services, "asr", exc) from None
+    return transcription_response(transcript, audio.duration_s, params)
+
+
+# --------------------------------------------------------------------------- speech
+
+
+def build_speech_request(body: SpeechRequest, services: Services) -> SynthesizeRequest:
+    settings = services.settings
+    if not body.input.strip():
+        raise APIError(400, "input is empty: there is no text to speak.", param="input")
+    if len(body.input) > settings.max_tts_chars:
+        raise APIError(
+            400,
+            f"input is {len(body.input)} characters long, above the limit of {settings.max_tts_chars} "
+            "characters per request; split the text into several requests.",
+            param="input",
+            code="input_too_long",
+        )
+    voice = body.voice or settings.voices.default
+    voice = settings.voices.aliases.get(voice, voice)
+    extra: dict[str, Any] = {}
+    if body.instructions:
+        extra["instructions"] = body.instructions
+    return SynthesizeRequest(model=body.model, text=body.input, voice=voice, speed=body.speed, extra=extra)
+
+
+async def encode_speech(
+    first: SpeechChunk, rest: AsyncIterator[SpeechChunk], encoder: StreamEncoder
+) -> AsyncIterator[bytes]:
+    """Encode PCM pieces as they arrive. A mid-stream failure aborts the connection.
+
+    Audio has no in-band error event, and a cleanly ended file would pass for a complete
+    answer; aborting leaves the client with a truncated-transfer error instead.
+    """
+    # PCM and WAV are byte copies; real codecs run on the codec pool.
+    in_pool = encoder.format not in ("pcm", "wav")
+    chunk: SpeechChunk | None = first
+    try:
+        while chunk is not None:
+            if chunk.sample_rate != encoder.input_rate:
+                raise RuntimeError(
+                    f"provider changed sample rate mid-stream ({encoder.input_rate} -> {chunk.sample_rate})"
+                )
+            if chunk.pcm:
+                out = await run_in_codec_pool(encoder.feed, chunk.pcm) if in_pool else encoder.feed(chunk.pcm)
+                if out:
+                    yield out
+            chunk = await anext(rest, None)
+        tail = await run_in_codec_pool(encoder.finish) if in_pool else encoder.finish()
+        if tail:
+            yield tail
+    except StreamInterrupted as exc:
+        log.warning("speech stream interrupted after first byte; aborting the response: %r", exc.cause)
+        raise
+    finally:
+        encoder.close()
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@router.post("/v1/audio/speech")
+async def speech(request: Request, principal: Principal = require_scope("tts")) -> Response:
+    services: Services = request.app.state.services
+    body: SpeechRequest = validate(
+        SpeechRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))
+    )
+    tts_request = build_speech_request(body, services)
+    ctx = get_context(request)
+    if services.experiments is not None:  # A/B: may change model / voice, sets ctx.variant
+        tts_request = services.experiments.apply("tts", ctx, tts_request)
+    try:
+        stream = await services.router.synthesize_stream(tts_request, ctx)
+        first = await anext(stream)  # already in hand: the router returns after the first piece
+    except ProviderError as exc:
+        raise no_provider_error(services, "tts", exc) from None
+    encoder = StreamEncoder(body.response_format, first.sample_rate)
+    headers = {
+        "x-talkgate-sample-rate": str(encoder.output_rate),
+        "content-disposition": f'inline; filename="speech.{body.response_format}"',
+    }
+    return StreamingResponse(
+        encode_speech(first, stream, encoder), media_type=CONTENT_TYPES[body.response_format], headers=headers
+    )

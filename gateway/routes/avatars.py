@@ -1,0 +1,130 @@
+"""``POST /v1/avatars`` (multipart ``image``, optional ``face_index``), ``GET`` and ``DELETE``.
+
+The face check runs at upload, so a portrait that cannot be animated is refused here
+(422 with the reason) instead of failing later inside a talk request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse
+from starlette.datastructures import FormData, UploadFile
+
+from gateway.auth import Principal, require_scope
+from gateway.errors import APIError
+from gateway.schemas import check_content_length, too_large
+from gateway.services import Services
+from lipsync.errors import FaceError, ImageError
+
+router = APIRouter()
+
+
+#: Room for multipart boundaries and small text fields on top of the file itself.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+async def read_form(request: Request, limit: int, files: str) -> FormData:
+    """multipart/form-data with the body counted as it arrives (413 past ``limit``)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise APIError(
+            400,
+            f"Expected a multipart/form-data body with {files}, got '{content_type or 'none'}'.",
+            code="invalid_content_type",
+        )
+    body_limit = limit + FORM_OVERHEAD_BYTES
+    check_content_length(request, body_limit)
+    received = 0
+    upstream = request.receive
+
+    async def counting_receive() -> Any:
+        nonlocal received
+        message = await upstream()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > body_limit:
+                raise too_large(limit)
+        return message
+
+    return await Request(request.scope, counting_receive).form(
+        max_files=2, max_fields=32, max_part_size=1024 * 1024
+    )
+
+
+def lipsync_error(exc: FaceError | ImageError, param: str = "image") -> APIError:
+    """FaceError → 422 (the portrait is valid but cannot be animated), ImageError → 400."""
+    if isinstance(exc, FaceError):
+        return APIError(422, exc.message, code=exc.reason, param=param)
+    return APIError(400, exc.message, code=exc.reason, param=param)
+
+
+def parse_face_index(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        raise APIError(400, "face_index must be an integer", param="face_index") from None
+    if index < 0:
+        raise APIError(400, "face_index must be 0 or more", param="face_index")
+    return index
+
+
+async def read_image_field(upload: Any, limit: int, field: str = "image") -> bytes:
+    if not isinstance(upload, UploadFile):
+        raise APIError(400, f"'{field}' must be an uploaded image file", param=field, code="missing_image")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(limit)
+    if not data:
+        raise APIError(400, f"'{field}' is empty", param=field, code="bad_image")
+    return data
+
+
+def _not_found(avatar_id: str) -> APIError:
+    return APIError(404, f"No avatar with id '{avatar_id}'", type="not_found_error", code="avatar_not_found")
+
+
+@router.post("/v1/avatars", status_code=201)
+async def create_avatar(request: Request, principal: Principal = require_scope("avatars")) -> ORJSONResponse:
+    services: Services = request.app.state.services
+    limit = services.settings.max_upload_bytes
+    form = await read_form(request, limit, "an 'image' file field")
+    try:
+        if "image" not in form:
+            raise APIError(
+                400, "the multipart field 'image' is required", param="image", code="missing_image"
+            )
+        data = await read_image_field(form.get("image"), limit)
+        face_index = parse_face_index(form.get("face_index"))
+    finally:
+        await form.close()
+    try:
+        avatar = await anyio.to_thread.run_sync(services.avatars.create, data, face_index, principal.tenant)
+    except (FaceError, ImageError) as exc:
+        raise lipsync_error(exc) from None
+    return ORJSONResponse(avatar.public(), status_code=201)
+
+
+@router.get("/v1/avatars/{avatar_id}")
+async def get_avatar(
+    avatar_id: str, request: Request, principal: Principal = require_scope("avatars")
+) -> ORJSONResponse:
+    services: Services = request.app.state.services
+    avatar = await anyio.to_thread.run_sync(services.avatars.get, avatar_id, principal.tenant)
+    if avatar is None:
+        raise _not_found(avatar_id)
+    return ORJSONResponse(avatar.public())
+
+
+@router.delete("/v1/avatars/{avatar_id}")
+async def delete_avatar(
+    avatar_id: str, request: Request, principal: Principal = require_scope("avatars")
+) -> ORJSONResponse:
+    services: Services = request.app.state.services
+    if not await anyio.to_thread.run_sync(services.avatars.delete, avatar_id, principal.tenant):
+        raise _not_found(avatar_id)
+    return ORJSONResponse({"id": avatar_id, "object": "avatar", "deleted": True})

@@ -1,0 +1,133 @@
+"""``POST /v1/chat/completions``: OpenAI-compatible chat, plain and streamed (SSE).
+
+This is the hot path (benchmarked: about a millisecond added over calling the upstream
+directly), so the body is parsed with orjson and validated once, and responses are built
+as dicts and serialised with orjson, with no response-model round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from gateway.auth import Principal, require_scope
+from gateway.context import RequestContext, get_context
+from gateway.errors import APIError, no_provider_error
+from gateway.schemas import ChatCompletionRequest, parse_json_body, read_body, validate
+from gateway.services import Services
+from gateway.streaming import SSE_HEADERS, ChunkWriter, chat_sse, usage_dict
+from providers.base import ChatRequest, ChatResult, ProviderError
+
+router = APIRouter()
+
+
+def build_chat_request(body: ChatCompletionRequest, services: Services) -> ChatRequest:
+    """Check what the schema cannot express and translate to the provider-facing request."""
+    if body.n is not None and body.n != 1:
+        raise APIError(400, "n must be 1: talkgate returns a single choice per request.", param="n")
+    if not body.messages:
+        raise APIError(400, "messages must contain at least one message.", param="messages")
+    messages: list[dict[str, Any]] = []
+    has_text = False
+    for i, m in enumerate(body.messages):
+        try:
+            text = m.text()
+        except ValueError as exc:
+            raise APIError(400, f"messages[{i}]: {exc}", param=f"messages[{i}].content") from exc
+        has_text = has_text or bool(text.strip())
+        role = "system" if m.role == "developer" else m.role
+        msg: dict[str, Any] = {"role": role, "content": text}
+        if m.name:
+            msg["name"] = m.name
+        messages.append(msg)
+    if not has_text:
+        raise APIError(400, "messages contain no text: every message content is empty.", param="messages")
+    limit = body.token_limit()
+    ceiling = services.settings.max_tokens_ceiling
+    if limit is not None and limit > ceiling:
+        raise APIError(
+            400,
+            f"max_tokens is {limit}, above this gateway's limit of {ceiling}.",
+            param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
+        )
+    extra: dict[str, Any] = {}
+    if body.presence_penalty is not None:
+        extra["presence_penalty"] = body.presence_penalty
+    if body.frequency_penalty is not None:
+        extra["frequency_penalty"] = body.frequency_penalty
+    return ChatRequest(
+        model=body.model,
+        messages=messages,
+        max_tokens=limit,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop_list(),
+        extra=extra,
+    )
+
+
+def completion_body(completion_id: str, created: int, model: str, result: ChatResult) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": usage_dict(result.usage),
+    }
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, principal: Principal = require_scope("chat")) -> Response:
+    services: Services = request.app.state.services
+    body: ChatCompletionRequest = validate(
+        ChatCompletionRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))
+    )
+    chat_request = build_chat_request(body, services)
+    ctx: RequestContext = get_context(request)
+    if body.user and ctx.user is None:
+        ctx.user = body.user
+    if services.experiments is not None:  # A/B: may change model / system prompt, sets ctx.variant
+        chat_request = services.experiments.apply("chat", ctx, chat_request)
+    completion_id = new_completion_id()
+    created = int(time.time())
+
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        try:
+            chunks = await services.router.chat_stream(chat_request, ctx)
+        except ProviderError as exc:
+            raise no_provider_error(services, "chat", exc) from None
+        writer = ChunkWriter(completion_id, created, body.model, include_usage)
+        return StreamingResponse(
+            chat_sse(chunks, writer, include_usage),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+
+    try:
+        result = await services.router.chat(chat_request, ctx)
+    except ProviderError as exc:
+        raise no_provider_error(services, "chat", exc) from None
+    return Response(
+        orjson.dumps(completion_body(completion_id, created, body.model, result)),
+        media_type="application/json",
+    )

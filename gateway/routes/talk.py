@@ -1,0 +1,233 @@
+"""``POST /v1/talk``: a spoken, lip-synced answer from a portrait; ``GET /v1/talk/artifacts/{name}``.
+
+Input is JSON (``audio``/``image`` as base64 or data URLs) or multipart (``audio`` and
+``image`` as files). Exactly one of ``text``/``audio`` and one of ``avatar_id``/``image``.
+With ``Accept: video/mp4`` the MP4 itself is the answer; otherwise a JSON document with
+the transcript, the reply, stage timings and URLs of the MP4 and WAV artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, ORJSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from gateway.audio import AudioDecodeError, decode_to_pcm, run_in_codec_pool
+from gateway.auth import Principal, require_scope
+from gateway.context import get_context
+from gateway.errors import APIError
+from gateway.routes.avatars import lipsync_error, parse_face_index, read_form
+from gateway.schemas import parse_json_body, read_body, too_large, validate
+from gateway.services import Services
+from lipsync.avatars import Avatar
+from lipsync.conversations import ConversationMemory
+from lipsync.errors import FaceError, ImageError, LipsyncError
+from lipsync.talk import TalkError, TalkInput, TalkPipeline, TalkResult
+
+log = logging.getLogger("talkgate.talk")
+router = APIRouter()
+
+MAX_TEXT_CHARS = 4000
+
+
+class TalkBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = None
+    audio: str | None = None  # JSON: base64 or data URL
+    avatar_id: str | None = None
+    image: str | None = None  # JSON: base64 or data URL
+    face_index: int | None = Field(default=None, ge=0)
+    voice: str | None = None
+    system_prompt: str | None = Field(default=None, max_length=4000)
+    conversation_id: str | None = Field(default=None, max_length=128)
+    model: str | None = None
+    language: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=1024)
+
+
+def _b64(value: str, field: str) -> bytes:
+    payload = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, f"'{field}' must be base64 (or a data: URL)", param=field) from None
+
+
+async def _read_request(request: Request, limit: int) -> tuple[TalkBody, bytes | None, bytes | None]:
+    """(fields, audio bytes, image bytes) from a JSON or multipart body."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await read_form(
+            request, limit, "'text' or an 'audio' file, and 'avatar_id' or an 'image' file"
+        )
+        try:
+            fields: dict[str, Any] = {}
+            files: dict[str, bytes] = {}
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    data = await value.read(limit + 1)
+                    if len(data) > limit:
+                        raise too_large(limit)
+                    files[key] = data
+                else:
+                    fields[key] = value
+        finally:
+            await form.close()
+        if "face_index" in fields:
+            fields["face_index"] = parse_face_index(fields["face_index"])
+        fields = {k: v for k, v in fields.items() if k not in ("audio", "image") and v != ""}
+        try:
+            body = TalkBody.model_validate(fields)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        return body, files.get("audio"), files.get("image")
+    body = validate(TalkBody, parse_json_body(await read_body(request, limit)))
+    audio = _b64(body.audio, "audio") if body.audio else None
+    image = _b64(body.image, "image") if body.image else None
+    return body, audio, image
+
+
+def _check_choices(body: TalkBody, audio: bytes | None, image: bytes | None) -> None:
+    if body.text is not None and audio is not None:
+        raise APIError(400, "send either 'text' or 'audio', not both", param="text")
+    if body.text is None and audio is None:
+        raise APIError(400, "'text' or 'audio' is required", param="text", code="missing_input")
+    if body.text is not None:
+        if not body.text.strip():
+            raise APIError(400, "text is empty: there is nothing to answer", param="text", code="empty_text")
+        if len(body.text) > MAX_TEXT_CHARS:
+            raise APIError(400, f"text is longer than {MAX_TEXT_CHARS} characters", param="text")
+    if audio is not None and not audio:
+        raise APIError(400, "audio is empty", param="audio", code="invalid_audio")
+    if body.avatar_id and image is not None:
+        raise APIError(400, "send either 'avatar_id' or 'image', not both", param="avatar_id")
+    if not body.avatar_id and image is None:
+        raise APIError(400, "'avatar_id' or 'image' is required", param="avatar_id", code="missing_avatar")
+
+
+async def _avatar(services: Services, body: TalkBody, image: bytes | None, tenant: str) -> Avatar:
+    if image is not None:
+        try:
+            return await anyio.to_thread.run_sync(services.avatars.prepare, image, body.face_index)
+        except (FaceError, ImageError) as exc:
+            raise lipsync_error(exc) from None
+    assert body.avatar_id is not None
+    avatar = await anyio.to_thread.run_sync(services.avatars.get, body.avatar_id, tenant)
+    if avatar is None:
+        raise APIError(
+            404,
+            f"No avatar with id '{body.avatar_id}'",
+            type="not_found_error",
+            code="avatar_not_found",
+            param="avatar_id",
+        )
+    return avatar
+
+
+def _memory(request: Request) -> ConversationMemory:
+    memory = getattr(request.app.state, "talk_memory", None)
+    if memory is None:
+        memory = request.app.state.talk_memory = ConversationMemory()
+    return memory
+
+
+def _wants_video(request: Request) -> bool:
+    return "video/mp4" in request.headers.get("accept", "").lower()
+
+
+@router.post("/v1/talk")
+async def talk(request: Request, principal: Principal = require_scope("talk")) -> Response:
+    services: Services = request.app.state.services
+    settings = services.settings
+    body, audio_bytes, image = await _read_request(request, settings.max_upload_bytes)
+    _check_choices(body, audio_bytes, image)
+    avatar = await _avatar(services, body, image, principal.tenant)
+    audio = None
+    if audio_bytes is not None:
+        try:
+            audio = await run_in_codec_pool(decode_to_pcm, audio_bytes, 16000)
+        except AudioDecodeError as exc:
+            raise APIError(400, str(exc), code="invalid_audio", param="audio") from None
+    voice = body.voice or settings.voices.default
+    voice = settings.voices.aliases.get(voice, voice)
+    memory = _memory(request)
+    renders = services.renderer
+    stem = renders.artifacts.new_stem()
+    video_path = renders.artifacts.path_for(f"{stem}.mp4")
+    pipeline = TalkPipeline(services.router, renders, get_context(request), video_path)
+    inp = TalkInput(
+        avatar=avatar,
+        voice=voice,
+        text=body.text,
+        audio=audio,
+        system_prompt=body.system_prompt,
+        history=memory.history(principal.tenant, body.conversation_id),
+        model=body.model or "",
+        language=body.language,
+        max_tokens=body.max_tokens or 256,
+    )
+    try:
+        result = await pipeline.run(inp)
+    except TalkError as exc:
+        raise APIError(exc.status, exc.message, code=exc.code, param=exc.param) from None
+    except (FaceError, ImageError) as exc:
+        raise lipsync_error(exc) from None
+    except LipsyncError as exc:
+        raise APIError(
+            500, f"rendering failed: {exc.message}", type="server_error", code=exc.reason
+        ) from None
+    memory.append(principal.tenant, body.conversation_id, result.transcript, result.reply)
+    headers = {
+        "x-talkgate-renderer": result.renderer,
+        "x-talkgate-first-video-ms": str(result.timings["first_video_ms"]),
+        "x-talkgate-duration-s": str(result.duration_s),
+    }
+    if _wants_video(request):
+        data = await anyio.Path(video_path).read_bytes()
+        await anyio.Path(video_path).unlink(missing_ok=True)
+        return Response(data, media_type="video/mp4", headers=headers)
+    wav_name = f"{stem}.wav"
+    await anyio.Path(renders.artifacts.path_for(wav_name)).write_bytes(result.wav)
+    return ORJSONResponse(_json(request, result, stem), headers=headers)
+
+
+def _json(request: Request, result: TalkResult, stem: str) -> dict[str, Any]:
+    return {
+        "object": "talk",
+        "transcript": result.transcript,
+        "reply": result.reply,
+        "sentences": result.sentences,
+        "timings": result.timings,
+        "render_stages_ms": result.render_stages,
+        "renderer": result.renderer,
+        "providers": result.providers,
+        "fallback": result.fallback,
+        "audio_url": str(request.url_for("talk_artifact", name=f"{stem}.wav")),
+        "video_url": str(request.url_for("talk_artifact", name=f"{stem}.mp4")),
+        "duration_s": result.duration_s,
+    }
+
+
+@router.get("/v1/talk/artifacts/{name}", name="talk_artifact")
+async def talk_artifact(
+    name: str, request: Request, principal: Principal = require_scope("talk")
+) -> Response:
+    artifacts = request.app.state.services.renderer.artifacts
+    path = artifacts.lookup(name)
+    if path is None:
+        raise APIError(
+            404,
+            f"No artifact '{name}' (unknown or expired)",
+            type="not_found_error",
+            code="artifact_not_found",
+        )
+    return FileResponse(path, media_type=artifacts.media_type(name))

@@ -1,0 +1,161 @@
+"""Request schemas of the OpenAI-compatible endpoints.
+
+Only requests are pydantic models: responses are plain dicts serialised with orjson, since
+a validation round trip on every response would cost more than the whole routing hop.
+Unknown request fields are ignored (OpenAI SDKs send optional fields we do not use).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+
+from gateway.audio import SpeechFormat
+from gateway.errors import APIError
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChatMessage(_Lenient):
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message content as one string; OpenAI content parts must be text."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        pieces = []
+        for part in self.content:
+            kind = part.get("type")
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"content part type {kind!r} is not supported (only 'text')")
+            pieces.append(part["text"])
+        return "".join(pieces)
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Lenient):
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        return v
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class SpeechRequest(_Lenient):
+    model: str = Field(min_length=1)
+    input: str
+    voice: str = ""
+    response_format: SpeechFormat = "mp3"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    instructions: str | None = None
+
+
+TranscriptionFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
+
+
+class TranscriptionForm(_Lenient):
+    """The non-file fields of a multipart transcription request."""
+
+    model: str = Field(min_length=1)
+    language: str | None = None
+    prompt: str | None = None
+    response_format: TranscriptionFormat = "json"
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reading bodies
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(
+        413,
+        f"The request body is larger than this gateway's limit of {limit} bytes ({limit / 1048576:.0f} MiB).",
+        code="request_too_large",
+        # Close the connection: otherwise the server reads and drops the rest of a huge upload.
+        headers={"connection": "close"},
+    )
+
+
+def check_content_length(request: Request, limit: int) -> None:
+    """Refuse an oversized body from its declared length, before reading a byte of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise APIError(400, "The Content-Length header is not a number.") from None
+        if size > limit:
+            raise too_large(limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, but never more than ``limit`` bytes in memory (413 beyond)."""
+    check_content_length(request, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """orjson parse with a 400 that says what is wrong (FastAPI's default is a 422)."""
+    if not raw.strip():
+        raise APIError(400, "The request body is empty: expected a JSON object.", code="invalid_json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def validate(model: type[Any], payload: Any) -> Any:
+    """Validate against a schema; failures go through the shared 422 handler naming the field."""
+    if not isinstance(payload, dict):
+        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None

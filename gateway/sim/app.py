@@ -1,0 +1,65 @@
+"""The Bailian (DashScope) simulator as one ASGI app: HTTP, SSE and WebSocket on a single port.
+
+``create_app`` is used by tests (in-process uvicorn thread) and ``run_simulator`` by
+``talkgate sim --port P``. Wire formats follow ``reference/dashscope-protocol.md``, quirks included.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from gateway.sim import compat, generation, multimodal
+from gateway.sim.config import SimConfig
+from gateway.sim.control import routes as control_routes
+from gateway.sim.http_common import install_log_filter, json_response, new_request_id
+from gateway.sim.state import SimState
+from gateway.sim.ws import inference_ws
+
+
+async def _health(request: Request) -> Response:
+    return json_response({"status": "ok", "service": "talkgate-bailian-simulator"})
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    body = {
+        "code": "InvalidURL",
+        "message": f"Unsupported path: {request.url.path}",
+        "request_id": new_request_id(),
+    }
+    return json_response(body, 404)
+
+
+async def _bad_method(request: Request, exc: Exception) -> Response:
+    body = {
+        "code": "InvalidParameter",
+        "message": f"Method {request.method} not allowed.",
+        "request_id": new_request_id(),
+    }
+    return json_response(body, 405)
+
+
+def create_app(config: SimConfig | None = None) -> Starlette:
+    """A fresh simulator with its own faults, request log and audio store."""
+    install_log_filter()
+    routes = [
+        Route(generation.PATH, generation.text_generation, methods=["POST"]),
+        Route(compat.PATH, compat.chat_completions, methods=["POST"]),
+        Route(multimodal.PATH, multimodal.multimodal_generation, methods=["POST"]),
+        WebSocketRoute("/api-ws/v1/inference", inference_ws),
+        WebSocketRoute("/api-ws/v1/inference/", inference_ws),
+        Route("/sim/health", _health, methods=["GET"]),
+        *control_routes,
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _bad_method})
+    app.state.sim = SimState(config or SimConfig())
+    return app
+
+
+def run_simulator(host: str = "127.0.0.1", port: int = 8100, config: SimConfig | None = None) -> None:
+    """Serve the simulator until interrupted (``talkgate sim``)."""
+    import uvicorn
+
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,134 @@
+"""Native Qwen text generation: ``POST /api/v1/services/aigc/text-generation/generation``.
+
+Plain JSON and SSE (reference §2.2-2.3): ``id:``/``event:result``/``:HTTP_STATUS/200``/``data:``
+events with cumulative usage, ``finish_reason`` the string "null" until the last event, no [DONE].
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.sim.admission import Call, admit
+from gateway.sim.http_common import SimStream, json_response, native_error, sleep_ms, sse_event
+from gateway.sim.models import is_generation_model
+from gateway.sim.state import SimState
+from gateway.sim.text import answer_for, last_user_text, prompt_tokens, truncate
+
+PATH = "/api/v1/services/aigc/text-generation/generation"
+
+
+def _parse_input(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str] | None:
+    """(messages, last user text) from ``input.messages`` or ``input.prompt``; None if neither."""
+    data = body.get("input")
+    if not isinstance(data, dict):
+        return None
+    messages = data.get("messages")
+    if isinstance(messages, list) and messages:
+        clean = [m for m in messages if isinstance(m, dict)]
+        return clean, last_user_text(clean)
+    prompt = data.get("prompt")
+    if isinstance(prompt, str) and prompt:
+        return [{"role": "user", "content": prompt}], prompt
+    return None
+
+
+def _max_tokens(params: dict[str, Any]) -> int | None:
+    value = params.get("max_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _output(text: str, finish_reason: str, result_format: str) -> dict[str, Any]:
+    if result_format == "message":
+        message = {"role": "assistant", "content": text}
+        return {"choices": [{"finish_reason": finish_reason, "message": message}]}
+    return {"text": text, "finish_reason": finish_reason}
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+async def text_generation(request: Request) -> Response:
+    state: SimState = request.app.state.sim
+    call = await admit(request, state, "generation", is_generation_model, native_error)
+    if isinstance(call, Response):
+        return call
+    parsed = _parse_input(call.body)
+    if parsed is None:
+        call.record["status"] = 400
+        return native_error(
+            400,
+            "InvalidParameter",
+            "Input should contain a non-empty 'prompt' or 'messages'.",
+            call.request_id,
+        )
+    messages, user_text = parsed
+    params = call.body.get("parameters") if isinstance(call.body.get("parameters"), dict) else {}
+    result_format = "message" if params.get("result_format") == "message" else "text"
+    pieces, finish_reason = truncate(answer_for(state.config, user_text), _max_tokens(params))
+    n_in = prompt_tokens(messages)
+    config = state.config
+    if not call.stream:
+        await sleep_ms(config.ttft_ms + config.token_delay_ms * max(len(pieces) - 1, 0))
+        return json_response(
+            {
+                "output": _output("".join(pieces), finish_reason, result_format),
+                "usage": _usage(n_in, len(pieces)),
+                "request_id": call.request_id,
+            }
+        )
+    return _stream(call, state, pieces, finish_reason, n_in, result_format, params.get("incremental_output"))
+
+
+def _stream(
+    call: Call,
+    state: SimState,
+    pieces: list[str],
+    finish_reason: str,
+    n_in: int,
+    result_format: str,
+    incremental: Any,
+) -> Response:
+    incremental = incremental is True
+    config = state.config
+
+    async def events() -> AsyncIterator[bytes]:
+        await sleep_ms(config.ttft_ms)
+        text = ""
+        for i, piece in enumerate(pieces):
+            if i:
+                await sleep_ms(config.token_delay_ms)
+            text += piece
+            chunk = piece if incremental else text
+            body = {
+                "output": _output(chunk, "null", result_format),
+                "usage": _usage(n_in, i + 1),
+                "request_id": call.request_id,
+            }
+            yield sse_event(i + 1, body)
+        final = {
+            "output": _output("" if incremental else text, finish_reason, result_format),
+            "usage": _usage(n_in, len(pieces)),
+            "request_id": call.request_id,
+        }
+        yield sse_event(len(pieces) + 1, final)
+
+    fault = call.fault
+    error_chunk = None
+    if fault is not None and fault.cut_after is not None and fault.status is not None:
+        error_body = {"code": fault.error_code, "message": fault.error_message, "request_id": call.request_id}
+        error_chunk = sse_event(fault.cut_after + 1, error_body, status=fault.status, event="error")
+    return SimStream(
+        events,
+        cut_after=fault.cut_after if fault else None,
+        error_chunk=error_chunk,
+        watch_disconnect=config.token_delay_ms > 0 or config.ttft_ms > 0,
+    )

@@ -1,0 +1,257 @@
+"""WebSocket ``/api-ws/v1/inference`` (with or without the trailing slash): the duplex task protocol.
+
+The key is checked at the handshake (bad key → HTTP 401 on the upgrade, which the SDKs report as a
+handshake failure). After that the client drives tasks with ``run-task``; each task is an ASR
+(Paraformer / Fun-ASR), CosyVoice or Sambert session (``ws_asr`` / ``ws_tts``). A connection can
+run several tasks one after another; a new run-task aborts the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import orjson
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.sim.http_common import (
+    HANG_MAX_S,
+    INVALID_KEY,
+    apply_fault_latency,
+    bearer_key,
+    mark_deliberate_drop,
+    new_request_id,
+)
+from gateway.sim.models import SAMBERT_PREFIXES, WS_ASR_PREFIXES, WS_TTS_PREFIXES, model_not_found_message
+from gateway.sim.state import Fault, SimState
+
+log = logging.getLogger(__name__)
+IDLE_WITHOUT_TASK_S = 60.0
+
+
+class Dropped(Exception):
+    """The connection was ended by an injected fault; ``abrupt`` means no close frame."""
+
+    def __init__(self, abrupt: bool) -> None:
+        super().__init__("simulated drop")
+        self.abrupt = abrupt
+
+
+class Conn:
+    """Sends task events and audio frames; enforces a fault's ``cut_after`` frame budget."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.ws = websocket
+        self.frames = 0
+        self.cut_after: int | None = None
+        self.cut_fault: Fault | None = None
+        self.task_id = ""
+
+    def arm(self, fault: Fault | None) -> None:
+        self.frames = 0
+        self.cut_after = fault.cut_after if fault else None
+        self.cut_fault = fault
+
+    async def _budget(self) -> None:
+        if self.cut_after is None or self.frames < self.cut_after:
+            self.frames += 1
+            return
+        fault = self.cut_fault
+        if fault is not None and fault.status is not None:
+            await self.fail(fault.error_code, fault.error_message)
+            raise Dropped(abrupt=False)
+        raise Dropped(abrupt=True)
+
+    async def event(self, event: str, payload: dict[str, Any], **attributes: Any) -> None:
+        await self._budget()
+        header = {"task_id": self.task_id, "event": event, "attributes": attributes}
+        await self.ws.send_text(orjson.dumps({"header": header, "payload": payload}).decode())
+
+    async def audio(self, data: bytes) -> None:
+        await self._budget()
+        await self.ws.send_bytes(data)
+
+    async def fail(self, code: str, message: str) -> None:
+        """task-failed (never counted against the budget), then the server closes the connection."""
+        header = {
+            "task_id": self.task_id,
+            "event": "task-failed",
+            "error_code": code,
+            "error_message": message,
+            "attributes": {},
+        }
+        await self.ws.send_text(orjson.dumps({"header": header, "payload": {}}).decode())
+
+
+class Task(Protocol):
+    async def on_message(self, message: dict[str, Any]) -> bool:
+        """A JSON message for this task; returns True once the task is over (finished)."""
+        ...
+
+    async def on_audio(self, data: bytes) -> None: ...
+
+    async def start(self) -> bool:
+        """Called after task-started; returns True if the task already finished (one-way tasks)."""
+        ...
+
+
+class TaskFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _deny(status: int, code: str, message: str) -> Response:
+    body = {"code": code, "message": message, "request_id": new_request_id()}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _reject(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(_deny(status, code, message))
+        mark_deliberate_drop()  # uvicorn logs a denial as an unfinished handshake
+    else:  # servers without the denial extension can only refuse with 403
+        await websocket.close(code=1008)
+
+
+async def inference_ws(websocket: WebSocket) -> None:
+    state: SimState = websocket.app.state.sim
+    if not state.config.key_ok(bearer_key(websocket.headers)):
+        item = state.log.record("ws", websocket.url.path, None, True, None)
+        item["status"] = 401
+        await _reject(websocket, 401, *INVALID_KEY)
+        return
+    fault = state.faults.take("ws", None, handshake=True)
+    if fault is not None:
+        service = fault.service if fault.service != "*" else "ws"
+        item = state.log.record(service, websocket.url.path, None, True, None, fault=fault)
+        item["status"] = fault.status
+        await _reject(websocket, fault.status or 401, fault.error_code, fault.error_message)
+        return
+    await websocket.accept()
+    conn = Conn(websocket)
+    try:
+        await _serve(websocket, state, conn)
+    except Dropped as drop:
+        if not drop.abrupt:
+            await _close(websocket)
+        # abrupt: return without a close frame; uvicorn then closes the TCP connection
+    except WebSocketDisconnect:
+        pass
+
+
+async def _close(websocket: WebSocket) -> None:
+    try:
+        await websocket.close(code=1000)
+    except (RuntimeError, WebSocketDisconnect, OSError):
+        pass
+
+
+async def _serve(websocket: WebSocket, state: SimState, conn: Conn) -> None:
+    task: Task | None = None
+    hanging = False
+    while True:
+        if hanging:
+            timeout = HANG_MAX_S
+        else:
+            timeout = state.config.ws_idle_timeout_s if task is not None else IDLE_WITHOUT_TASK_S
+        try:
+            message = await asyncio.wait_for(websocket.receive(), timeout=timeout)
+        except TimeoutError:
+            if task is not None and not hanging:
+                await conn.fail("CLIENT_ERROR", f"request timeout after {timeout:g} seconds.")
+            await _close(websocket)
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        if hanging:
+            continue
+        if message.get("bytes") is not None:
+            if task is not None:
+                await task.on_audio(message["bytes"])
+            continue
+        try:
+            data = orjson.loads(message.get("text") or "")
+            header = data["header"]
+            action = header["action"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            await conn.fail("InvalidParameter", "Message is not a valid task JSON with header.action.")
+            await _close(websocket)
+            return
+        try:
+            if action == "run-task":
+                task, hanging = await _run_task(data, state, conn)
+                if task is not None and await task.start():
+                    task = None
+            elif task is None:
+                raise TaskFailed("InvalidParameter", f"'{action}' received without a running task.")
+            elif action in ("continue-task", "finish-task"):
+                if await task.on_message(data):
+                    task = None
+            else:
+                raise TaskFailed("InvalidParameter", f"Unsupported action '{action}'.")
+        except TaskFailed as exc:
+            await conn.fail(exc.code, exc.message)
+            await _close(websocket)
+            return
+
+
+async def _run_task(data: dict[str, Any], state: SimState, conn: Conn) -> tuple[Task | None, bool]:
+    """Validate a run-task, record it, apply any fault, send task-started and build the task."""
+    from gateway.sim.ws_asr import AsrTask
+    from gateway.sim.ws_tts import CosyVoiceTask, SambertTask
+
+    header = data.get("header") or {}
+    payload = data.get("payload")
+    conn.task_id = str(header.get("task_id") or "")
+    payload = payload if isinstance(payload, dict) else {}
+    model = payload.get("model") if isinstance(payload.get("model"), str) else None
+    kind = payload.get("task")
+    service = "asr" if kind == "asr" else "tts" if kind == "tts" else "ws"
+    item = state.log.record(service, "/api-ws/v1/inference", model, True, data, task_id=conn.task_id)
+    item.update({"audio_bytes": 0} if service == "asr" else {"text_chars": 0})
+
+    def failed(code: str, message: str) -> TaskFailed:
+        item["status"] = 400
+        return TaskFailed(code, message)
+
+    if not conn.task_id:
+        raise failed("InvalidParameter", "header.task_id is required.")
+    if payload.get("task_group") != "audio" or service == "ws":
+        raise failed("InvalidParameter", "Unsupported task_group/task; expected audio asr or tts.")
+    if not model:
+        raise failed("InvalidParameter", "payload.model is required.")
+    if "input" not in payload:
+        raise failed("InvalidParameter", "task can not be null")
+    streaming = header.get("streaming", "duplex")
+    if service == "asr" and model.startswith(WS_ASR_PREFIXES):
+        factory: Any = AsrTask
+    elif service == "tts" and model.startswith(WS_TTS_PREFIXES) and streaming == "duplex":
+        factory = CosyVoiceTask
+    elif service == "tts" and model.startswith(SAMBERT_PREFIXES):
+        factory = SambertTask
+    else:
+        item["status"] = 404
+        raise TaskFailed("ModelNotFound", model_not_found_message(model))
+    fault = state.faults.take(service, model)
+    if fault is not None:
+        item["fault"] = fault.id
+        if fault.hang:
+            item["status"] = 0
+            return None, True
+        await apply_fault_latency(fault)
+        if fault.status is not None and fault.cut_after is None:
+            item["status"] = fault.status
+            raise TaskFailed(fault.error_code, fault.error_message)
+    params = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
+    try:
+        task = factory(conn, state, payload, params, item)
+    except TaskFailed:
+        item["status"] = 400
+        raise
+    conn.arm(fault)
+    item["status"] = 200
+    await conn.event("task-started", {})
+    return task, False

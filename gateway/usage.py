@@ -1,0 +1,194 @@
+"""Usage records: one row per admitted request, buffered in memory, written in batches.
+
+Routes add measurements with ``record(request, tokens_in=..., characters=..., ...)``; the auth
+dependency (``gateway.auth.require_scope``) closes the row when the response has been sent,
+adding tenant, key, route, provider, fallback, cache, latency and status. Nothing on the
+request path touches the database: ``UsageRecorder.add`` appends to a deque and a background
+task inserts batches (``executemany``). A failed write keeps the batch and retries; shutdown
+flushes everything that is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
+
+from gateway.db.models import UsageRecord
+from policies.quota import month_of
+
+log = logging.getLogger("talkgate.usage")
+
+#: Numeric measurements a route may report; they add up if recorded more than once.
+MEASURES = ("tokens_in", "tokens_out", "characters", "audio_seconds", "video_seconds")
+#: Descriptive fields a route may set (the last value wins).
+LABELS = ("model", "provider", "status", "route")
+COLUMNS = (
+    "request_id", "ts_ms", "key_id", "tenant", "route", "provider", "model", "fallback", "cache",
+    "tokens_in", "tokens_out", "characters", "audio_seconds", "video_seconds", "latency_ms", "status",
+)  # fmt: skip
+
+
+def record(request: Request, **fields: Any) -> None:
+    """Adds measurements to this request's usage row (see MEASURES and LABELS).
+
+    Example: ``record(request, tokens_in=12, tokens_out=30, model="qwen-plus")``. Safe to call
+    from a streaming generator; the row is written once the response has finished.
+    """
+    from gateway.context import get_context
+
+    pending = get_context(request).extra.setdefault("usage", {})
+    for name, value in fields.items():
+        if name in MEASURES:
+            pending[name] = pending.get(name, 0) + (value or 0)
+        elif name in LABELS:
+            pending[name] = value
+        else:
+            raise TypeError(f"unknown usage field {name!r}")
+
+
+def quota_amounts(row: dict[str, Any]) -> dict[str, float]:
+    return {
+        "tokens": float(row.get("tokens_in", 0) + row.get("tokens_out", 0)),
+        "tts_chars": float(row.get("characters", 0)),
+        "asr_seconds": float(row.get("audio_seconds", 0.0)),
+        "video_seconds": float(row.get("video_seconds", 0.0)),
+    }
+
+
+class UsageRecorder:
+    """In-memory buffer plus a background batch writer."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        flush_interval_s: float = 1.0,
+        batch_rows: int = 2000,
+        buffer_rows: int = 200_000,
+        quota: Any = None,
+    ) -> None:
+        self.sessions = sessions
+        self.flush_interval_s = flush_interval_s
+        self.batch_rows = batch_rows
+        self.buffer_rows = buffer_rows
+        self.quota = quota
+        self.dropped = 0  # rows lost because the buffer overflowed while the DB was down
+        self.written = 0
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """O(1), never blocks, never raises for a full buffer (drops the oldest row, counted)."""
+        full = {c: row.get(c) for c in COLUMNS}
+        for name in MEASURES:
+            full[name] = full[name] or 0
+        full["ts_ms"] = full["ts_ms"] or int(time.time() * 1000)
+        full["fallback"] = bool(full["fallback"])
+        full["cache"] = full["cache"] or "bypass"
+        full["latency_ms"] = float(full["latency_ms"] or 0.0)
+        full["status"] = int(full["status"] or 200)
+        full["tenant"] = full["tenant"] or "default"
+        full["route"] = full["route"] or "unknown"
+        full["request_id"] = full["request_id"] or ""
+        if len(self._buffer) >= self.buffer_rows:
+            self._buffer.popleft()
+            self.dropped += 1
+        self._buffer.append(full)
+        if len(self._buffer) >= self.batch_rows:
+            self._wake.set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._wake = asyncio.Event()  # bound to the serving loop
+            self._lock = asyncio.Lock()
+            self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def stop(self) -> None:
+        """Stops the writer and flushes every buffered row (graceful shutdown)."""
+        self._stopping = True
+        if self._task is not None:
+            # Let the writer finish its current batch (cancelling mid-commit could duplicate rows).
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            except Exception:
+                log.exception("usage writer ended with an error")
+            self._task = None
+        for _ in range(5):  # a few attempts if the database blips during shutdown
+            try:
+                await self.flush()
+                break
+            except Exception:
+                log.exception("usage flush at shutdown failed; retrying")
+                await asyncio.sleep(0.2)
+        if self._buffer:
+            log.error("usage: %d rows could not be written at shutdown", len(self._buffer))
+
+    async def _run(self) -> None:
+        backoff = self.flush_interval_s
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            try:
+                await self.flush()
+                backoff = self.flush_interval_s
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("usage write failed; %d rows kept for retry", len(self._buffer))
+                backoff = min(30.0, backoff * 2)
+
+    async def flush(self) -> int:
+        """Writes everything buffered now, in batches. Returns the rows written."""
+        written = 0
+        async with self._lock:
+            while self._buffer:
+                n = min(self.batch_rows, len(self._buffer))
+                batch = [self._buffer.popleft() for _ in range(n)]
+                try:
+                    async with self.sessions() as s:
+                        await s.execute(insert(UsageRecord), batch)
+                        await s.commit()
+                except BaseException:
+                    self._buffer.extendleft(reversed(batch))  # keep order, retry later
+                    raise
+                written += n
+                self.written += n
+                await self._count_quota(batch)
+        return written
+
+    async def _count_quota(self, batch: list[dict[str, Any]]) -> None:
+        if self.quota is None:
+            return
+        totals: dict[tuple[str, str], dict[str, float]] = {}
+        for row in batch:
+            acc = totals.setdefault(
+                (row["tenant"], month_of(row["ts_ms"])), dict.fromkeys(quota_amounts({}), 0.0)
+            )
+            for name, value in quota_amounts(row).items():
+                acc[name] += value
+        try:
+            await self.quota.add(totals)
+        except Exception:  # the rows are safe in the DB; counters re-seed from it if lost
+            log.exception("quota counter update failed")

@@ -1,0 +1,150 @@
+"""Wav2Lip's audio front-end in numpy/scipy (no librosa at run time).
+
+The generator was trained on this exact pipeline, so every constant matters:
+16 kHz, pre-emphasis 0.97, STFT (n_fft 800, hop 200, Hann window 800, centred with
+REFLECT padding), magnitude, Slaney mel (80 bins, 55–7600 Hz, Slaney area norm),
+20·log10(max(1e-5, x)) − 20 dB, then symmetric normalisation clipped to ±4.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from math import gcd
+
+import numpy as np
+from scipy.signal import lfilter, resample_poly
+
+SAMPLE_RATE = 16000
+N_FFT = 800
+HOP = 200
+WIN = 800
+N_MELS = 80
+FMIN = 55.0
+FMAX = 7600.0
+PREEMPHASIS = 0.97
+REF_LEVEL_DB = 20.0
+MIN_LEVEL_DB = -100.0
+MAX_ABS = 4.0
+MEL_STEP = 16  # mel columns per video frame window
+MEL_FPS = SAMPLE_RATE / HOP  # 80 mel columns per second
+
+
+def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
+    """Signed 16-bit PCM (bytes or int16 array) → float32 in [-1, 1)."""
+    arr = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes | bytearray | memoryview) else pcm
+    return np.asarray(arr, dtype=np.float32) / 32768.0
+
+
+def resample(signal: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Polyphase resampling (e.g. piper's 22.05 kHz → 16 kHz); identity when rates match."""
+    if src_rate == dst_rate or signal.size == 0:
+        return np.asarray(signal, dtype=np.float32)
+    g = gcd(int(src_rate), int(dst_rate))
+    return resample_poly(signal, dst_rate // g, src_rate // g).astype(np.float32)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's scale: linear (f / (200/3)) below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    mel = hz / f_sp
+    high = hz >= min_log_hz
+    mel[high] = min_log_mel + np.log(hz[high] / min_log_hz) / logstep
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    hz = mel * f_sp
+    high = mel >= min_log_mel
+    hz[high] = min_log_hz * np.exp(logstep * (mel[high] - min_log_mel))
+    return hz
+
+
+@lru_cache(maxsize=4)
+def mel_filterbank(
+    sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = FMIN, fmax: float = FMAX
+) -> np.ndarray:
+    """(n_mels, 1 + n_fft/2) triangular filters on the Slaney scale, area-normalised."""
+    fft_hz = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.array([fmin]))[0], _hz_to_mel(np.array([fmax]))[0], n_mels + 2)
+    )
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2 : n_mels + 2] - edges[:n_mels]))[:, None]
+    weights.setflags(write=False)
+    return weights
+
+
+@lru_cache(maxsize=2)
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window (the FFT-bin convention the STFT uses)."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def stft_magnitude(y: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """|STFT| with centred frames, reflect padding; shape (1 + n_fft/2, 1 + len(y)//hop)."""
+    pad = n_fft // 2
+    mode = "reflect" if y.size > pad else "constant"  # reflect needs more samples than the pad
+    padded = np.pad(y, pad, mode=mode)
+    n_frames = 1 + (padded.size - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    return np.abs(np.fft.rfft(frames * _hann(n_fft), axis=1)).T
+
+
+def melspectrogram(signal: np.ndarray) -> np.ndarray:
+    """16 kHz mono float signal → normalised log-mel (80, 1 + len//200) in [-4, 4], float32."""
+    y = np.asarray(signal, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError("melspectrogram expects a mono 1-D signal")
+    if y.size == 0:
+        raise ValueError("melspectrogram needs at least one sample")
+    y = lfilter([1.0, -PREEMPHASIS], [1.0], y)
+    mel = mel_filterbank() @ stft_magnitude(y)
+    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
+    norm = (2.0 * MAX_ABS) * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS
+    return np.clip(norm, -MAX_ABS, MAX_ABS).astype(np.float32)
+
+
+def chunk_starts(n_mel_cols: int, fps: float, n_frames: int | None = None) -> list[int]:
+    """Start column of each video frame's 16-column window.
+
+    Reference rule: start = int(i·80/fps); once start+16 passes the end, the last 16
+    columns are used and (without ``n_frames``) the sequence stops. With ``n_frames``
+    the count is fixed by the caller (so video length equals audio length) and frames past
+    the end reuse the last window.
+    """
+    last = max(0, n_mel_cols - MEL_STEP)
+    starts: list[int] = []
+    i = 0
+    while True:
+        start = int(i * MEL_FPS / fps)
+        if n_frames is None:
+            if start + MEL_STEP > n_mel_cols:
+                starts.append(last)
+                return starts
+            starts.append(start)
+        else:
+            if i >= n_frames:
+                return starts
+            starts.append(min(start, last))
+        i += 1
+
+
+def mel_chunks(mel: np.ndarray, fps: float, n_frames: int | None = None) -> np.ndarray:
+    """(n_frames, 80, 16) windows, one per video frame; short mels are edge-padded to 16 columns."""
+    if mel.shape[1] < MEL_STEP:
+        mel = np.pad(mel, ((0, 0), (0, MEL_STEP - mel.shape[1])), mode="edge")
+    starts = chunk_starts(mel.shape[1], fps, n_frames)
+    return np.stack([mel[:, s : s + MEL_STEP] for s in starts]).astype(np.float32)

@@ -1,0 +1,250 @@
+"""Renderer selection and the bounded render pool.
+
+``RenderService`` owns one renderer for the process: Wav2Lip when a checkpoint is
+configured and loads, the procedural renderer otherwise (also when the checkpoint is
+broken: the error is logged and kept in ``load_error`` so the gateway still talks). All
+rendering and encoding runs on a thread pool of ``max_concurrent_renders`` workers, so
+the event loop never blocks and at most that many renders run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+import wave
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+import numpy as np
+
+from lipsync.artifacts import ArtifactStore
+from lipsync.avatars import Avatar
+from lipsync.blend import paste
+from lipsync.encode import Mp4Writer
+from lipsync.errors import LipsyncError
+from lipsync.mel import SAMPLE_RATE, mel_chunks, melspectrogram, resample
+from lipsync.procedural import ProceduralRenderer
+
+log = logging.getLogger("talkgate.lipsync")
+T = TypeVar("T")
+
+
+class Renderer(Protocol):
+    name: Literal["wav2lip", "procedural"]
+
+    def render(
+        self,
+        avatar: Avatar,
+        pcm16k: np.ndarray,
+        n_frames: int | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Full-size BGR frames for 16 kHz mono float audio."""
+        ...
+
+
+class Wav2LipRenderer:
+    """Mel windows → Wav2Lip mouths (batched) → feathered paste into the portrait."""
+
+    name: Literal["wav2lip"] = "wav2lip"
+
+    def __init__(self, engine: Any, fps: int = 25) -> None:
+        self.engine = engine  # lipsync.engine.Wav2LipEngine (imports torch)
+        self.fps = fps
+
+    def render(
+        self,
+        avatar: Avatar,
+        pcm16k: np.ndarray,
+        n_frames: int | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Iterator[np.ndarray]:
+        from lipsync.engine import face_input
+
+        stages = timings if timings is not None else {}
+        t0 = time.perf_counter()
+        mel = melspectrogram(pcm16k)
+        if not np.isfinite(mel).all():
+            raise LipsyncError("the audio produced a non-finite spectrogram", reason="bad_audio")
+        chunks = mel_chunks(mel, self.fps, n_frames)
+        face6 = face_input(avatar.crop)
+        _add(stages, "mel", t0)
+        step = max(1, self.engine.batch_size)
+        for start in range(0, len(chunks), step):
+            t1 = time.perf_counter()
+            mouths = self.engine.predict(face6, chunks[start : start + step], cache_key=avatar.id)
+            _add(stages, "model", t1)
+            for mouth in mouths:
+                t2 = time.perf_counter()
+                frame = paste(avatar.image, mouth, avatar.box)
+                _add(stages, "paste", t2)
+                yield frame
+
+
+def _add(stages: dict[str, float], key: str, since: float) -> None:
+    stages[key] = stages.get(key, 0.0) + time.perf_counter() - since
+
+
+class VideoBuilder:
+    """One MP4 built segment by segment (one segment per spoken sentence).
+
+    Not thread-safe: a request feeds its segments one after another. ``timings`` holds the
+    seconds spent per stage (mel, model, paste, encode) over all segments.
+    """
+
+    def __init__(self, renderer: Renderer, avatar: Avatar, path: Path, fps: int) -> None:
+        self.renderer = renderer
+        self.avatar = avatar
+        self.writer = Mp4Writer(path, avatar.width, avatar.height, fps=fps)
+        self.timings: dict[str, float] = {}
+        self.audio_parts: list[np.ndarray] = []  # output-rate audio, for the WAV artifact
+
+    def add(self, pcm: np.ndarray, sample_rate: int) -> None:
+        """Render and encode one stretch of mono float audio."""
+        out_audio = resample(pcm, sample_rate, self.writer.sample_rate)
+        n_frames = self.writer.frames_for(out_audio.size)
+        audio16k = resample(pcm, sample_rate, SAMPLE_RATE)
+        frames = self.renderer.render(self.avatar, audio16k, n_frames, self.timings) if n_frames else iter(())
+        rendering_before = self._rendering()
+        t0 = time.perf_counter()
+        self.writer.write(frames, out_audio)
+        # The renderer is lazy and runs inside write(): encoding is the rest of the wall time.
+        spent = time.perf_counter() - t0 - (self._rendering() - rendering_before)
+        self.timings["encode"] = self.timings.get("encode", 0.0) + spent
+        self.audio_parts.append(out_audio)
+
+    def _rendering(self) -> float:
+        return sum(self.timings.get(k, 0.0) for k in ("mel", "model", "paste"))
+
+    def finish(self) -> Path:
+        t0 = time.perf_counter()
+        self.writer.close()
+        self.timings["encode"] = self.timings.get("encode", 0.0) + time.perf_counter() - t0
+        return self.writer.path
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def wav_bytes(self) -> bytes:
+        """The spoken audio as a 16-bit mono WAV file."""
+        audio = np.concatenate(self.audio_parts) if self.audio_parts else np.zeros(0, np.float32)
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.writer.sample_rate)
+            w.writeframes(pcm.tobytes())
+        return buf.getvalue()
+
+    @property
+    def duration_s(self) -> float:
+        return self.writer.audio_seconds
+
+
+class RenderService:
+    """The process's renderer plus its bounded worker pool."""
+
+    def __init__(
+        self,
+        *,
+        fps: int = 25,
+        max_concurrent: int = 2,
+        checkpoint: Path | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.fps = fps
+        self.artifacts = artifacts
+        self.checkpoint = checkpoint
+        self.device = device
+        self.batch_size = batch_size
+        self.max_concurrent = max(1, max_concurrent)
+        self._executor = ThreadPoolExecutor(max_workers=self.max_concurrent, thread_name_prefix="render")
+        self._renderer: Renderer | None = None
+        self.load_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RenderService:
+        cfg = settings.lipsync
+        return cls(
+            fps=cfg.fps,
+            max_concurrent=cfg.max_concurrent_renders,
+            checkpoint=settings.wav2lip_checkpoint,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            artifacts=ArtifactStore(settings.data_dir / "artifacts", cfg.artifact_ttl_s),
+        )
+
+    # ------------------------------------------------------------------ selection
+
+    @property
+    def renderer(self) -> Renderer:
+        """The renderer to use; loads Wav2Lip on first use if ``start`` was not awaited."""
+        if self._renderer is None:
+            self._renderer = self._build()
+        return self._renderer
+
+    @property
+    def name(self) -> str:
+        return self.renderer.name
+
+    def _build(self) -> Renderer:
+        if self.checkpoint is None:
+            return ProceduralRenderer(fps=self.fps)
+        try:
+            from lipsync.engine import Wav2LipEngine
+
+            engine = Wav2LipEngine.from_checkpoint(self.checkpoint, self.device, self.batch_size)
+        except LipsyncError as exc:
+            self.load_error = exc.message
+        except Exception as exc:  # e.g. torch missing, CUDA requested without a GPU
+            self.load_error = f"{type(exc).__name__}: {exc}"
+        else:
+            log.info("Wav2Lip loaded from %s: %s", self.checkpoint, engine.memory_report())
+            return Wav2LipRenderer(engine, fps=self.fps)
+        log.error("Wav2Lip checkpoint not used, falling back to the procedural renderer: %s", self.load_error)
+        return ProceduralRenderer(fps=self.fps)
+
+    def use(self, renderer: Renderer) -> None:
+        """Install a specific renderer (benchmarks, tests)."""
+        self._renderer = renderer
+
+    # ------------------------------------------------------------------ running
+
+    async def start(self) -> None:
+        """Starts the artifact sweeper; loads the model off the event loop so the first request
+        does not pay for it."""
+        if self.artifacts is not None:
+            await self.artifacts.start()
+        if self._renderer is None and self.checkpoint is not None:
+            await self.run(lambda: self.renderer)
+
+    async def stop(self) -> None:
+        if self.artifacts is not None:
+            await self.artifacts.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound work on the render pool (at most ``max_concurrent`` at once)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def builder(self, avatar: Avatar, path: Path) -> VideoBuilder:
+        return VideoBuilder(self.renderer, avatar, path, self.fps)
+
+    def render_file(self, avatar: Avatar, pcm: np.ndarray, sample_rate: int, path: Path) -> VideoBuilder:
+        """Synchronous one-shot: the whole clip into ``path`` (call through ``run``)."""
+        builder = self.builder(avatar, path)
+        try:
+            builder.add(pcm, sample_rate)
+            builder.finish()
+        except BaseException:
+            builder.abort()
+            raise
+        return builder

@@ -1,0 +1,71 @@
+"""Cutting a streamed LLM reply into sentences, so speech and video start before the reply ends.
+
+A sentence ends at ``. ! ? …`` followed by whitespace (so "3.14" and "e.g.x" do not cut),
+at CJK full stops ``。！？；`` immediately, or at a newline. Overlong runs without an end
+mark are cut at a comma or space so one run-on reply cannot hold back the first video.
+"""
+
+from __future__ import annotations
+
+import re
+
+_END = re.compile(r"(?:[.!?…]+[\"'”’)\]]*\s)|(?:[。！？；]+[”’」』）]*)|\n")
+_ABBREVIATIONS = ("mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "etc.", "e.g.", "i.e.", "no.")
+_SPEAKABLE = re.compile(r"\w", re.UNICODE)
+_MARKUP = re.compile(r"[*_#`~>|]+")
+
+
+def clean_for_speech(text: str) -> str:
+    """Drop markdown symbols and collapse whitespace; what remains is read aloud."""
+    return " ".join(_MARKUP.sub(" ", text).split())
+
+
+def speakable(text: str) -> bool:
+    return bool(_SPEAKABLE.search(text))
+
+
+class SentenceSplitter:
+    def __init__(self, soft_limit: int = 120, hard_limit: int = 240) -> None:
+        self.soft_limit = soft_limit
+        self.hard_limit = hard_limit
+        self._buffer = ""
+
+    def feed(self, delta: str) -> list[str]:
+        """Add streamed text; returns the sentences it completed (stripped, non-empty)."""
+        self._buffer += delta
+        out: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            head, self._buffer = self._buffer[:cut], self._buffer[cut:]
+            head = head.strip()
+            if head:
+                out.append(head)
+        return out
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _find_cut(self) -> int | None:
+        start = 0
+        while True:
+            m = _END.search(self._buffer, start)
+            if m is None:
+                break
+            word = self._buffer[: m.start() + 1].rsplit(None, 1)[-1].lower() if m.group()[0] == "." else ""
+            if word in _ABBREVIATIONS:
+                start = m.end()
+                continue
+            return m.end()
+        if len(self._buffer) > self.soft_limit:
+            comma = max(
+                self._buffer.rfind(", ", 0, self.hard_limit), self._buffer.rfind("，", 0, self.hard_limit)
+            )
+            if comma >= self.soft_limit // 2:
+                return comma + 1
+        if len(self._buffer) > self.hard_limit:
+            space = self._buffer.rfind(" ", 0, self.hard_limit)
+            return space + 1 if space > 0 else self.hard_limit
+        return None

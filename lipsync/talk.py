@@ -1,0 +1,228 @@
+"""The talk pipeline: (ASR →) LLM → TTS → render, pipelined sentence by sentence.
+
+Three stages joined by queues run concurrently: the LLM stream is cut at sentence ends;
+each sentence is synthesised while the next is still being generated; each sentence's
+audio is rendered and appended to one MP4 while the next is synthesised. All model calls
+go through the router, so talk gets the same routing, retries and fallback as the other
+endpoints. Any failure aborts the whole answer: error text is never spoken or rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lipsync.avatars import Avatar
+from lipsync.mel import pcm16_to_float
+from lipsync.render import RenderService, VideoBuilder
+from lipsync.sentences import SentenceSplitter, clean_for_speech, speakable
+from policies.routing import StreamInterrupted
+from providers.base import (
+    AudioData,
+    ChatRequest,
+    ErrorKind,
+    ProviderError,
+    SynthesizeRequest,
+    TranscribeRequest,
+)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly digital human speaking out loud. Answer in a few short spoken sentences, "
+    "without lists, markdown or emoji."
+)
+_DONE = object()
+
+
+class TalkError(Exception):
+    """A request-level failure with its HTTP status (the route turns it into an API error)."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+@dataclass(slots=True)
+class TalkInput:
+    avatar: Avatar
+    voice: str
+    text: str | None = None
+    audio: AudioData | None = None
+    system_prompt: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: str = ""
+    language: str | None = None
+    max_tokens: int = 256
+
+
+@dataclass(slots=True)
+class TalkResult:
+    transcript: str
+    reply: str
+    sentences: list[str]
+    timings: dict[str, float]
+    render_stages: dict[str, float]
+    renderer: str
+    video_path: Path
+    wav: bytes
+    duration_s: float
+    providers: dict[str, str]
+    fallback: bool
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 1)
+
+
+class TalkPipeline:
+    """One talk request. ``run`` returns the finished MP4 (at ``video_path``) and its metadata."""
+
+    def __init__(self, router: Any, renders: RenderService, ctx: Any, video_path: Path) -> None:
+        self.router = router
+        self.renders = renders
+        self.ctx = ctx
+        self.video_path = video_path
+        self.t0 = time.perf_counter()
+        self.timings: dict[str, float] = {
+            "asr_ms": 0.0,
+            "llm_first_sentence_ms": 0.0,
+            "llm_ms": 0.0,
+            "tts_ms": 0.0,
+            "render_ms": 0.0,
+            "first_video_ms": 0.0,
+            "total_ms": 0.0,
+        }
+        self.providers: dict[str, str] = {}
+        self.fallback = False
+        self.sentences: list[str] = []
+
+    def _note_provider(self, stage: str) -> None:
+        # Read right after the router call returned: no other task ran in between.
+        if self.ctx.provider:
+            self.providers[stage] = self.ctx.provider
+        self.fallback = self.fallback or bool(self.ctx.fallback)
+
+    async def run(self, inp: TalkInput) -> TalkResult:
+        transcript = await self._transcribe(inp) if inp.audio is not None else (inp.text or "").strip()
+        if not transcript:
+            raise TalkError(400, "text is empty: there is nothing to answer", "empty_text", "text")
+        messages = [{"role": "system", "content": inp.system_prompt or DEFAULT_SYSTEM_PROMPT}]
+        messages += [*inp.history, {"role": "user", "content": transcript}]
+        builder = self.renders.builder(inp.avatar, self.video_path)
+        sentences: asyncio.Queue[Any] = asyncio.Queue()
+        speech: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # back-pressure on TTS
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._generate(inp, messages, sentences))
+                group.create_task(self._speak(inp, sentences, speech))
+                group.create_task(self._render(builder, speech))
+            if not self.sentences:
+                raise TalkError(502, "the language model returned an empty reply", "empty_reply")
+            await self.renders.run(builder.finish)
+        except BaseException as exc:
+            await asyncio.shield(self.renders.run(builder.abort))
+            raise _unwrap(exc) from None
+        self.timings["total_ms"] = _ms(time.perf_counter() - self.t0)
+        self.ctx.fallback = self.fallback
+        if "chat" in self.providers:
+            self.ctx.provider = self.providers["chat"]
+        return TalkResult(
+            transcript=transcript,
+            reply=" ".join(self.sentences),
+            sentences=list(self.sentences),
+            timings=dict(self.timings),
+            render_stages={k: _ms(v) for k, v in builder.timings.items()},
+            renderer=self.renders.name,
+            video_path=self.video_path,
+            wav=builder.wav_bytes(),
+            duration_s=round(builder.duration_s, 3),
+            providers=dict(self.providers),
+            fallback=self.fallback,
+        )
+
+    # ------------------------------------------------------------------ stages
+
+    async def _transcribe(self, inp: TalkInput) -> str:
+        assert inp.audio is not None
+        started = time.perf_counter()
+        request = TranscribeRequest(model="", audio=inp.audio, language=inp.language)
+        result = await self.router.transcribe(request, self.ctx)
+        self._note_provider("asr")
+        self.timings["asr_ms"] = _ms(time.perf_counter() - started)
+        return result.text.strip()
+
+    async def _generate(
+        self, inp: TalkInput, messages: list[dict[str, Any]], out: asyncio.Queue[Any]
+    ) -> None:
+        started = time.perf_counter()
+        splitter = SentenceSplitter()
+        request = ChatRequest(model=inp.model, messages=messages, max_tokens=inp.max_tokens)
+
+        async def emit(sentence: str) -> None:
+            if not self.sentences:
+                self.timings["llm_first_sentence_ms"] = _ms(time.perf_counter() - started)
+            self.sentences.append(sentence)
+            spoken = clean_for_speech(sentence)
+            if speakable(spoken):
+                await out.put(spoken)
+
+        try:
+            stream = await self.router.chat_stream(request, self.ctx)
+            self._note_provider("chat")
+            async for chunk in stream:
+                if chunk.finish_reason == "content_filter":
+                    raise ProviderError(
+                        ErrorKind.CONTENT_FILTERED,
+                        "the reply was stopped by the content-safety filter",
+                        provider=self.providers.get("chat"),
+                    )
+                for sentence in splitter.feed(chunk.delta or ""):
+                    await emit(sentence)
+            for sentence in splitter.flush():
+                await emit(sentence)
+        finally:
+            self.timings["llm_ms"] = _ms(time.perf_counter() - started)
+            await out.put(_DONE)
+
+    async def _speak(self, inp: TalkInput, sentences: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
+        try:
+            while (text := await sentences.get()) is not _DONE:
+                started = time.perf_counter()
+                request = SynthesizeRequest(model="", text=text, voice=inp.voice, language=inp.language)
+                result = await self.router.synthesize(request, self.ctx)
+                self._note_provider("tts")
+                self.timings["tts_ms"] += _ms(time.perf_counter() - started)
+                await out.put(result.audio)
+        finally:
+            await out.put(_DONE)
+
+    async def _render(self, builder: VideoBuilder, speech: asyncio.Queue[Any]) -> None:
+        while (audio := await speech.get()) is not _DONE:
+            if not audio.pcm:
+                continue
+            started = time.perf_counter()
+            await self.renders.run(builder.add, pcm16_to_float(audio.pcm), audio.sample_rate)
+            self.timings["render_ms"] += _ms(time.perf_counter() - started)
+            if not self.timings["first_video_ms"]:
+                self.timings["first_video_ms"] = _ms(time.perf_counter() - self.t0)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The first real failure out of a TaskGroup; a broken LLM stream becomes its ProviderError."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = inner[0] if inner else exc.exceptions[0]
+    if isinstance(exc, StreamInterrupted):
+        cause = exc.cause
+        return ProviderError(
+            cause.kind,
+            f"the language model failed mid-reply ({cause.message}); no partial answer was rendered",
+            code=cause.code,
+            provider=cause.provider,
+        )
+    return exc

@@ -1,0 +1,245 @@
+"""One keep-alive HTTP + WebSocket client for all Bailian providers.
+
+Why aiohttp: one ``ClientSession`` gives both a pooled keep-alive HTTP client and a
+WebSocket client, and its stream reader lets SSE be split by hand without a per-line
+await. The session is opened by the first provider's ``load()`` and closed by the last
+``unload()`` (reference counted), never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from providers.base import ErrorKind, ProviderError
+from providers.cloud import errors
+
+#: Largest SSE event we accept (base64 audio chunks can be big); guards memory.
+MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
+#: Largest WebSocket message (CosyVoice binary audio frames).
+MAX_WS_MESSAGE_BYTES = 32 * 1024 * 1024
+#: DashScope closes an idle inference WebSocket 60 s after its task ends; reuse well before that.
+WS_IDLE_REUSE_S = 45.0
+#: Idle WebSockets kept for reuse (each saves a TLS + upgrade handshake on the next task).
+WS_POOL_SIZE = 8
+
+
+@dataclass(slots=True)
+class SseEvent:
+    """One server-sent event: ``event`` name, ``status`` from ``:HTTP_STATUS/`` or ``status:``, parsed data."""
+
+    event: str
+    status: int | None
+    data: Any
+
+
+def parse_sse_block(block: bytes) -> SseEvent | None:
+    """Parse one event (the lines between blank lines). Unknown lines and comments are ignored."""
+    event = "result"
+    status: int | None = None
+    data: bytes | None = None
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            piece = line[5:]
+            data = piece if data is None else data + b"\n" + piece
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode("ascii", "replace")
+        elif line.startswith(b":HTTP_STATUS/"):
+            with contextlib.suppress(ValueError):
+                status = int(line[13:])
+        elif line.startswith(b"status:"):
+            with contextlib.suppress(ValueError):
+                status = int(line[7:])
+    if data is None:
+        return None
+    return SseEvent(event, status, orjson.loads(data))
+
+
+async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SseEvent]:
+    """Split a byte stream (chunks as they arrive) into events on blank lines; tolerates CRLF."""
+    buffer = b""
+    async for chunk in chunks:
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        buffer = buffer + chunk if buffer else chunk
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            event = parse_sse_block(buffer[start:end])
+            start = end + 2
+            if event is not None:
+                yield event
+        buffer = buffer[start:]
+        if len(buffer) > MAX_SSE_EVENT_BYTES:
+            raise ProviderError(ErrorKind.RETRYABLE, "DashScope sent an SSE event larger than 16 MiB")
+    tail = buffer.strip()
+    if tail:
+        event = parse_sse_block(tail)
+        if event is not None:
+            yield event
+
+
+class DashScopeClient:
+    """Authenticated access to the native HTTP API and the inference WebSocket.
+
+    Base URLs are taken with or without a trailing slash. Every call is bounded by
+    ``upstream_timeout_s`` (whole call for plain HTTP; connect and idle-read for streams
+    and WebSockets); the router adds its own deadlines on top.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.api_key: str | None = settings.dashscope_api_key
+        self.http_base = settings.dashscope_http_base_url.rstrip("/")
+        self.ws_url = settings.dashscope_websocket_base_url.rstrip("/")
+        self.timeout_s = float(settings.upstream_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._users = 0
+        self._idle_ws: list[tuple[aiohttp.ClientWebSocketResponse, float]] = []
+        auth = {"Authorization": f"Bearer {self.api_key or ''}"}
+        self.auth_headers = auth
+        self._json_headers = {
+            **auth,
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json; charset=utf-8",
+        }
+        self._sse_headers = {
+            **auth,
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "text/event-stream",
+            "X-DashScope-SSE": "enable",
+        }
+        t = self.timeout_s
+        self._plain_timeout = aiohttp.ClientTimeout(total=t, sock_connect=t)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    async def open(self) -> None:
+        """Take a reference; the session itself is created on first use."""
+        self._users += 1
+        self.session  # noqa: B018 - create now, inside the running loop
+
+    async def close(self) -> None:
+        """Drop a reference; the last one closes the session and its pooled connections."""
+        self._users = max(0, self._users - 1)
+        if self._users == 0 and self._session is not None:
+            idle, self._idle_ws = self._idle_ws, []
+            for ws, _ in idle:
+                await ws.close()
+            session, self._session = self._session, None
+            await session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._stream_timeout,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+            )
+        return self._session
+
+    def url(self, path: str) -> str:
+        return f"{self.http_base}/{path.lstrip('/')}"
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a native request; returns the parsed reply or raises a classified ProviderError."""
+        with errors.translated():
+            async with self.session.post(
+                self.url(path),
+                data=orjson.dumps(body),
+                headers=self._json_headers,
+                timeout=self._plain_timeout,
+            ) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise errors.http_error(resp.status, _json_or_bytes(raw), resp.headers)
+                reply = orjson.loads(raw)
+        if isinstance(reply, dict) and reply.get("code") and not reply.get("output"):
+            raise errors.http_error(200, reply, None)  # business error sent with HTTP 200
+        if not isinstance(reply, dict):
+            raise ProviderError(ErrorKind.RETRYABLE, "DashScope reply is not a JSON object")
+        return reply
+
+    async def stream_sse(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """POST a streaming request; yields each event's data. ``event:error`` raises ProviderError."""
+        with errors.translated():
+            async with self.session.post(
+                self.url(path), data=orjson.dumps(body), headers=self._sse_headers
+            ) as resp:
+                if resp.status != 200:
+                    raise errors.http_error(resp.status, _json_or_bytes(await resp.read()), resp.headers)
+                async for event in iter_sse(resp.content.iter_any()):
+                    if event.event == "error":
+                        raise errors.http_error(event.status or 400, event.data, resp.headers)
+                    yield event.data
+
+    async def download(self, url: str) -> bytes:
+        """GET a result file (an OSS URL in production): no Authorization, it would break the signature."""
+        with errors.translated():
+            async with self.session.get(url, timeout=self._plain_timeout) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise errors.http_error(resp.status, _json_or_bytes(raw), resp.headers)
+                return raw
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def connect_ws(self) -> aiohttp.ClientWebSocketResponse:
+        """Open the inference WebSocket; a refused handshake (bad key: 401) raises AUTH."""
+        with errors.translated():
+            async with asyncio.timeout(self.timeout_s):
+                return await self.session.ws_connect(
+                    self.ws_url,
+                    headers=self.auth_headers,
+                    max_msg_size=MAX_WS_MESSAGE_BYTES,
+                    autoping=True,
+                    compress=0,
+                )
+
+    async def acquire_ws(self) -> tuple[aiohttp.ClientWebSocketResponse, bool]:
+        """A WebSocket for a new task: an idle pooled one if fresh enough, else a new one.
+
+        Returns ``(ws, reused)``. A reused socket may have been closed by the server in the
+        meantime; the caller reconnects once if such a socket fails before task-started.
+        """
+        now = asyncio.get_running_loop().time()
+        while self._idle_ws:
+            ws, since = self._idle_ws.pop()
+            if not ws.closed and now - since < WS_IDLE_REUSE_S:
+                return ws, True
+            await ws.close()
+        return await self.connect_ws(), False
+
+    async def release_ws(self, ws: aiohttp.ClientWebSocketResponse, reusable: bool) -> None:
+        """Return a socket after its task; only one whose task finished cleanly is kept."""
+        if reusable and not ws.closed and self.is_open and len(self._idle_ws) < WS_POOL_SIZE:
+            self._idle_ws.append((ws, asyncio.get_running_loop().time()))
+        else:
+            await ws.close()
+
+
+def _json_or_bytes(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
