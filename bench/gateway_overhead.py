@@ -24,13 +24,12 @@ import argparse
 import asyncio
 import itertools
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import orjson
 from tests.servers import free_port
 
 KEY = "sk-bench"
+LITELLM_MASTER_KEY = "sk-" + os.urandom(32).hex()
 LITELLM_VENV = Path("/work/litellm-venv")
 PROMPT = "Please summarise our refund policy for order number {n:08d} in two sentences."
 
@@ -74,7 +74,11 @@ class Target:
 
 def openai_body(model: str) -> Callable[[int, bool], bytes]:
     def make(n: int, stream: bool) -> bytes:
-        body = {"model": model, "messages": [{"role": "user", "content": PROMPT.format(n=n)}], "max_tokens": 64}
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": PROMPT.format(n=n)}],
+            "max_tokens": 64,
+        }
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -106,7 +110,7 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{url} exited: {log.read_text()[-2000:]}")  # noqa: ASYNC240
         try:
             async with session.get(url) as r:
                 if r.status < 500:
@@ -252,14 +256,18 @@ async def main_async(args: argparse.Namespace) -> None:
             cfg.write_text(litellm_config(sim_port))
             ll_log = tmp / "litellm.log"
             procs.append(
-                subprocess.Popen(
-                    [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg), "--port", str(ll_port)]
-                    + ["--num_workers", "1", "--host", "127.0.0.1"],
+                subprocess.Popen(  # noqa: ASYNC220 - start-up only, before measuring
+                    [
+                        str(LITELLM_VENV / "bin" / "litellm"),
+                        *("--config", str(cfg), "--port", str(ll_port)),
+                        *("--num_workers", "1", "--host", "127.0.0.1"),
+                    ],
                     env={
                         **os.environ,
                         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                         "LITELLM_LOG": "ERROR",
                         "LITELLM_TELEMETRY": "False",
+                        "LITELLM_MASTER_KEY": LITELLM_MASTER_KEY,
                     },
                     stdout=ll_log.open("wb"),
                     stderr=subprocess.STDOUT,
@@ -272,18 +280,30 @@ async def main_async(args: argparse.Namespace) -> None:
                 await wait_ready(s, f"http://127.0.0.1:{ll_port}/health/liveliness", procs[2], ll_log)
         auth = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
         targets = [
-            Target("direct", f"http://127.0.0.1:{sim_port}/compatible-mode/v1/chat/completions", openai_body("qwen-plus"), auth),
+            Target(
+                "direct",
+                f"http://127.0.0.1:{sim_port}/compatible-mode/v1/chat/completions",
+                openai_body("qwen-plus"),
+                auth,
+            ),
             Target(
                 "native",
                 f"http://127.0.0.1:{sim_port}/api/v1/services/aigc/text-generation/generation",
                 native_body,
                 auth,
             ),
-            Target("talkgate", f"http://127.0.0.1:{gw_port}/v1/chat/completions", openai_body("qwen-plus"), auth),
+            Target(
+                "talkgate", f"http://127.0.0.1:{gw_port}/v1/chat/completions", openai_body("qwen-plus"), auth
+            ),
         ]
         if use_litellm:
             targets.append(
-                Target("litellm", f"http://127.0.0.1:{ll_port}/v1/chat/completions", openai_body("qwen-plus"), auth)
+                Target(
+                    "litellm",
+                    f"http://127.0.0.1:{ll_port}/v1/chat/completions",
+                    openai_body("qwen-plus"),
+                    {**auth, "authorization": f"Bearer {LITELLM_MASTER_KEY}"},
+                )
             )
         # stream mode needs the SSE header on the native endpoint
         native_stream_headers = {**auth, "x-dashscope-sse": "enable"}
@@ -303,7 +323,9 @@ async def main_async(args: argparse.Namespace) -> None:
         results = await measure(targets, args.quick)
         names = [t.name for t in targets]
         print(__doc__.split("Method (printed with the figures):")[1].split('"""')[0])
-        print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; run took {time.monotonic() - started:.0f} s")
+        print(
+            f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; run took {time.monotonic() - started:.0f} s"
+        )
         print(report(results, names))
     finally:
         for p in procs:

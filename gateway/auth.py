@@ -171,6 +171,8 @@ async def _admit(
         try:
             await services.quota.check(principal.tenant, quotas, QUOTAS_FOR_SCOPE.get(scope, ()))
         except QuotaExceeded as exc:
+            if services.metrics is not None:
+                services.metrics.rate_limited(principal.tenant, "quota")
             raise APIError(
                 429,
                 str(exc),
@@ -188,6 +190,8 @@ async def _admit(
         tokens = await estimate_chat_tokens(request, services.settings)
     decision = await services.limiter.acquire(principal.key_id, limits, tokens)
     if not decision.allowed:
+        if services.metrics is not None:
+            services.metrics.rate_limited(principal.tenant, decision.reason)
         raise _rate_limited(decision.reason, decision, limits)
     ctx.extra.setdefault("response_headers", {}).update(decision.headers())
     state.update(limits=limits, slot=decision.slot, charged=min(tokens, limits.tpm or 0))

@@ -187,8 +187,8 @@ class Metrics:
         # --- SaaS
         self.quota_used_ratio = Gauge(
             "talkgate_quota_used_ratio",
-            "Share of a key's quota spent in the current window (0..1).",
-            ["key_id", "tenant", "window"],
+            "Share of a tenant's monthly quota spent, as of its last request (0..1).",
+            ["tenant", "quota"],
             registry=r,
         )
         # --- operations
@@ -305,9 +305,20 @@ class Metrics:
         if seconds > 0:
             self.render_fps.labels(device).set(frames / seconds)
 
-    def quota(self, key_id: str, tenant: str, window: str, used: float, limit: float) -> None:
+    def observe_talk(self, timings_ms: dict[str, float], frames: int, renderer: str) -> None:
+        """One /v1/talk run: stage latencies (``asr_ms``, ``llm_ms``, ``tts_ms``, ``render_ms``) and fps."""
+        for stage in ("asr", "llm", "tts", "render"):
+            ms = timings_ms.get(f"{stage}_ms")
+            if ms:
+                self.talk_stage_seconds.labels(stage).observe(ms / 1000.0)
+        render_ms = timings_ms.get("render_ms") or 0.0
+        if frames and render_ms > 0:
+            self.observe_render(frames, render_ms / 1000.0, renderer)
+
+    def quota(self, tenant: str, quota: str, used: float, limit: float) -> None:
+        """A ``QuotaTracker.observer``: the tenant's use of one quota (tokens, tts_chars, ...)."""
         if limit > 0:
-            self.quota_used_ratio.labels(key_id, tenant, window).set(min(used / limit, 1.0))
+            self.quota_used_ratio.labels(tenant, quota).set(min(used / limit, 1.0))
 
     def swap(self, capability: str, kind: str, status: str) -> None:
         self.model_swaps.labels(capability, kind, status).inc()

@@ -6,6 +6,7 @@ Each subsystem adds itself in ``build_services``; route handlers reach it via
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -191,9 +192,25 @@ def _wire_operations(services: Services) -> None:
 
     async def track_providers() -> None:
         swaps.track_all()
+        if services.quota is not None:  # wired after this function: hook it up at start-up
+            services.quota.observer = metrics.quota
 
     services.on_startup.append(track_providers)
     services.on_shutdown.append(swaps.close)
+    if services.redis is not None:  # replicas share admin-created experiments through Redis
+        from policies.experiments import run_sync
+
+        sync: dict[str, Any] = {}
+
+        async def start_sync() -> None:
+            sync["task"] = asyncio.create_task(run_sync(services.experiments, services.redis))
+
+        async def stop_sync() -> None:
+            if "task" in sync:
+                sync["task"].cancel()
+
+        services.on_startup.append(start_sync)
+        services.on_shutdown.append(stop_sync)
 
 
 def get_services(request: Request) -> Services:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 from lipsync.faces import Box
 
@@ -25,6 +26,8 @@ MAX_JAW_DROP = 0.085
 #: Level mapping: below FLOOR_DB the mouth is closed; at FLOOR_DB + RANGE_DB fully open.
 FLOOR_DB = -50.0
 RANGE_DB = 36.0
+#: A frame this many dB below its neighbourhood's peak is mostly closed (syllable dips).
+DIP_DB = 14.0
 _INTERIOR_BGR = np.array([28.0, 24.0, 62.0], dtype=np.float32)
 
 
@@ -55,6 +58,9 @@ def mouth_track(signal: np.ndarray, sample_rate: int, fps: float, n_frames: int 
     rms = np.sqrt(np.mean(frames**2, axis=1) / 0.375 + 1e-12)  # 0.375: Hann power gain
     level_db = 20.0 * np.log10(rms + 1e-9)
     target = np.clip((level_db - FLOOR_DB) / RANGE_DB, 0.0, 1.0)
+    # Syllables: the mouth half-closes in the dips between syllable peaks, even in loud speech.
+    local_peak = maximum_filter1d(level_db, size=9, mode="nearest")
+    target *= np.clip(1.0 + (level_db - local_peak) / DIP_DB, 0.25, 1.0)
 
     spectrum = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     freqs = np.fft.rfftfreq(win, 1.0 / sample_rate)

@@ -6,12 +6,14 @@ nothing stored per user. Variants own contiguous bucket ranges in their listed o
 percentages moves only the users whose bucket changes owner.
 
 Experiments come from ``settings.experiments`` (YAML, read-only at run time) and from the admin
-API (persisted as JSON under ``settings.data_dir``). Per-variant statistics (requests, latency,
-errors) are kept in process and also exported to Prometheus through the ``variant`` label.
+API (persisted as JSON under ``settings.data_dir`` and, with Redis, shared by every replica within
+``SYNC_INTERVAL_S``). Per-variant statistics (requests, latency, errors) are kept per process
+and exported to Prometheus through the ``variant`` label, which aggregates across replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -28,6 +30,9 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 log = logging.getLogger("talkgate.experiments")
 
 BUCKETS = 10_000
+#: Redis key holding the admin-created experiments shared by every replica.
+REDIS_KEY = "tg:experiments"
+SYNC_INTERVAL_S = 2.0
 CAPABILITIES = ("chat", "asr", "tts")
 
 
@@ -152,6 +157,7 @@ class Experiments:
         self._created: dict[str, float] = {}
         self._stats: dict[str, _VariantStats] = {}
         self._active: dict[str, ExperimentSpec] = {}  # capability -> enabled experiment
+        self._shared: str | None = None  # the Redis copy last adopted or published
         for exp_id, raw in (settings.experiments or {}).items():
             spec = ExperimentSpec.model_validate({"id": exp_id, **raw})
             self._put(spec, "config", time.time())
@@ -331,16 +337,76 @@ class Experiments:
             return []
         return list(data.get("experiments", []))
 
-    def _save(self) -> None:
-        rows = [
+    def _rows(self) -> list[dict[str, Any]]:
+        return [
             {"spec": s.model_dump(), "created_at": self._created[s.id]}
-            for s in self._specs.values()
+            for s in sorted(self._specs.values(), key=lambda s: s.id)
             if self._sources[s.id] == "admin"
         ]
+
+    def _save(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"experiments": rows}, indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps({"experiments": self._rows()}, indent=2), encoding="utf-8")
         os.replace(tmp, self._path)  # atomic: a crash never leaves half a file
+
+    # ------------------------------------------------------------------ sharing between replicas
+
+    async def publish(self, redis: Any) -> None:
+        """Write the admin-created experiments to Redis, where every replica picks them up."""
+        doc = json.dumps({"experiments": self._rows()}, sort_keys=True)
+        await redis.set(REDIS_KEY, doc)
+        self._shared = doc
+
+    async def refresh(self, redis: Any) -> bool:
+        """Adopt the shared set when another replica changed it; True if anything changed here."""
+        raw = await redis.get(REDIS_KEY)
+        if raw is None:
+            if self._rows():  # the first replica with experiments seeds the shared copy
+                await self.publish(redis)
+            return False
+        doc = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if doc == self._shared:
+            return False
+        rows = json.loads(doc).get("experiments", [])
+        with self._lock:
+            self._adopt(rows)
+            self._save()
+        self._shared = doc
+        return True
+
+    def _adopt(self, rows: list[dict[str, Any]]) -> None:
+        incoming = {row["spec"]["id"]: row for row in rows}
+        for exp_id in [i for i, src in self._sources.items() if src == "admin" and i not in incoming]:
+            spec = self._specs.pop(exp_id)
+            self._sources.pop(exp_id)
+            self._created.pop(exp_id)
+            self._drop_chains(spec)
+        for exp_id, row in incoming.items():
+            if self._sources.get(exp_id) == "config":
+                continue  # the config file wins over a shared copy with the same id
+            spec = ExperimentSpec.model_validate(row["spec"])
+            if exp_id in self._specs:
+                self._drop_chains(self._specs[exp_id])
+            self._put(spec, "admin", row.get("created_at", time.time()))
+        self._rebuild()
+
+
+async def run_sync(experiments: Experiments, redis: Any, interval_s: float = SYNC_INTERVAL_S) -> None:
+    """Background task: adopt other replicas' experiment changes every ``interval_s`` seconds."""
+    failing = False
+    while True:
+        try:
+            if await experiments.refresh(redis):
+                log.info("experiments updated from the shared copy")
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if not failing:  # log once per outage, not every interval
+                log.exception("cannot read shared experiments from Redis; keeping the local set")
+            failing = True
+        await asyncio.sleep(interval_s)
 
 
 def _chain_name(spec: ExperimentSpec, variant: VariantSpec) -> str | None:

@@ -78,6 +78,8 @@ class QuotaTracker:
         self.prefix = prefix
         self._local: dict[tuple[str, str], dict[str, float]] = {}
         self._add_script = redis.register_script(_ADD_LUA) if redis is not None else None
+        #: Optional observer(tenant, quota, used, limit) called on each check (metrics).
+        self.observer: Any = None
 
     def _key(self, tenant: str, month: str) -> str:
         return f"{self.prefix}:{{{tenant}}}:{month}"
@@ -89,6 +91,8 @@ class QuotaTracker:
             return
         used = await self.used(tenant)
         for name, limit in limited.items():
+            if self.observer is not None:
+                self.observer(tenant, name, used.get(name, 0.0), float(limit))  # type: ignore[arg-type]
             if used.get(name, 0.0) >= float(limit):  # type: ignore[arg-type]
                 raise QuotaExceeded(tenant, name, used.get(name, 0.0), float(limit), month_bounds()[1])  # type: ignore[arg-type]
 

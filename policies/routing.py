@@ -16,7 +16,6 @@ chunk is handed to the caller, a failure raises ``StreamInterrupted`` instead.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +24,13 @@ from typing import Any, TypeVar
 
 from policies.circuit import BreakerRegistry, BreakerState, Permit, Transition
 from policies.retry import Deadline, RetryPolicy, RetrySettings, bounded
+from policies.streamguard import (
+    StreamInterrupted,
+    classify_bugs,
+    close_quietly,
+    describe_error,
+    guarded_stream,
+)
 from providers.base import (
     FAILOVER_KINDS,
     Capability,
@@ -39,6 +45,14 @@ from providers.base import (
     TranscribeRequest,
     Transcript,
 )
+
+__all__ = [
+    "ProviderRegistry",
+    "Router",
+    "StreamInterrupted",
+    "Target",
+    "UnknownModelError",
+]
 
 log = logging.getLogger("talkgate.routing")
 T = TypeVar("T")
@@ -68,14 +82,6 @@ class UnknownModelError(Exception):
         self.capability = capability
         self.model = model
         self.available = available
-
-
-class StreamInterrupted(Exception):
-    """A stream failed after its first byte reached the client: no failover is allowed any more."""
-
-    def __init__(self, cause: ProviderError) -> None:
-        super().__init__(cause.message)
-        self.cause = cause
 
 
 class ProviderRegistry:
@@ -167,7 +173,9 @@ class Router:
         names: list[str] = []
         for spec in [*route.chain, *(s for c in route.chains.values() for s in c)]:
             names.append(Target.parse(spec).model)
-        names += route.extra_models + list(route.chains) + list(route.aliases)
+        # "experiment/..." chains belong to A/B variants (policies/experiments.py): not client-facing.
+        chains = [c for c in route.chains if not c.startswith("experiment/")]
+        names += route.extra_models + chains + list(route.aliases)
         return list(dict.fromkeys(names))
 
     def targets(self, capability: Capability) -> list[Target]:
@@ -260,7 +268,7 @@ class Router:
                 if exc.kind not in FAILOVER_KINDS:
                     raise  # content filter, bad request: the client must see it, never a fallback
                 self._log_failover(target, exc, has_next=index + 1 < len(chain))
-                failures.append((target, _describe(exc), exc))
+                failures.append((target, describe_error(exc), exc))
                 continue
             ctx.provider = str(target)
             ctx.fallback = index > 0
@@ -298,7 +306,7 @@ class Router:
             number += 1
             started = time.perf_counter()
             try:
-                result = await bounded(lambda: _guard(target, call(provider, routed)), timeout_s)
+                result = await bounded(lambda: classify_bugs(str(target), call(provider, routed)), timeout_s)
             except ProviderError as exc:
                 seconds = time.perf_counter() - started
                 ctx.upstream_s += seconds
@@ -313,11 +321,19 @@ class Router:
             self._attempted(target, capability, "ok", seconds, None, number)
             if stream:
                 first, rest = result  # type: ignore[misc]
-                return _continue_stream(first, rest, self, target, capability)  # type: ignore[return-value]
+                return guarded_stream(  # type: ignore[return-value]
+                    first, rest, target=str(target), stall_s=stall_s, on_break=on_break
+                )
             return result
 
+        stall_s = float(self.settings.deadlines.first_byte)
+
+        async def on_break(exc: ProviderError) -> None:
+            self._attempted(target, capability, "interrupted", 0.0, exc.kind, number)
+            await breaker.record_error(Permit(True, BreakerState.CLOSED), exc)
+
         def on_retry(failed: int, error: ProviderError, delay: float) -> None:
-            log.info("retrying %s in %.2fs after %s", target, delay, _describe(error))
+            log.info("retrying %s in %.2fs after %s", target, delay, describe_error(error))
             self.emit(
                 "retry",
                 target=str(target),
@@ -373,7 +389,7 @@ class Router:
                     extra={"target": key, "error_code": exc.code},
                 )
             return
-        log.warning("target %s failed (%s); %s", target, _describe(exc), then)
+        log.warning("target %s failed (%s); %s", target, describe_error(exc), then)
 
     def _exhausted(
         self, capability: str, failures: list[tuple[Target, str, ProviderError | None]], deadline: Deadline
@@ -423,10 +439,10 @@ class Router:
             try:
                 first = await it.__anext__()
             except StopAsyncIteration:
-                await _close(it)
+                await close_quietly(it)
                 raise ProviderError(ErrorKind.RETRYABLE, "the stream ended before its first chunk") from None
             except BaseException:
-                await _close(it)
+                await close_quietly(it)
                 raise
             return first, it
 
@@ -443,79 +459,8 @@ class Router:
 # ---------------------------------------------------------------------- helpers
 
 
-def _describe(exc: ProviderError) -> str:
-    code = f" {exc.code}" if exc.code and exc.code not in exc.message else ""
-    message = exc.message if len(exc.message) <= 160 else exc.message[:157] + "..."
-    return f"{exc.kind.value}{code}: {message}"
-
-
 def _refusal(permit: Permit, last_error: ProviderError | None) -> str:
-    state = "circuit open" if permit.state.value == "open" else "circuit half-open, probe in flight"
+    state = "circuit open" if permit.state is BreakerState.OPEN else "circuit half-open, probe in flight"
     if last_error is not None:  # our own failures tripped it between two attempts
-        return f"{_describe(last_error)}; then {state}"
+        return f"{describe_error(last_error)}; then {state}"
     return state
-
-
-async def _guard(target: Target, awaitable: Awaitable[T]) -> T:
-    """A provider bug must not escape as a 500: classify it, and keep it out of retries."""
-    try:
-        return await awaitable
-    except (ProviderError, asyncio.CancelledError, TimeoutError):
-        raise
-    except Exception as exc:
-        log.exception("provider %s raised an unclassified error", target)
-        raise ProviderError(
-            ErrorKind.UNAVAILABLE, f"internal error in {target}: {type(exc).__name__}", provider=str(target)
-        ) from exc
-
-
-async def _close(iterator: Any) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            log.debug("closing an abandoned upstream stream failed", exc_info=True)
-
-
-async def _continue_stream(
-    first: Any, rest: AsyncIterator, router: Router, target: Target, capability: str
-) -> AsyncIterator:
-    """Yield the first chunk, then the rest; a failure (or a stall) after it is StreamInterrupted.
-
-    A stall longer than the first-byte timeout counts as a failure too: a stream that stops
-    mid-sentence must end with an explicit error, never hang the client.
-    """
-    stall_s = float(router.settings.deadlines.first_byte)
-    yield first
-    try:
-        while True:
-            try:
-                item = await bounded(rest.__anext__, stall_s)
-            except StopAsyncIteration:
-                return
-            except (ProviderError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                log.exception("stream from %s raised an unclassified error", target)
-                raise ProviderError(
-                    ErrorKind.RETRYABLE, f"{type(exc).__name__} in the upstream stream"
-                ) from exc
-            yield item
-    except ProviderError as exc:
-        exc.provider = exc.provider or str(target)
-        log.warning("stream from %s broke after its first chunk: %s", target, _describe(exc))
-        router.emit(
-            "attempt",
-            target=str(target),
-            capability=capability,
-            outcome="interrupted",
-            seconds=0.0,
-            error_kind=exc.kind.value,
-            number=0,
-        )
-        breaker = router.breakers.get(target)
-        await breaker.record_error(Permit(True, BreakerState.CLOSED), exc)
-        raise StreamInterrupted(exc) from exc
-    finally:
-        await _close(rest)

@@ -30,6 +30,13 @@ def _experiments(request: Request) -> Experiments:
     return experiments
 
 
+async def _share(request: Request, experiments: Experiments) -> None:
+    """With Redis, publish the change so other replicas adopt it (they poll every few seconds)."""
+    redis = request.app.state.services.redis
+    if redis is not None:
+        await experiments.publish(redis)
+
+
 def _not_found(exp_id: str) -> APIError:
     return APIError(404, f"No experiment '{exp_id}'.", type="not_found_error")
 
@@ -48,6 +55,7 @@ async def create_experiment(
         experiments.create(spec)
     except ExperimentConflict as exc:
         raise APIError(409, str(exc), type="conflict_error") from None
+    await _share(request, experiments)
     return JSONResponse(experiments.describe(spec.id), status_code=201)
 
 
@@ -72,6 +80,7 @@ async def patch_experiment(
         raise APIError(409, str(exc), type="conflict_error") from None
     except (ExperimentInvalid, ValueError) as exc:
         raise APIError(400, str(exc)) from None
+    await _share(request, experiments)
     return experiments.describe(exp_id)
 
 
@@ -86,4 +95,5 @@ async def delete_experiment(
         raise _not_found(exp_id) from None
     except ExperimentConflict as exc:
         raise APIError(409, str(exc), type="conflict_error") from None
+    await _share(request, experiments)
     return {"id": exp_id, "object": "experiment", "deleted": True}

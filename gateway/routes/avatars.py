@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
 from gateway.auth import Principal, require_scope
@@ -54,6 +55,12 @@ async def read_form(request: Request, limit: int, files: str) -> FormData:
     )
 
 
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers
+    )
+
+
 def lipsync_error(exc: FaceError | ImageError, param: str = "image") -> APIError:
     """FaceError → 422 (the portrait is valid but cannot be animated), ImageError → 400."""
     if isinstance(exc, FaceError):
@@ -89,7 +96,7 @@ def _not_found(avatar_id: str) -> APIError:
 
 
 @router.post("/v1/avatars", status_code=201)
-async def create_avatar(request: Request, principal: Principal = require_scope("avatars")) -> ORJSONResponse:
+async def create_avatar(request: Request, principal: Principal = require_scope("avatars")) -> Response:
     services: Services = request.app.state.services
     limit = services.settings.max_upload_bytes
     form = await read_form(request, limit, "an 'image' file field")
@@ -106,25 +113,25 @@ async def create_avatar(request: Request, principal: Principal = require_scope("
         avatar = await anyio.to_thread.run_sync(services.avatars.create, data, face_index, principal.tenant)
     except (FaceError, ImageError) as exc:
         raise lipsync_error(exc) from None
-    return ORJSONResponse(avatar.public(), status_code=201)
+    return json_response(avatar.public(), status_code=201)
 
 
 @router.get("/v1/avatars/{avatar_id}")
 async def get_avatar(
     avatar_id: str, request: Request, principal: Principal = require_scope("avatars")
-) -> ORJSONResponse:
+) -> Response:
     services: Services = request.app.state.services
     avatar = await anyio.to_thread.run_sync(services.avatars.get, avatar_id, principal.tenant)
     if avatar is None:
         raise _not_found(avatar_id)
-    return ORJSONResponse(avatar.public())
+    return json_response(avatar.public())
 
 
 @router.delete("/v1/avatars/{avatar_id}")
 async def delete_avatar(
     avatar_id: str, request: Request, principal: Principal = require_scope("avatars")
-) -> ORJSONResponse:
+) -> Response:
     services: Services = request.app.state.services
     if not await anyio.to_thread.run_sync(services.avatars.delete, avatar_id, principal.tenant):
         raise _not_found(avatar_id)
-    return ORJSONResponse({"id": avatar_id, "object": "avatar", "deleted": True})
+    return json_response({"id": avatar_id, "object": "avatar", "deleted": True})

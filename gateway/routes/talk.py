@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, ORJSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
@@ -24,7 +24,7 @@ from gateway.audio import AudioDecodeError, decode_to_pcm, run_in_codec_pool
 from gateway.auth import Principal, require_scope
 from gateway.context import get_context
 from gateway.errors import APIError
-from gateway.routes.avatars import lipsync_error, parse_face_index, read_form
+from gateway.routes.avatars import json_response, lipsync_error, parse_face_index, read_form
 from gateway.schemas import parse_json_body, read_body, too_large, validate
 from gateway.services import Services
 from lipsync.avatars import Avatar
@@ -186,6 +186,9 @@ async def talk(request: Request, principal: Principal = require_scope("talk")) -
             500, f"rendering failed: {exc.message}", type="server_error", code=exc.reason
         ) from None
     memory.append(principal.tenant, body.conversation_id, result.transcript, result.reply)
+    if services.metrics is not None:
+        frames = round(result.duration_s * settings.lipsync.fps)
+        services.metrics.observe_talk(result.timings, frames, result.renderer)
     headers = {
         "x-talkgate-renderer": result.renderer,
         "x-talkgate-first-video-ms": str(result.timings["first_video_ms"]),
@@ -197,7 +200,7 @@ async def talk(request: Request, principal: Principal = require_scope("talk")) -
         return Response(data, media_type="video/mp4", headers=headers)
     wav_name = f"{stem}.wav"
     await anyio.Path(renders.artifacts.path_for(wav_name)).write_bytes(result.wav)
-    return ORJSONResponse(_json(request, result, stem), headers=headers)
+    return json_response(_json(request, result, stem), headers=headers)
 
 
 def _json(request: Request, result: TalkResult, stem: str) -> dict[str, Any]:

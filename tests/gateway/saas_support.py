@@ -76,3 +76,17 @@ def saas(
     yield start
     for gw in made:
         gw.close()
+
+
+@pytest.fixture
+def saas_redis_url(redis_url: str) -> Iterator[str]:
+    """Like ``redis_url`` but on database 12, so a FLUSHDB of database 15 by another test process
+    running at the same time (developers share one Redis) cannot wipe limiter state mid-test."""
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + "/12"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()

@@ -55,11 +55,13 @@ def _v1_routes(gw: Gateway) -> list[tuple[str, str, str]]:
         path = re.sub(r"\{[^}]+\}", "x", route.path)
         methods = sorted(route.methods) if isinstance(route, APIRoute) else ["WS"]
         found += [(m, path, scopes[0]) for m in methods if m != "HEAD"]
-    assert {"/v1/chat/completions", "/v1/audio/speech", "/v1/audio/transcriptions"} <= {p for _, p, _ in found}
+    assert {"/v1/chat/completions", "/v1/audio/speech", "/v1/audio/transcriptions"} <= {
+        p for _, p, _ in found
+    }
     return found
 
 
-def test_every_v1_route_refuses_missing_and_bad_keys(saas: Any) -> None:
+def test_every_v1_route_refuses_missing_and_bad_keys(saas: Any) -> None:  # noqa: F811
     gw = saas()
     anonymous, bad = gw.client(), gw.client("tg_" + "A" * 43)
     for method, path, _ in _v1_routes(gw):
@@ -73,7 +75,7 @@ def test_every_v1_route_refuses_missing_and_bad_keys(saas: Any) -> None:
             assert r.headers["x-request-id"]
 
 
-def test_scope_enforced_on_every_v1_route(saas: Any) -> None:
+def test_scope_enforced_on_every_v1_route(saas: Any) -> None:  # noqa: F811
     gw = saas()
     keys = {scope: gw.create_key(scopes=[scope])["key"] for scope in V1_SCOPES}
     keys["admin"] = gw.create_key(scopes=["admin"])["key"]
@@ -107,7 +109,9 @@ def test_key_lifecycle(saas: Any, sim: Any, database_url: str) -> None:  # noqa:
     listing = gw.admin.get("/admin/keys")
     assert listing.status_code == 200
     assert [k["id"] for k in listing.json()["data"]] == [created["id"]]
-    assert secret not in listing.text and digest not in listing.text and "key" not in listing.json()["data"][0]
+    assert (
+        secret not in listing.text and digest not in listing.text and "key" not in listing.json()["data"][0]
+    )
     stored = _rows(database_url, "SELECT * FROM api_keys")
     assert len(stored) == 1 and digest in stored[0] and all(secret not in str(v) for v in stored[0])
 
@@ -119,7 +123,7 @@ def test_key_lifecycle(saas: Any, sim: Any, database_url: str) -> None:  # noqa:
     assert gw.admin.delete("/admin/keys/key_doesnotexist").status_code == 404
 
 
-def test_expired_key_is_refused(saas: Any) -> None:
+def test_expired_key_is_refused(saas: Any) -> None:  # noqa: F811
     gw = saas()
     expires = datetime.now(UTC) + timedelta(seconds=1.5)
     key = gw.create_key(scopes=["chat"], expires_at=expires.isoformat())["key"]
@@ -128,11 +132,13 @@ def test_expired_key_is_refused(saas: Any) -> None:
     time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.1)
     r = c.post("/v1/chat/completions", json=CHAT)
     assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
-    past = gw.admin.post("/admin/keys", json={"tenant": "acme", "scopes": ["chat"], "expires_at": "2020-01-01"})
+    past = gw.admin.post(
+        "/admin/keys", json={"tenant": "acme", "scopes": ["chat"], "expires_at": "2020-01-01"}
+    )
     assert past.status_code == 400
 
 
-def test_revocation_reaches_other_replicas_within_the_cache_ttl(saas: Any) -> None:
+def test_revocation_reaches_other_replicas_within_the_cache_ttl(saas: Any) -> None:  # noqa: F811
     ttl = 0.5
     a = saas(saas={"key_cache_ttl_s": ttl})
     b = saas(saas={"key_cache_ttl_s": ttl, "migrate_on_start": False})
@@ -145,7 +151,7 @@ def test_revocation_reaches_other_replicas_within_the_cache_ttl(saas: Any) -> No
     assert on_b.post("/v1/chat/completions", json=CHAT).status_code == 401  # others: within the TTL
 
 
-def test_admin_key_and_admin_scope_work_on_v1(saas: Any) -> None:
+def test_admin_key_and_admin_scope_work_on_v1(saas: Any) -> None:  # noqa: F811
     gw = saas()
     assert gw.admin.post("/v1/chat/completions", json=CHAT).status_code == 200
     assert gw.client("not-the-admin-key").post("/v1/chat/completions", json=CHAT).status_code == 401
@@ -160,7 +166,10 @@ def test_auth_off_means_anonymous_default_tenant(
     with httpx.Client(base_url=server.url, timeout=30) as c:
         assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
         # any bearer is ignored when auth is off (SDKs always send one)
-        assert c.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer x"}).status_code == 200
+        assert (
+            c.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer x"}).status_code
+            == 200
+        )
         usage = c.get("/admin/usage", params={"group_by": "tenant"}).json()["data"]
     assert [(u["group"], u["requests"]) for u in usage] == [("default", 2)]
 
@@ -187,7 +196,7 @@ def test_auth_keys_mode_without_admin_key(saas: Any, database_url: str) -> None:
     assert gw.client(admin).get("/admin/keys").status_code == 200
 
 
-def test_secrets_never_logged(saas: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_logged(saas: Any, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     caplog.set_level(logging.DEBUG)
     gw = saas()
     key = gw.create_key(scopes=["chat"])

@@ -233,3 +233,39 @@ def test_admin_api_end_to_end_through_the_simulator(gateway_settings: Any, run_g
     assert admin.delete("/admin/experiments/qwen-ab").status_code == 200
     assert admin.get("/admin/experiments/qwen-ab").status_code == 404
     assert ask(gw.url, users[0]) == "bailian:qwen-plus"  # default chain again, no variant
+
+
+@pytest.mark.redis
+async def test_replicas_share_admin_experiments_through_redis(tmp_path: Path, redis_url: str) -> None:
+    """Two replicas (own data dirs, one Redis): a change on one is adopted by the other."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        a = Experiments(_settings(tmp_path / "a"))
+        b = Experiments(_settings(tmp_path / "b"))
+        a.create(
+            ExperimentSpec(
+                id="shared",
+                capability="chat",
+                variants=[{"name": "x", "percent": 25}, {"name": "y", "percent": 75, "model": "qwen-turbo"}],
+            )
+        )
+        await a.publish(client)
+        assert await b.refresh(client) is True
+        assert await b.refresh(client) is False  # nothing new
+        assert {u: b.assign("chat", u).label for u in USERS[:500]} == {
+            u: a.assign("chat", u).label for u in USERS[:500]
+        }
+        a.update("shared", {"percentages": {"x": 100, "y": 0}})
+        await a.publish(client)
+        await b.refresh(client)
+        assert b.assign("chat", "anyone").variant.name == "x"
+        # b persisted what it adopted: a restart of b without Redis still has it.
+        assert Experiments(_settings(tmp_path / "b")).get("shared") is not None
+        a.delete("shared")
+        await a.publish(client)
+        assert await b.refresh(client) is True
+        assert b.get("shared") is None and b.assign("chat", "anyone") is None
+    finally:
+        await client.aclose()

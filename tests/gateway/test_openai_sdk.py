@@ -38,7 +38,9 @@ def test_chat(sdk: openai.OpenAI) -> None:
     assert completion.choices[0].message.content.strip()
     assert completion.choices[0].finish_reason in ("stop", "length")
     assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
-    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert (
+        completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
 
 
 def test_chat_stream_reports_usage(sdk: openai.OpenAI) -> None:

@@ -160,7 +160,8 @@ async def test_half_open_lets_exactly_one_probe_through(backend: Backend) -> Non
 
 
 async def test_failed_probe_reopens_with_a_longer_cooldown_up_to_the_max(backend: Backend) -> None:
-    b, changes = breaker(backend)
+    settings = replace(SETTINGS, cooldown_s=0.2, cooldown_multiplier=4.0, max_cooldown_s=1.0)
+    b, changes = breaker(backend, settings)
     await fail(b, 3)
     cooldowns = []
     for _ in range(3):
@@ -172,9 +173,9 @@ async def test_failed_probe_reopens_with_a_longer_cooldown_up_to_the_max(backend
         snap = await b.snapshot()
         cooldowns.append(snap.cooldown_remaining_s)
     assert snap.trips == 4
-    # 0.2 s first, then 0.4 s, then capped at 0.5 s.
-    assert 0.25 < cooldowns[0] <= 0.4
-    assert 0.4 < cooldowns[1] <= 0.5 and 0.4 < cooldowns[2] <= 0.5
+    # 0.2 s first, then 0.8 s, then capped at 1.0 s.
+    assert 0.2 < cooldowns[0] <= 0.8 + 1e-6
+    assert 0.8 < cooldowns[1] <= 1.0 + 1e-6 and 0.8 < cooldowns[2] <= 1.0 + 1e-6
 
 
 async def test_success_after_trips_resets_the_cooldown_growth(backend: Backend) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from policies.ratelimit import Limits, MemoryRateLimiter, RedisRateLimiter, format_duration
-from tests.gateway.saas_support import CHAT, database_url, saas  # noqa: F401
+from tests.gateway.saas_support import CHAT, database_url, saas, saas_redis_url  # noqa: F401
 
 
 class FakeClock:
@@ -80,13 +79,8 @@ def test_format_duration_matches_openai_style() -> None:
     assert format_duration(360) == "6m0s"
 
 
-@pytest.fixture
-def two_redis_limiters(redis_url: str) -> Iterator[tuple[Any, Any]]:
-    yield redis_url, None
-
-
-async def test_redis_limit_is_exact_across_two_clients(redis_url: str) -> None:
-    clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+async def test_redis_limit_is_exact_across_two_clients(saas_redis_url: str) -> None:  # noqa: F811
+    clients = [aioredis.Redis.from_url(saas_redis_url) for _ in range(2)]
     try:
         a, b = (RedisRateLimiter(c) for c in clients)
         limits = Limits(rpm=10, tpm=100_000, concurrency=None)
@@ -106,8 +100,8 @@ async def test_redis_limit_is_exact_across_two_clients(redis_url: str) -> None:
             await c.aclose()
 
 
-async def test_redis_tokens_reconcile_and_concurrency(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+async def test_redis_tokens_reconcile_and_concurrency(saas_redis_url: str) -> None:  # noqa: F811
+    client = aioredis.Redis.from_url(saas_redis_url)
     try:
         limiter = RedisRateLimiter(client, lease_s=30)
         limits = Limits(tpm=1000)
@@ -126,8 +120,8 @@ async def test_redis_tokens_reconcile_and_concurrency(redis_url: str) -> None:
         await client.aclose()
 
 
-async def test_redis_concurrency_lease_frees_slots_of_a_dead_replica(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+async def test_redis_concurrency_lease_frees_slots_of_a_dead_replica(saas_redis_url: str) -> None:  # noqa: F811
+    client = aioredis.Redis.from_url(saas_redis_url)
     try:
         limiter = RedisRateLimiter(client, lease_s=0.3)
         conc = Limits(concurrency=1)
@@ -159,9 +153,9 @@ def _burst(urls_and_keys: list[tuple[str, str]], n_each: int) -> list[httpx.Resp
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_two_gateways_sharing_redis_hold_one_global_limit(saas: Any, redis_url: str) -> None:
-    a = saas(redis_url=redis_url)
-    b = saas(redis_url=redis_url, saas={"migrate_on_start": False})
+def test_two_gateways_sharing_redis_hold_one_global_limit(saas: Any, saas_redis_url: str) -> None:  # noqa: F811
+    a = saas(redis_url=saas_redis_url)
+    b = saas(redis_url=saas_redis_url, saas={"migrate_on_start": False})
     key = a.create_key(scopes=["chat"], rpm=8)["key"]
     responses = _burst([(a.url, key), (b.url, key)], 12)
     ok = [r for r in responses if r.status_code == 200]
@@ -178,8 +172,8 @@ def test_two_gateways_sharing_redis_hold_one_global_limit(saas: Any, redis_url: 
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_tokens_per_minute_limit_is_reconciled_with_real_usage(saas: Any, redis_url: str) -> None:
-    gw = saas(redis_url=redis_url)
+def test_tokens_per_minute_limit_is_reconciled_with_real_usage(saas: Any, saas_redis_url: str) -> None:  # noqa: F811
+    gw = saas(redis_url=saas_redis_url)
     key = gw.create_key(scopes=["chat"], tpm=2000)["key"]
     c = gw.client(key)
     body = {**CHAT, "max_tokens": 1500}  # charged ~1500 up front, refunded to the real count after
@@ -199,10 +193,10 @@ def test_tokens_per_minute_limit_is_reconciled_with_real_usage(saas: Any, redis_
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_concurrency_slot_is_held_by_a_stream_and_freed_on_disconnect(saas: Any, sim: Any) -> None:
+def test_concurrency_slot_is_held_by_a_stream_and_freed_on_disconnect(saas: Any, sim: Any) -> None:  # noqa: F811
     gw = saas()
     key = gw.create_key(scopes=["chat"], concurrency=1)["key"]
-    long_answer = " ".join(f"word{i}" for i in range(60))
+    long_answer = " ".join(f"word{i}" for i in range(100))  # ~3 s at 30 ms a token
     config = {"token_delay_ms": 30, "answers": {"tell me a long story": long_answer}}
     sim.control("PUT", "/sim/config", json=config).raise_for_status()
     try:
@@ -211,17 +205,22 @@ def test_concurrency_slot_is_held_by_a_stream_and_freed_on_disconnect(saas: Any,
         with gw.client(key) as c:
             with c.stream("POST", "/v1/chat/completions", json=stream_body) as s:
                 assert s.status_code == 200
-                next(s.iter_lines())  # the stream is running and holds the only slot
+                lines = s.iter_lines()  # keep the iterator: dropping it closes the connection
+                assert next(lines).startswith("data: ")  # the stream is running and holds the only slot
                 busy = gw.client(key).post("/v1/chat/completions", json=CHAT)
                 assert busy.status_code == 429 and "1 concurrent requests" in busy.json()["error"]["message"]
-                for _ in s.iter_lines():  # read to the end: the slot is released after the last byte
-                    pass
+                rest = list(lines)  # read to the end: the slot is released after the last byte
+                assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]", rest[-3:]
             assert _eventually_ok(gw, key)
             # Now disconnect in the middle of a stream: the slot must come back too.
             with c.stream("POST", "/v1/chat/completions", json=stream_body) as s:
-                next(s.iter_lines())
+                lines = s.iter_lines()
+                next(lines)
+                assert gw.client(key).post("/v1/chat/completions", json=CHAT).status_code == 429
+                disconnected = time.monotonic()
             c.close()
-            assert _eventually_ok(gw, key)
+            assert _eventually_ok(gw, key, timeout_s=1.0)  # long before the stream would have ended
+            assert time.monotonic() - disconnected < 1.5
     finally:
         sim.control("DELETE", "/sim/config")
 

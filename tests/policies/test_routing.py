@@ -230,7 +230,7 @@ async def test_everything_unavailable_names_each_target_and_why() -> None:
     message = info.value.message
     assert info.value.kind is ErrorKind.UNAVAILABLE
     assert "bailian:qwen-plus: circuit open" in message
-    assert "bailian:qwen-turbo: rate_limited Throttling" in message
+    assert "bailian:qwen-turbo: rate_limited: simulated Throttling" in message
     assert "local:smollm2: unavailable: not installed" in message
 
 

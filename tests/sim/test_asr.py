@@ -67,7 +67,13 @@ def test_recognition_stream_partials_then_finals(ds: SimHandle) -> None:
     assert partials, "expected partial results with end_time null"
     assert all(p["end_time"] is None for p in partials)
     assert [f["text"] for f in finals] == ["Hello world.", "How are you today?"]
-    assert finals[0]["begin_time"] < finals[0]["end_time"] <= finals[1]["begin_time"] < finals[1]["end_time"] <= 2000
+    assert (
+        finals[0]["begin_time"]
+        < finals[0]["end_time"]
+        <= finals[1]["begin_time"]
+        < finals[1]["end_time"]
+        <= 2000
+    )
     assert [w["text"] for w in finals[1]["words"]] == ["How", "are", "you", "today"]
     assert finals[1]["words"][-1]["punctuation"] == "?"
     [item] = ds.requests("asr")
@@ -117,7 +123,9 @@ def test_qwen3_asr_flash_with_data_url(ds: SimHandle) -> None:
         {"role": "system", "content": [{"text": ""}]},
         {"role": "user", "content": [{"audio": data_url}]},
     ]
-    r = MultiModalConversation.call(model="qwen3-asr-flash", messages=messages, asr_options={"enable_itn": False})
+    r = MultiModalConversation.call(
+        model="qwen3-asr-flash", messages=messages, asr_options={"enable_itn": False}
+    )
     assert r.status_code == 200, r
     assert r.output.choices[0].message.content[0]["text"] == "Welcome to the simulator."
     assert r.usage["seconds"] == 2
@@ -128,6 +136,11 @@ def test_qwen3_asr_flash_with_data_url(ds: SimHandle) -> None:
 
 
 def test_qwen3_asr_flash_rejects_garbage_audio(ds: SimHandle) -> None:
-    messages = [{"role": "user", "content": [{"audio": "data:audio/mp3;base64," + base64.b64encode(b"x" * 300).decode()}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"audio": "data:audio/mp3;base64," + base64.b64encode(b"x" * 300).decode()}],
+        }
+    ]
     r = MultiModalConversation.call(model="qwen3-asr-flash", messages=messages)
     assert r.status_code == 415 and r.code == "BadRequest.UnsupportedFileFormat"

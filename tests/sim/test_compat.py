@@ -25,7 +25,11 @@ def test_plain_completion(ds: SimHandle) -> None:
 
 def test_stream_with_include_usage(ds: SimHandle) -> None:
     stream = _client(ds).chat.completions.create(
-        model="qwen-plus", messages=MESSAGES, stream=True, stream_options={"include_usage": True}, max_tokens=3
+        model="qwen-plus",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=3,
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

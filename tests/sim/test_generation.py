@@ -7,7 +7,10 @@ from dashscope import Generation
 
 from tests.conftest import SimHandle
 
-MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "What is the capital of France?"}]
+MESSAGES = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "What is the capital of France?"},
+]
 
 
 def test_plain_message_format_uses_scripted_answer(ds: SimHandle) -> None:
@@ -39,7 +42,11 @@ def test_stream_incremental_chunks_and_cumulative_usage(ds: SimHandle) -> None:
     ds.control("PUT", "/sim/config", json={"answers": {MESSAGES[-1]["content"]: "It is Paris, of course."}})
     chunks = list(
         Generation.call(
-            model="qwen-plus", messages=MESSAGES, result_format="message", stream=True, incremental_output=True
+            model="qwen-plus",
+            messages=MESSAGES,
+            result_format="message",
+            stream=True,
+            incremental_output=True,
         )
     )
     assert all(c.status_code == 200 for c in chunks)
@@ -54,7 +61,9 @@ def test_stream_incremental_chunks_and_cumulative_usage(ds: SimHandle) -> None:
 
 def test_stream_full_output_is_rebuilt_by_sdk(ds: SimHandle) -> None:
     """incremental_output=False: the SDK sends true and rebuilds cumulative text (reference §2.3)."""
-    chunks = list(Generation.call(model="qwen-plus", prompt="one two three", stream=True, incremental_output=False))
+    chunks = list(
+        Generation.call(model="qwen-plus", prompt="one two three", stream=True, incremental_output=False)
+    )
     texts = [c.output.text for c in chunks if c.output.text]
     assert texts[-1] == "Simulated answer: one two three"
     assert all(texts[-1].startswith(t) for t in texts)
@@ -72,7 +81,9 @@ def test_server_side_cumulative_stream_when_incremental_false_on_wire(ds: SimHan
 
 
 def test_max_tokens_gives_length_finish(ds: SimHandle) -> None:
-    r = Generation.call(model="qwen-plus", prompt="alpha beta gamma delta", max_tokens=2, result_format="message")
+    r = Generation.call(
+        model="qwen-plus", prompt="alpha beta gamma delta", max_tokens=2, result_format="message"
+    )
     assert r.output.choices[0].message.content == "Simulated answer:"
     assert r.output.choices[0].finish_reason == "length"
     assert r.usage.output_tokens == 2

@@ -131,13 +131,16 @@ async def test_cosyvoice_pcm_grows_with_text_and_has_word_timestamps(cloud: Any,
     assert params["word_timestamp_enabled"] is True and params["rate"] == 1.0
 
 
-async def test_cosyvoice_speed_and_sample_rate(cloud: Any) -> None:
-    normal = await cloud.tts.synthesize(_tts("cosyvoice-v2", "Speed test sentence here.", sample_rate=16000))
-    fast = await cloud.tts.synthesize(
-        _tts("cosyvoice-v2", "Speed test sentence here.", sample_rate=16000, speed=2.0)
+async def test_cosyvoice_speed_and_sample_rate_reach_the_run_task(cloud: Any, sim: SimHandle) -> None:
+    result = await cloud.tts.synthesize(
+        _tts("cosyvoice-v2", "Speed test sentence here.", sample_rate=16000, speed=1.5)
     )
-    assert normal.audio.sample_rate == fast.audio.sample_rate == 16000
-    assert len(fast.audio.pcm) < len(normal.audio.pcm)
+    assert result.audio.sample_rate == 16000
+    odd_rate = await cloud.tts.synthesize(_tts("cosyvoice-v2", "Odd rate.", sample_rate=11025))
+    assert odd_rate.audio.sample_rate == 22050  # not a CosyVoice rate: native rate, caller resamples
+    runs = [r["body"]["payload"]["parameters"] for r in sim.requests("tts")]
+    assert (runs[0]["rate"], runs[0]["sample_rate"]) == (1.5, 16000)
+    assert runs[1]["sample_rate"] == 22050
 
 
 async def test_cosyvoice_stream_yields_chunks_as_frames_arrive(cloud: Any) -> None:
@@ -151,13 +154,16 @@ async def test_cosyvoice_stream_yields_chunks_as_frames_arrive(cloud: Any) -> No
     assert [(w.text, w.start) for w in streamed_words] == [(w.text, w.start) for w in plain.words]
 
 
-async def test_cosyvoice_long_text_is_split_across_messages(cloud: Any) -> None:
+async def test_cosyvoice_long_text_is_split_across_messages(cloud: Any, sim: SimHandle) -> None:
     text = "Word " * 30
     whole = await cloud.tts.synthesize(_tts("cosyvoice-v2", text))
     cloud.tts.max_message_chars = 40  # 150 characters -> 4 continue-task messages
     split = await cloud.tts.synthesize(_tts("cosyvoice-v2", text))
     assert len(split.words) == len(whole.words) == 30
-    assert split.characters == whole.characters == len(text)
+    assert split.characters == whole.characters > 0
+    assert len(split.audio.pcm) == len(whole.audio.pcm)
+    first, second = sim.requests("tts")[-2:]
+    assert first["text_chars"] == second["text_chars"] >= len(text.strip())  # every piece arrived
 
 
 async def test_cosyvoice_bad_voice_is_a_classified_task_failure(cloud: Any, sim: SimHandle) -> None:

@@ -1,0 +1,84 @@
+"""Renderer selection and whole clips through both renderers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipsync.avatars import prepare_avatar
+from lipsync.encode import probe_durations
+from lipsync.render import RenderService
+from tests.lipsync.media import astronaut_png
+
+
+def _speechlike(seconds: float, sr: int) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    envelope = np.clip(np.sin(2 * np.pi * 3 * t), 0, None)  # three "syllables" per second
+    return (0.3 * envelope * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+
+
+def test_procedural_is_the_default_and_renders_a_clip(tmp_path: Path) -> None:
+    service = RenderService(fps=25, max_concurrent=1)
+    assert service.name == "procedural" and service.load_error is None
+    avatar = prepare_avatar(astronaut_png())
+    builder = service.render_file(avatar, _speechlike(1.3, 22050), 22050, tmp_path / "a.mp4")
+    video_s, audio_s = probe_durations(tmp_path / "a.mp4")
+    assert abs(video_s - audio_s) <= 0.04 and abs(audio_s - 1.3) < 0.05
+    assert set(builder.timings) == {"mel", "model", "paste", "encode"}
+    assert builder.wav_bytes()[:4] == b"RIFF"
+
+
+def test_broken_checkpoint_falls_back_with_the_reason(tmp_path: Path) -> None:
+    bad = tmp_path / "wav2lip.pth"
+    bad.write_text("<html>not found</html>")
+    service = RenderService(checkpoint=bad)
+    assert service.name == "procedural"
+    assert service.load_error is not None and "HTML" in service.load_error
+
+
+def test_wav2lip_checkpoint_renders_through_the_pool(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from lipsync.wav2lip import Wav2Lip
+
+    torch.manual_seed(0)
+    model = Wav2Lip()
+    ckpt = tmp_path / "wav2lip.pth"
+    torch.save(
+        {
+            "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+            "optimizer": None,
+            "global_step": 1,
+            "global_epoch": 1,
+        },
+        ckpt,
+    )
+    service = RenderService(checkpoint=ckpt, device="cpu", batch_size=8, max_concurrent=1)
+
+    async def go() -> None:
+        await service.start()
+        assert service.name == "wav2lip"
+        avatar = prepare_avatar(astronaut_png())
+        builder = await service.run(
+            service.render_file, avatar, _speechlike(0.6, 16000), 16000, tmp_path / "w.mp4"
+        )
+        assert builder.timings["model"] > 0 and builder.timings["paste"] > 0
+        await service.stop()
+
+    asyncio.run(go())
+    video_s, audio_s = probe_durations(tmp_path / "w.mp4")
+    assert abs(video_s - audio_s) <= 0.04
+    import av
+
+    with av.open(str(tmp_path / "w.mp4")) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    avatar = prepare_avatar(astronaut_png())
+    b = avatar.box
+    lower = (slice(b.y1 + b.height // 2, b.y2 - 8), slice(b.x1 + 8, b.x2 - 8))
+    # Random weights produce noise, pasted only where the mask is: the lower face changed,
+    # the top of the image did not (beyond compression noise).
+    lower_change = np.abs(frames[3][lower].astype(int) - avatar.image[lower].astype(int)).mean()
+    top_change = np.abs(frames[3][:40].astype(int) - avatar.image[:40].astype(int)).mean()  # codec noise only
+    assert lower_change > 10 and top_change < lower_change / 3, (lower_change, top_change)
