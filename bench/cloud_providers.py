@@ -131,7 +131,12 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     env = {**os.environ, "TALKGATE_SIM_API_KEYS": ""}
-    sim = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sim", "--port", str(port)], env=env)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "sim", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -13,10 +13,12 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.settings import Settings
 
     settings = Settings()
+    log_config: dict | None = uvicorn.config.LOGGING_CONFIG
     try:
         from gateway.logs import configure_logging
 
         configure_logging(settings)
+        log_config = None  # uvicorn's own records then go through our handler (JSON, request id)
     except ImportError:
         pass
     app = create_app(settings)
@@ -25,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=log_config,
         access_log=False,
         loop="uvloop",
         http="httptools",

@@ -406,6 +406,8 @@ class SwapManager:
             if registry.get(cap, instance.name) is not instance:
                 registry.replace(cap, instance)
         settings.routes[cap] = version.route
+        if self.services.experiments is not None:  # variant chains live on the route object
+            self.services.experiments.register_routes()
 
     async def _retire(self, record: SwapRecord, outgoing: list[TrackedProvider]) -> bool | None:
         """Wait for the outgoing instances' in-flight calls, then unload them."""
@@ -420,7 +422,7 @@ class SwapManager:
                 log.warning(
                     "swap %s: %d calls still in flight after %.0fs", record.id, instance.inflight, timeout
                 )
-            await instance.inner.unload()
+            await _quiet_unload(instance)
         return drained
 
     # ------------------------------------------------------------------ bookkeeping

@@ -18,7 +18,7 @@ import orjson
 from gateway.context import request_id_var
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class RequestIdFilter(logging.Filter):
@@ -77,6 +77,7 @@ def configure_logging(settings: Any, stream: TextIO | None = None) -> logging.Ha
     handler._talkgate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(str(settings.log_level).upper())
+    logging.captureWarnings(True)  # Python warnings become records too (logger "py.warnings")
     # uvicorn installs its own handlers; let its records reach ours instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

@@ -14,7 +14,9 @@ store the new answer), ``x-talkgate-cache: force`` caches a non-deterministic ch
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import struct
 import time
 from collections import OrderedDict
@@ -24,6 +26,7 @@ from typing import Any
 
 import orjson
 
+log = logging.getLogger("talkgate.cache")
 _MAGIC = b"TGC1"
 
 
@@ -145,6 +148,7 @@ class ResponseCache:
     def __init__(self, config: Any, redis: Any = None, *, prefix: str = "tg:cache") -> None:
         self.config = config
         self.prefix = prefix
+        self._pending: set[asyncio.Task[bool]] = set()
         self.backend: Any = (
             RedisBackend(redis)
             if redis is not None
@@ -184,12 +188,27 @@ class ResponseCache:
         return plan
 
     async def get(self, key: str) -> CacheEntry | None:
-        raw = await self.backend.get(key)
-        return CacheEntry.loads(raw) if raw else None
+        """A cache failure (Redis down) is a miss, never a failed request."""
+        try:
+            raw = await self.backend.get(key)
+            return CacheEntry.loads(raw) if raw else None
+        except Exception as exc:
+            log.warning("cache read failed, treating as a miss: %r", exc)
+            return None
 
     async def put(self, key: str, entry: CacheEntry) -> bool:
         raw = entry.dumps()
         if len(raw) > self.config.max_entry_bytes:
             return False
-        await self.backend.set(key, raw, self.config.ttl_s)
+        try:
+            await self.backend.set(key, raw, self.config.ttl_s)
+        except Exception as exc:
+            log.warning("cache write failed: %r", exc)
+            return False
         return True
+
+    def put_later(self, plan: CachePlan, entry: CacheEntry) -> None:
+        """Stores from synchronous code (e.g. a stream's on-done callback) without blocking it."""
+        task = asyncio.get_running_loop().create_task(plan.put(entry))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)

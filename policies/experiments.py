@@ -279,6 +279,12 @@ class Experiments:
             self._rebuild()
             self._save()
 
+    def register_routes(self) -> None:
+        """Re-register variant chains after the routes were replaced (a model hot swap)."""
+        with self._lock:
+            for spec in self._specs.values():
+                self._register_chains(spec)
+
     # ------------------------------------------------------------------ internals
 
     def _require_admin(self, exp_id: str) -> ExperimentSpec:

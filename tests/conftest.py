@@ -47,6 +47,9 @@ class SimHandle:
     def control(self, method: str, path: str, **kw: Any) -> httpx.Response:
         return self._client.request(method, path, **kw)
 
+    def close(self) -> None:
+        self._client.close()
+
     def reset(self) -> None:
         self.clear_faults()
         self.clear_requests()
@@ -68,6 +71,7 @@ def sim(sim_server: ServerThread) -> Iterator[SimHandle]:
     handle.reset()
     yield handle
     handle.reset()
+    handle.close()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from gateway import response_cache
 from gateway.audio import CONTENT_TYPES, AudioDecodeError, StreamEncoder, decode_to_pcm, run_in_codec_pool
 from gateway.auth import Principal, require_scope
 from gateway.context import get_context
@@ -34,6 +35,7 @@ from gateway.schemas import (
     validate,
 )
 from gateway.services import Services
+from gateway.usage import record
 from policies.routing import StreamInterrupted
 from providers.base import (
     ProviderError,
@@ -210,6 +212,9 @@ async def transcriptions(request: Request, principal: Principal = require_scope(
             "timestamp_granularities requires response_format 'verbose_json'.",
             param="timestamp_granularities",
         )
+    plan = await response_cache.transcription_plan(request, data, params)
+    if plan is not None and (hit := await plan.get()) is not None:
+        return response_cache.cached_response(request, hit)
     try:
         audio = await run_in_codec_pool(decode_to_pcm, data, ASR_SAMPLE_RATE)
     except AudioDecodeError as exc:
@@ -229,7 +234,11 @@ async def transcriptions(request: Request, principal: Principal = require_scope(
         transcript = await services.router.transcribe(asr_request, ctx)
     except ProviderError as exc:
         raise no_provider_error(services, "asr", exc) from None
-    return transcription_response(transcript, audio.duration_s, params)
+    record(request, audio_seconds=audio.duration_s)
+    response = transcription_response(transcript, audio.duration_s, params)
+    if plan is not None:
+        await plan.put(response_cache.response_entry(response, ctx))
+    return response
 
 
 # --------------------------------------------------------------------------- speech
@@ -300,16 +309,22 @@ async def speech(request: Request, principal: Principal = require_scope("tts")) 
     ctx = get_context(request)
     if services.experiments is not None:  # A/B: may change model / voice, sets ctx.variant
         tts_request = services.experiments.apply("tts", ctx, tts_request)
+    plan = response_cache.speech_plan(request, body, tts_request)
+    if plan is not None and (hit := await plan.get()) is not None:
+        return response_cache.speech_hit_response(request, hit)
     try:
         stream = await services.router.synthesize_stream(tts_request, ctx)
         first = await anext(stream)  # already in hand: the router returns after the first piece
     except ProviderError as exc:
         raise no_provider_error(services, "tts", exc) from None
+    record(request, characters=len(tts_request.text))
     encoder = StreamEncoder(body.response_format, first.sample_rate)
     headers = {
         "x-talkgate-sample-rate": str(encoder.output_rate),
         "content-disposition": f'inline; filename="speech.{body.response_format}"',
     }
-    return StreamingResponse(
-        encode_speech(first, stream, encoder), media_type=CONTENT_TYPES[body.response_format], headers=headers
+    media_type = CONTENT_TYPES[body.response_format]
+    audio = response_cache.tee_into_cache(
+        encode_speech(first, stream, encoder), plan, media_type, headers, ctx
     )
+    return StreamingResponse(audio, media_type=media_type, headers=headers)

@@ -15,13 +15,15 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from gateway import response_cache
 from gateway.auth import Principal, require_scope
 from gateway.context import RequestContext, get_context
 from gateway.errors import APIError, no_provider_error
 from gateway.schemas import ChatCompletionRequest, parse_json_body, read_body, validate
 from gateway.services import Services
 from gateway.streaming import SSE_HEADERS, ChunkWriter, chat_sse, usage_dict
-from providers.base import ChatRequest, ChatResult, ProviderError
+from gateway.usage import record
+from providers.base import ChatRequest, ChatResult, ProviderError, Usage
 
 router = APIRouter()
 
@@ -109,16 +111,31 @@ async def chat_completions(request: Request, principal: Principal = require_scop
         chat_request = services.experiments.apply("chat", ctx, chat_request)
     completion_id = new_completion_id()
     created = int(time.time())
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    # Exact-match cache (gateway/response_cache.py): deterministic requests only, per tenant.
+    plan = response_cache.chat_plan(request, body.model, chat_request)
+    if plan is not None and (hit := await plan.get()) is not None:
+        return response_cache.chat_hit_response(request, hit, body.model, bool(body.stream), include_usage)
 
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
         try:
             chunks = await services.router.chat_stream(chat_request, ctx)
         except ProviderError as exc:
             raise no_provider_error(services, "chat", exc) from None
         writer = ChunkWriter(completion_id, created, body.model, include_usage)
+        on_done = response_cache.chat_stream_done(
+            request,
+            plan,
+            completion_id,
+            created,
+            lambda text, finish, usage: orjson.dumps(
+                completion_body(
+                    completion_id, created, body.model, ChatResult(text, finish, usage or Usage())
+                )
+            ),
+        )
         return StreamingResponse(
-            chat_sse(chunks, writer, include_usage),
+            chat_sse(chunks, writer, include_usage, on_done),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -127,7 +144,11 @@ async def chat_completions(request: Request, principal: Principal = require_scop
         result = await services.router.chat(chat_request, ctx)
     except ProviderError as exc:
         raise no_provider_error(services, "chat", exc) from None
-    return Response(
-        orjson.dumps(completion_body(completion_id, created, body.model, result)),
-        media_type="application/json",
-    )
+    record(request, tokens_in=result.usage.prompt_tokens, tokens_out=result.usage.completion_tokens)
+    content = orjson.dumps(completion_body(completion_id, created, body.model, result))
+    if plan is not None and plan.store:
+        entry = response_cache.chat_entry(
+            content, completion_id, created, result.text, result.finish_reason, result.usage, ctx
+        )
+        await plan.put(entry)
+    return Response(content, media_type="application/json")

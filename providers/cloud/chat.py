@@ -120,6 +120,9 @@ class BailianChatProvider(CloudLifecycle):
         usage: Usage | None = None
         async with contextlib.aclosing(self.client.stream_sse(GENERATION_PATH, body)) as events:
             async for data in events:
+                if not (data.get("output") or {}).get("choices") and "text" not in (data.get("output") or {}):
+                    usage = parse_usage(data.get("usage")) or usage  # a usage-only event
+                    continue
                 text, reason = _first_choice(data)
                 usage = parse_usage(data.get("usage")) or usage
                 if reason is not None:

@@ -216,6 +216,11 @@ class DashScopeClient:
                     compress=0,
                 )
 
+    @property
+    def pooled_websockets(self) -> list[aiohttp.ClientWebSocketResponse]:
+        """Idle sockets waiting for their next task (oldest first)."""
+        return [ws for ws, _ in self._idle_ws]
+
     async def acquire_ws(self) -> tuple[aiohttp.ClientWebSocketResponse, bool]:
         """A WebSocket for a new task: an idle pooled one if fresh enough, else a new one.
 

@@ -34,6 +34,7 @@ def captured() -> Iterator[Any]:
     yield configure
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
+    logging.captureWarnings(False)
 
 
 def _lines(buf: io.StringIO) -> list[dict[str, Any]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import socket
 import wave
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from providers.base import AudioData, ErrorKind, ProviderError, SynthesizeRequest, TranscribeRequest
 from tests.conftest import SimHandle
+from tests.servers import free_port
 
 
 def _asr(model: str, pcm: bytes, **kw: Any) -> TranscribeRequest:
@@ -166,6 +169,31 @@ async def test_cosyvoice_long_text_is_split_across_messages(cloud: Any, sim: Sim
     assert first["text_chars"] == second["text_chars"] >= len(text.strip())  # every piece arrived
 
 
+async def test_websocket_is_reused_and_a_dead_pooled_socket_is_replaced(cloud: Any, sim: SimHandle) -> None:
+    request = _tts("cosyvoice-v2", "Hello there.")
+    first = await cloud.tts.synthesize(request)
+    [ws] = cloud.client.pooled_websockets
+    again = await cloud.tts.synthesize(request)
+    assert cloud.client.pooled_websockets == [ws], "the second task ran on the same connection"
+    assert again.audio.pcm == first.audio.pcm
+    # The connection dies while idle (as when the server drops idle sockets after 60 s).
+    ws.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+    await asyncio.sleep(0.05)
+    third = await cloud.tts.synthesize(request)
+    assert third.audio.pcm == first.audio.pcm
+    [fresh] = cloud.client.pooled_websockets
+    assert fresh is not ws
+    assert len([r for r in sim.requests("tts") if r["model"] == "cosyvoice-v2"]) >= 3
+
+
+async def test_failed_task_socket_is_not_pooled(cloud: Any, sim: SimHandle) -> None:
+    sim.fault(service="tts", status=500, times=1)
+    with pytest.raises(ProviderError) as info:
+        await cloud.tts.synthesize(_tts("cosyvoice-v2", "Hello."))
+    assert info.value.kind is ErrorKind.RETRYABLE
+    assert cloud.client.pooled_websockets == []
+
+
 async def test_cosyvoice_bad_voice_is_a_classified_task_failure(cloud: Any, sim: SimHandle) -> None:
     sim.fault(service="tts", status=400, code="InvalidParameter", message="voice not found")
     with pytest.raises(ProviderError) as info:
@@ -208,3 +236,33 @@ async def test_tts_rejects_empty_text_and_unknown_models(cloud: Any) -> None:
     with pytest.raises(ProviderError) as info:
         await cloud.tts.synthesize(_tts("tts-1", "Hi"))
     assert info.value.kind is ErrorKind.BAD_REQUEST
+
+
+async def test_websocket_task_that_never_starts_times_out(make_cloud: Any, sim: SimHandle) -> None:
+    cloud = await make_cloud(upstream_timeout_s=0.3)
+    sim.fault(service="tts", hang=True, times=1)
+    with pytest.raises(ProviderError) as info:
+        await cloud.tts.synthesize(_tts("cosyvoice-v2", "Hello."))
+    assert info.value.kind is ErrorKind.TIMEOUT
+    assert cloud.client.pooled_websockets == []
+
+
+async def test_websocket_connection_refused_is_unavailable(
+    make_cloud: Any, speech_16k: tuple[bytes, str]
+) -> None:
+    cloud = await make_cloud(
+        dashscope_websocket_base_url=f"ws://127.0.0.1:{free_port()}/api-ws/v1/inference/"
+    )
+    with pytest.raises(ProviderError) as info:
+        await cloud.asr.transcribe(_asr("paraformer-realtime-v2", speech_16k[0]))
+    assert info.value.kind is ErrorKind.UNAVAILABLE
+    with pytest.raises(ProviderError) as info:
+        async for _ in cloud.tts.synthesize_stream(_tts("cosyvoice-v2", "Hello.")):
+            pass
+    assert info.value.kind is ErrorKind.UNAVAILABLE
+
+
+async def test_websocket_url_with_trailing_slash_works(make_cloud: Any, sim: SimHandle) -> None:
+    cloud = await make_cloud(dashscope_websocket_base_url=sim.ws_base + "/")
+    result = await cloud.tts.synthesize(_tts("cosyvoice-v2", "Hello."))
+    assert result.audio.pcm

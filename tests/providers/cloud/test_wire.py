@@ -170,3 +170,31 @@ async def test_health_reports_missing_key(key: str | None) -> None:
     settings.dashscope_api_key = key  # type: ignore[assignment]
     health = await BailianTTSProvider(settings).health()
     assert not health.ok and "DASHSCOPE_API_KEY" in health.detail
+
+
+async def test_register_cloud_providers_shares_one_client_and_hooks_lifecycle() -> None:
+    from gateway.services import Services
+    from gateway.settings import Settings
+    from policies.routing import ProviderRegistry, Router
+    from providers.base import ChatProvider, SynthesizeProvider, TranscribeProvider
+    from providers.cloud import register_cloud_providers
+
+    settings = Settings(dashscope_api_key="sk-x", dashscope_http_base_url="http://127.0.0.1:1/api/v1")
+    registry = ProviderRegistry()
+    services = Services(settings=settings, registry=registry, router=Router(settings, registry))
+    register_cloud_providers(services)
+    chat, asr, tts = (registry.get(cap, "bailian") for cap in ("chat", "asr", "tts"))
+    assert isinstance(chat, ChatProvider)
+    assert isinstance(asr, TranscribeProvider)
+    assert isinstance(tts, SynthesizeProvider)
+    assert chat.client is asr.client is tts.client
+    assert "qwen-plus" in chat.models() and "paraformer-realtime-v2" in asr.models()
+    assert "cosyvoice-v2" in tts.models() and "qwen-tts" in tts.models()
+    await services.start()
+    try:
+        assert chat.client.is_open
+        for provider in (chat, asr, tts):
+            assert (await provider.health()).ok
+    finally:
+        await services.stop()
+    assert not chat.client.is_open

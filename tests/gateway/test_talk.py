@@ -1,0 +1,240 @@
+"""/v1/talk end to end: a real gateway routed to the Bailian simulator (fast) and to the local
+models (slow), returning MP4s that PyAV reads with picture and sound within 40 ms."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import numpy as np
+import pytest
+
+from lipsync.encode import probe_durations
+from tests.lipsync.media import astronaut_png, faceless_png
+
+TIMING_KEYS = {
+    "asr_ms",
+    "llm_first_sentence_ms",
+    "llm_ms",
+    "tts_ms",
+    "render_ms",
+    "first_video_ms",
+    "total_ms",
+}
+
+
+def _client(server: Any, timeout: float = 120) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=timeout)
+
+
+def _avatar(client: httpx.Client) -> str:
+    r = client.post("/v1/avatars", files={"image": ("me.png", astronaut_png(), "image/png")})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _check_mp4(data: bytes, tmp_path: Path, name: str = "talk.mp4") -> tuple[float, float]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    video_s, audio_s = probe_durations(path)
+    assert video_s > 0.3 and audio_s > 0.3
+    assert abs(video_s - audio_s) <= 0.040, (video_s, audio_s)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.streams.audio[0].codec_context.name == "aac"
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (512, 512)
+    return video_s, audio_s
+
+
+def _wav(seconds: float = 1.0) -> bytes:
+    t = np.arange(int(16000 * seconds)) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+@pytest.fixture
+def sim_gateway(run_gateway: Callable[..., Any], gateway_settings: Callable[..., Any]) -> Any:
+    return run_gateway(gateway_settings())
+
+
+def test_text_to_json_with_artifacts(sim_gateway: Any, sim: Any, tmp_path: Path) -> None:
+    client = _client(sim_gateway)
+    avatar_id = _avatar(client)
+    r = client.post("/v1/talk", json={"text": "Tell me about the weather today.", "avatar_id": avatar_id})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-talkgate-renderer"] == "procedural"
+    assert r.headers["x-talkgate-provider"].startswith("bailian:")
+    body = r.json()
+    assert body["transcript"] == "Tell me about the weather today."
+    assert body["reply"].strip() and body["renderer"] == "procedural"
+    assert set(body["timings"]) == TIMING_KEYS
+    t = body["timings"]
+    assert t["asr_ms"] == 0 and 0 < t["first_video_ms"] <= t["total_ms"]
+    assert t["llm_first_sentence_ms"] <= t["llm_ms"]
+    video = client.get(body["video_url"])
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    _, audio_s = _check_mp4(video.content, tmp_path)
+    assert abs(audio_s - body["duration_s"]) < 0.05
+    audio = client.get(body["audio_url"])
+    assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+    # The reply spoken is the reply the LLM gave: the simulator saw one TTS request per sentence.
+    spoken = [q for q in sim.requests("tts")]
+    assert len(spoken) == len(body["sentences"]) >= 1
+
+
+def test_accept_mp4_returns_the_video(sim_gateway: Any, tmp_path: Path) -> None:
+    client = _client(sim_gateway)
+    r = client.post(
+        "/v1/talk",
+        json={"text": "Say hello.", "image": base64.b64encode(astronaut_png()).decode()},
+        headers={"accept": "video/mp4"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "video/mp4"
+    assert r.headers["x-talkgate-renderer"] == "procedural"
+    video_s, _ = _check_mp4(r.content, tmp_path)
+    assert abs(float(r.headers["x-talkgate-duration-s"]) - video_s) < 0.05
+
+
+def test_audio_question_is_transcribed_first(sim_gateway: Any, sim: Any, tmp_path: Path) -> None:
+    client = _client(sim_gateway)
+    r = client.post(
+        "/v1/talk",
+        files={"audio": ("q.wav", _wav(), "audio/wav"), "image": ("me.png", astronaut_png(), "image/png")},
+        data={"voice": "alloy"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["transcript"] and body["timings"]["asr_ms"] > 0
+    assert sim.requests("asr")
+    assert body["providers"]["asr"].startswith("bailian:")
+
+
+def test_conversation_history_is_sent_back(sim_gateway: Any, sim: Any) -> None:
+    client = _client(sim_gateway)
+    avatar_id = _avatar(client)
+    first = client.post(
+        "/v1/talk", json={"text": "My name is Ada.", "avatar_id": avatar_id, "conversation_id": "c1"}
+    )
+    assert first.status_code == 200
+    sim.clear_requests()
+    second = client.post(
+        "/v1/talk", json={"text": "What is my name?", "avatar_id": avatar_id, "conversation_id": "c1"}
+    )
+    assert second.status_code == 200
+    sent = str(sim.requests("generation"))
+    assert "My name is Ada." in sent and first.json()["reply"].split(".")[0] in sent
+
+
+def test_client_errors(sim_gateway: Any) -> None:
+    client = _client(sim_gateway)
+    r = client.post("/v1/talk", json={"text": "hi", "avatar_id": "av_" + "0" * 32})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "avatar_not_found"
+    r = client.post("/v1/talk", json={"text": "hi", "image": base64.b64encode(faceless_png()).decode()})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_face"
+    assert "no face" in r.json()["error"]["message"]
+    r = client.post("/v1/talk", json={"text": "   ", "image": base64.b64encode(astronaut_png()).decode()})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "empty_text"
+    r = client.post("/v1/talk", json={"image": base64.b64encode(astronaut_png()).decode()})
+    assert r.status_code == 400
+    r = client.post("/v1/talk", json={"text": "hi"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "missing_avatar"
+    r = client.post("/v1/talk", json={"text": "hi", "image": "%%%not base64"})
+    assert r.status_code == 400
+    r = client.post("/v1/talk", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert client.get("/v1/talk/artifacts/tk_" + "0" * 32 + ".mp4").status_code == 404
+    assert client.get("/v1/talk/artifacts/..%2Fsecrets").status_code == 404
+
+
+def _artifacts(settings_dir: Path) -> list[Path]:
+    root = settings_dir / "artifacts"
+    return sorted(root.iterdir()) if root.is_dir() else []
+
+
+def test_llm_failure_mid_reply_renders_nothing(
+    run_gateway: Callable[..., Any], gateway_settings: Callable[..., Any], sim: Any
+) -> None:
+    settings = gateway_settings()
+    client = _client(run_gateway(settings))
+    avatar_id = _avatar(client)
+    sim.fault(service="generation", status=500, cut_after=2)
+    r = client.post("/v1/talk", json={"text": "Tell me a long story please.", "avatar_id": avatar_id})
+    assert r.status_code >= 500, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert "mid-reply" in r.json()["error"]["message"]
+    assert _artifacts(settings.data_dir) == []
+    assert sim.requests("tts") == [] or all("error" not in str(q).lower() for q in sim.requests("tts"))
+
+
+def test_content_filter_is_not_spoken(
+    run_gateway: Callable[..., Any], gateway_settings: Callable[..., Any], sim: Any
+) -> None:
+    settings = gateway_settings()
+    client = _client(run_gateway(settings))
+    avatar_id = _avatar(client)
+    sim.fault(
+        service="generation",
+        status=400,
+        code="DataInspectionFailed",
+        message="Input data may contain inappropriate content.",
+    )
+    r = client.post("/v1/talk", json={"text": "something bad", "avatar_id": avatar_id})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter"
+    assert sim.requests("tts") == []
+    assert _artifacts(settings.data_dir) == []
+
+
+def test_artifacts_expire(run_gateway: Callable[..., Any], gateway_settings: Callable[..., Any]) -> None:
+    settings = gateway_settings(lipsync={"artifact_ttl_s": 1})
+    client = _client(run_gateway(settings))
+    r = client.post("/v1/talk", json={"text": "Hi.", "image": base64.b64encode(astronaut_png()).decode()})
+    assert r.status_code == 200, r.text
+    url = r.json()["video_url"]
+    assert client.get(url).status_code == 200
+    time.sleep(1.6)
+    assert client.get(url).status_code == 404
+
+
+@pytest.mark.slow
+def test_local_models_offline(
+    run_gateway: Callable[..., Any], gateway_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    """No DASHSCOPE key: whisper → SmolLM2 (llama.cpp) → piper, all local."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("piper")
+    pytest.importorskip("faster_whisper")
+    client = _client(run_gateway(gateway_settings(dashscope_api_key=None)), timeout=300)
+    avatar_id = _avatar(client)
+    r = client.post(
+        "/v1/talk", json={"text": "Hello! Who are you?", "avatar_id": avatar_id, "max_tokens": 48}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["providers"]["chat"].startswith("local:") and body["providers"]["tts"].startswith("local:")
+    assert body["reply"].strip()
+    video = client.get(body["video_url"])
+    _check_mp4(video.content, tmp_path, "local.mp4")
+    # and a spoken question through local whisper
+    speech = client.get(body["audio_url"]).content
+    r2 = client.post(
+        "/v1/talk",
+        files={"audio": ("q.wav", speech, "audio/wav")},
+        data={"avatar_id": avatar_id, "max_tokens": "32"},
+        headers={"accept": "video/mp4"},
+    )
+    assert r2.status_code == 200, r2.text
+    _check_mp4(r2.content, tmp_path, "local2.mp4")
