@@ -138,7 +138,7 @@ def talk_first_video(requests: int) -> dict[str, Any]:
         "providers": warm[-1]["providers"],
         "cold_total_s (model loads)": round(cold_s, 2),
         "cold_first_video_ms": cold["timings"]["first_video_ms"],
-        "warm_median_ms": {k: statistics.median(w["timings"][k] for w in warm) for k in keys},
+        "warm_median_ms": {k: round(statistics.median(w["timings"][k] for w in warm), 1) for k in keys},
         "warm_reply_duration_s": [w["duration_s"] for w in warm],
         "sample_reply": warm[-1]["reply"][:160],
     }

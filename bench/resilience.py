@@ -9,7 +9,8 @@ and breaker settings (3 attempts, 0.2 s base backoff; 5 consecutive failures tri
 ``upstream_timeout_s: 2``. Response cache off, auth off. The bench process also loads the same
 local models itself, to call them directly (no HTTP) for the baselines.
 
-Figures (medians of N runs; direct and gateway runs interleaved so background load hits both):
+Figures (medians; gateway and direct runs in alternating blocks G D G D, each preceded by a
+warm-up call and a 1 s pause, so background load and drift hit both sides):
 (a) upstream down, breaker open: chat latency through the gateway (served by local:smollm2)
     ÷ the same request to the local model called directly. Target ≤ 1.05.
 (b) the cost of tripping: latency of each request from the moment the upstream starts
@@ -135,8 +136,11 @@ def wav_bytes(audio: AudioData) -> bytes:
 
 
 def wav_seconds(data: bytes) -> float:
+    """Audio length from the bytes actually received (a streamed WAV header has no true length)."""
     with wave.open(io.BytesIO(data)) as w:
-        return w.getnframes() / w.getframerate()
+        rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+    start = data.index(b"data") + 8
+    return (len(data) - start) / (rate * width * channels)
 
 
 class Bench:
@@ -196,62 +200,88 @@ class Bench:
             print(line)
 
         # (a) breaker open: gateway (local fallback) vs the local model directly.
-        gateway_s, direct_s = [], []
-        for _ in range(self.runs):
+        calls = await self.upstream_calls("qwen-plus")
+
+        async def via_gateway() -> float:
             s, _, r = await self.gateway_chat("down-500", 32)
             assert r.headers["x-talkgate-provider"] == "local:smollm2", r.headers
-            gateway_s.append(s)
-            direct_s.append((await self.direct_chat(32))[0])
-        calls = await self.upstream_calls("qwen-plus")
-        g, d = statistics.median(gateway_s), statistics.median(direct_s)
+            return s
+
+        async def direct() -> float:
+            return (await self.direct_chat(32))[0]
+
+        g, d = await self.paired(via_gateway, direct)
         print(
             f"\n(a) upstream down, breaker open: gateway {g * 1000:.1f} ms / direct {d * 1000:.1f} ms "
-            f"= {g / d:.3f} (median of {self.runs}; 32 tokens; upstream calls made by these: "
+            f"= {g / d:.3f} (32 tokens; upstream calls made by these: "
             f"{await self.upstream_calls('qwen-plus') - calls})"
         )
 
-        # (c) local models through the gateway vs directly.
-        g_rate, d_rate = [], []
-        for _ in range(self.runs):
+        # (c) local models through the gateway vs directly (rates: higher is better).
+        async def gateway_rate() -> float:
             s, body, _ = await self.gateway_chat("smollm2", 128)
-            g_rate.append(body["usage"]["completion_tokens"] / s)
+            return body["usage"]["completion_tokens"] / s
+
+        async def direct_rate() -> float:
             s, result = await self.direct_chat(128)
-            d_rate.append(result.usage.completion_tokens / s)
-        gr, dr = statistics.median(g_rate), statistics.median(d_rate)
-        print(f"\n(c) LLM tokens/s: gateway {gr:.1f} / direct {dr:.1f} = {gr / dr:.3f}")
+            return result.usage.completion_tokens / s
+
+        gr, dr = await self.paired(gateway_rate, direct_rate)
+        print(f"\n(c) LLM tokens/s (128 tokens): gateway {gr:.1f} / direct {dr:.1f} = {gr / dr:.3f}")
 
         speak = SynthesizeRequest(model="piper-joe", text=PARAGRAPH, voice="joe")
-        g_rtf, d_rtf = [], []
-        audio = None
-        for _ in range(self.runs):
+        audio = (await self.tts.synthesize(speak)).audio
+
+        async def gateway_tts() -> float:
             body = {"model": "piper-joe", "input": PARAGRAPH, "voice": "joe", "response_format": "wav"}
             s, r = await timed(self.gw.post("/v1/audio/speech", json=body))
             r.raise_for_status()
-            g_rtf.append(s / wav_seconds(r.content))
+            return s / wav_seconds(r.content)
+
+        async def direct_tts() -> float:
             s, result = await timed(self.tts.synthesize(speak))
-            d_rtf.append(s / result.audio.duration_s)
-            audio = result.audio
-        gt, dt = statistics.median(g_rtf), statistics.median(d_rtf)
+            return s / result.audio.duration_s
+
+        gt, dt = await self.paired(gateway_tts, direct_tts)
         print(
             f"    TTS RTF (piper, {audio.duration_s:.1f} s paragraph): gateway {gt:.3f} / direct {dt:.3f}; "
             f"speed kept {dt / gt:.3f}"
         )
 
-        assert audio is not None
         wav = wav_bytes(audio)
         listen = TranscribeRequest(model="whisper-tiny.en", audio=audio)
-        g_rtf, d_rtf = [], []
-        for _ in range(self.runs):
+
+        async def gateway_asr() -> float:
             files = {"file": ("speech.wav", wav, "audio/wav")}
             s, r = await timed(
                 self.gw.post("/v1/audio/transcriptions", data={"model": "whisper-tiny.en"}, files=files)
             )
             r.raise_for_status()
-            g_rtf.append(s / audio.duration_s)
+            return s / audio.duration_s
+
+        async def direct_asr() -> float:
             s, _ = await timed(self.asr.transcribe(listen))
-            d_rtf.append(s / audio.duration_s)
-        ga, da = statistics.median(g_rtf), statistics.median(d_rtf)
+            return s / audio.duration_s
+
+        ga, da = await self.paired(gateway_asr, direct_asr)
         print(f"    ASR RTF (whisper tiny.en): gateway {ga:.3f} / direct {da:.3f}; speed kept {da / ga:.3f}")
+
+    async def paired(self, gateway: Any, direct: Any) -> tuple[float, float]:
+        """Medians of gateway and direct runs, in blocks G D G D with pauses in between.
+
+        Blocks, not alternating calls: llama.cpp and onnxruntime worker threads keep spinning
+        for a moment after a call, which would tax whichever process runs next.
+        """
+        g: list[float] = []
+        d: list[float] = []
+        half = max(1, self.runs // 2)
+        for _ in range(2):
+            for values, fn in ((g, gateway), (d, direct)):
+                await asyncio.sleep(1.0)
+                await fn()  # warm-up, not counted
+                for _ in range(half):
+                    values.append(await fn())
+        return statistics.median(g), statistics.median(d)
 
 
 async def main_async(runs: int) -> None:

@@ -198,6 +198,8 @@ class Metrics:
             ["capability", "kind", "status"],
             registry=r,
         )
+        self._request_children: dict[tuple[Any, ...], Any] = {}
+        self._route_children: dict[str, tuple[Any, ...]] = {}
         self._gpu_probes: dict[str, GpuProbe] = {}
         self._extra: list[Callable[[], Iterable[Metric]]] = []
         r.register(_CallbackCollector(self))
@@ -217,14 +219,29 @@ class Metrics:
     ) -> None:
         """Called once per HTTP request by the middleware, after the last byte went out."""
         provider, model = split_target(ctx.provider)
-        self.requests.labels(route, str(status), provider, model, ctx.variant or "").inc()
-        self.request_seconds.labels(route).observe(total_s)
+        key = (route, status, provider, model, ctx.variant or "")
+        counter = self._request_children.get(key)
+        if counter is None:  # label lookups cost microseconds: resolve each series once
+            counter = self._request_children[key] = self.requests.labels(route, str(status), *key[2:])
+        counter.inc()
+        hists = self._route_children.get(route)
+        if hists is None:
+            hists = self._route_children[route] = tuple(
+                h.labels(route)
+                for h in (
+                    self.request_seconds,
+                    self.upstream_seconds,
+                    self.overhead_seconds,
+                    self.ttfb_seconds,
+                )
+            )
+        hists[0].observe(total_s)
         if ctx.upstream_s:
-            self.upstream_seconds.labels(route).observe(ctx.upstream_s)
+            hists[1].observe(ctx.upstream_s)
         if overhead_s is not None:
-            self.overhead_seconds.labels(route).observe(overhead_s)
+            hists[2].observe(overhead_s)
         if ttfb_s is not None:
-            self.ttfb_seconds.labels(route).observe(ttfb_s)
+            hists[3].observe(ttfb_s)
         if route.startswith("/v1/"):
             self.key_requests.labels(ctx.key_id or "anonymous", ctx.tenant or "default").inc()
             capability = _ROUTE_CAPABILITY.get(route, route)

@@ -136,14 +136,16 @@ def _wire_saas(services: Services) -> None:
     from gateway.usage import UsageRecorder
     from policies.cache import ResponseCache
     from policies.quota import QuotaTracker
-    from policies.ratelimit import MemoryRateLimiter, RedisRateLimiter
+    from policies.ratelimit import FailoverRateLimiter, MemoryRateLimiter, RedisRateLimiter
 
     settings = services.settings
     saas = settings.saas
     keystore = KeyStore(settings.resolved_database_url, cache_ttl_s=saas.key_cache_ttl_s)
     services.keystore = keystore
     if services.redis is not None:
-        services.limiter = RedisRateLimiter(services.redis, lease_s=saas.concurrency_lease_s)
+        services.limiter = FailoverRateLimiter(
+            RedisRateLimiter(services.redis, lease_s=saas.concurrency_lease_s)
+        )
     else:
         services.limiter = MemoryRateLimiter()
 
@@ -176,11 +178,13 @@ def _wire_saas(services: Services) -> None:
 def _wire_operations(services: Services) -> None:
     """Metrics (own registry, router events), A/B experiments and the model swap manager."""
     from gateway.hotswap import SwapManager
-    from gateway.metrics import Metrics, inflight_family
+    from gateway.metrics import Metrics, inflight_family, torch_module_probe
     from policies.experiments import Experiments
 
     metrics = services.metrics = Metrics()
     services.router.listeners.append(metrics.on_router_event)
+    # torch's CUDA allocations in this process are the Wav2Lip renderer's (llama.cpp etc. use none).
+    metrics.register_gpu_module("lipsync", torch_module_probe())
     metrics.init_targets(
         spec
         for route in services.settings.routes.values()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
@@ -92,8 +93,9 @@ def _add(stages: dict[str, float], key: str, since: float) -> None:
 class VideoBuilder:
     """One MP4 built segment by segment (one segment per spoken sentence).
 
-    Not thread-safe: a request feeds its segments one after another. ``timings`` holds the
-    seconds spent per stage (mel, model, paste, encode) over all segments.
+    A request feeds its segments one after another; a lock makes ``abort`` wait for a
+    segment still being encoded on another worker (after a failure elsewhere in the
+    pipeline). ``timings`` holds the seconds per stage (mel, model, paste, encode).
     """
 
     def __init__(self, renderer: Renderer, avatar: Avatar, path: Path, fps: int) -> None:
@@ -102,9 +104,14 @@ class VideoBuilder:
         self.writer = Mp4Writer(path, avatar.width, avatar.height, fps=fps)
         self.timings: dict[str, float] = {}
         self.audio_parts: list[np.ndarray] = []  # output-rate audio, for the WAV artifact
+        self._lock = threading.Lock()
 
     def add(self, pcm: np.ndarray, sample_rate: int) -> None:
         """Render and encode one stretch of mono float audio."""
+        with self._lock:
+            self._add(pcm, sample_rate)
+
+    def _add(self, pcm: np.ndarray, sample_rate: int) -> None:
         out_audio = resample(pcm, sample_rate, self.writer.sample_rate)
         n_frames = self.writer.frames_for(out_audio.size)
         audio16k = resample(pcm, sample_rate, SAMPLE_RATE)
@@ -122,12 +129,14 @@ class VideoBuilder:
 
     def finish(self) -> Path:
         t0 = time.perf_counter()
-        self.writer.close()
+        with self._lock:
+            self.writer.close()
         self.timings["encode"] = self.timings.get("encode", 0.0) + time.perf_counter() - t0
         return self.writer.path
 
     def abort(self) -> None:
-        self.writer.abort()
+        with self._lock:
+            self.writer.abort()
 
     def wav_bytes(self) -> bytes:
         """The spoken audio as a 16-bit mono WAV file."""

@@ -196,7 +196,7 @@ class TalkPipeline:
                 request = SynthesizeRequest(model="", text=text, voice=inp.voice, language=inp.language)
                 result = await self.router.synthesize(request, self.ctx)
                 self._note_provider("tts")
-                self.timings["tts_ms"] += _ms(time.perf_counter() - started)
+                self.timings["tts_ms"] = round(self.timings["tts_ms"] + _ms(time.perf_counter() - started), 1)
                 await out.put(result.audio)
         finally:
             await out.put(_DONE)
@@ -207,7 +207,9 @@ class TalkPipeline:
                 continue
             started = time.perf_counter()
             await self.renders.run(builder.add, pcm16_to_float(audio.pcm), audio.sample_rate)
-            self.timings["render_ms"] += _ms(time.perf_counter() - started)
+            self.timings["render_ms"] = round(
+                self.timings["render_ms"] + _ms(time.perf_counter() - started), 1
+            )
             if not self.timings["first_video_ms"]:
                 self.timings["first_video_ms"] = _ms(time.perf_counter() - self.t0)
 

@@ -10,9 +10,14 @@ otherwise kept in process.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger("talkgate.quota")
 
 QUOTAS = ("tokens", "tts_chars", "asr_seconds", "video_seconds")
 #: Which quotas a request of each scope draws on.
@@ -89,7 +94,11 @@ class QuotaTracker:
         limited = {n: quotas[n] for n in names if quotas.get(n) is not None}
         if not limited:
             return
-        used = await self.used(tenant)
+        try:
+            used = await self.used(tenant)
+        except (OSError, RedisError) as exc:  # fail open: a Redis outage must not stop traffic
+            log.warning("quota counters unavailable, admitting %s: %r", tenant, exc)
+            return
         for name, limit in limited.items():
             if self.observer is not None:
                 self.observer(tenant, name, used.get(name, 0.0), float(limit))  # type: ignore[arg-type]

@@ -13,11 +13,16 @@ Tokens are charged up front from an estimate and reconciled with the real count 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger("talkgate.ratelimit")
 
 PERIOD_S = 60.0
 _EPOCH_S = 1_750_000_000  # keeps microsecond timestamps well inside double precision
@@ -284,3 +289,48 @@ class MemoryRateLimiter:
 
     def in_flight(self, key_id: str) -> int:
         return len(self._slots.get(key_id, ()))
+
+
+class FailoverRateLimiter:
+    """Redis when it answers, else this process's own limiter (logged), so a Redis outage
+    degrades limits to per-replica instead of failing requests."""
+
+    def __init__(self, primary: RedisRateLimiter, fallback: MemoryRateLimiter | None = None) -> None:
+        self.primary = primary
+        self.fallback = fallback or MemoryRateLimiter()
+        self._warned_at = 0.0
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 30:
+            self._warned_at = now
+            log.warning("Redis rate limiter unavailable, limiting per process meanwhile: %r", exc)
+
+    async def acquire(self, key_id: str, limits: Limits, tokens: int = 0) -> Decision:
+        try:
+            return await self.primary.acquire(key_id, limits, tokens)
+        except (OSError, RedisError) as exc:
+            self._warn(exc)
+            decision = await self.fallback.acquire(key_id, limits, tokens)
+            if decision.slot:
+                decision = replace(decision, slot=_LOCAL + decision.slot)
+            return decision
+
+    async def release(self, key_id: str, slot: str) -> None:
+        if slot.startswith(_LOCAL):
+            await self.fallback.release(key_id, slot.removeprefix(_LOCAL))
+            return
+        try:
+            await self.primary.release(key_id, slot)
+        except (OSError, RedisError) as exc:  # the lease frees it later
+            self._warn(exc)
+
+    async def adjust_tokens(self, key_id: str, limits: Limits, delta: int) -> None:
+        try:
+            await self.primary.adjust_tokens(key_id, limits, delta)
+        except (OSError, RedisError) as exc:
+            self._warn(exc)
+            await self.fallback.adjust_tokens(key_id, limits, delta)
+
+
+_LOCAL = "local:"

@@ -108,9 +108,10 @@ class ProviderRegistry:
 class _Skipped(Exception):
     """A target was passed over without an upstream call (its breaker refused)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, state: str) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason = reason  # for the client's error message; may quote the last upstream error
+        self.state = state  # a short, fixed label for events and metrics
 
 
 #: Seconds between two ERROR logs about the same target's upstream credentials.
@@ -260,7 +261,7 @@ class Router:
                     capability, target, provider, request, ctx, deadline, call, stream, final
                 )
             except _Skipped as skip:
-                self.emit("skip", target=str(target), capability=capability, reason=skip.reason)
+                self.emit("skip", target=str(target), capability=capability, reason=skip.state)
                 failures.append((target, skip.reason, None))
                 continue
             except ProviderError as exc:
@@ -302,7 +303,7 @@ class Router:
             nonlocal number, last_error
             permit = await breaker.acquire(lease_s=timeout_s + 1.0)
             if not permit.allowed:
-                raise _Skipped(_refusal(permit, last_error))
+                raise _Skipped(_refusal(permit, last_error), _breaker_label(permit))
             number += 1
             started = time.perf_counter()
             try:
@@ -459,8 +460,12 @@ class Router:
 # ---------------------------------------------------------------------- helpers
 
 
+def _breaker_label(permit: Permit) -> str:
+    return "circuit open" if permit.state is BreakerState.OPEN else "circuit half-open, probe in flight"
+
+
 def _refusal(permit: Permit, last_error: ProviderError | None) -> str:
-    state = "circuit open" if permit.state is BreakerState.OPEN else "circuit half-open, probe in flight"
+    state = _breaker_label(permit)
     if last_error is not None:  # our own failures tripped it between two attempts
         return f"{describe_error(last_error)}; then {state}"
     return state

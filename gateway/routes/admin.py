@@ -96,21 +96,19 @@ async def create_key(body: KeyCreate, request: Request, _: Principal = require_a
 
 
 @router.get("/keys")
-async def list_keys(
-    request: Request, tenant: str | None = None, _: Principal = require_admin
-) -> dict[str, Any]:
+async def list_keys(request: Request, tenant: str | None = None, _: Principal = require_admin) -> Response:
     keys = await _store(request).list_keys(tenant)
-    return {"object": "list", "data": [k.public() for k in keys]}
+    return _json({"object": "list", "data": [k.public() for k in keys]})
 
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(
     request: Request, key_id: Annotated[str, Path(max_length=32)], _: Principal = require_admin
-) -> dict[str, Any]:
+) -> Response:
     record = await _store(request).revoke_key(key_id)
     if record is None:
         raise APIError(404, f"No API key with id '{key_id}'.", type="not_found_error", code="not_found")
-    return record.public()
+    return _json(record.public())
 
 
 @router.post("/tenants", status_code=201)
@@ -124,8 +122,8 @@ async def create_tenant(body: TenantCreate, request: Request, _: Principal = req
 
 
 @router.get("/tenants")
-async def list_tenants(request: Request, _: Principal = require_admin) -> dict[str, Any]:
-    return {"object": "list", "data": await _store(request).list_tenants()}
+async def list_tenants(request: Request, _: Principal = require_admin) -> Response:
+    return _json({"object": "list", "data": await _store(request).list_tenants()})
 
 
 @router.put("/tenants/{tenant_id}/quotas")
@@ -134,10 +132,10 @@ async def set_quotas(
     request: Request,
     tenant_id: Annotated[str, Path(max_length=64)],
     _: Principal = require_admin,
-) -> dict[str, Any]:
+) -> Response:
     """Replaces all four quotas (an omitted or null quota means unlimited)."""
     try:
-        return await _store(request).set_quotas(tenant_id, body.model_dump())
+        return _json(await _store(request).set_quotas(tenant_id, body.model_dump()))
     except KeyStoreError as exc:
         raise _err(exc) from None
 

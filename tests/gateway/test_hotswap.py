@@ -191,3 +191,22 @@ def test_local_model_swap_drains_and_rolls_back(gateway_settings: Any, run_gatew
     assert services.settings.local.llm["smollm2"].n_ctx == 2048
     ok = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=120)
     assert ok.status_code == 200 and ok.headers["x-talkgate-provider"] == "local:smollm2"
+
+
+def test_speech_routes_swap_with_a_real_probe(gateway_settings: Any, run_gateway: Any, sim: Any) -> None:
+    """ASR and TTS re-points probe the new first target through the simulator before switching."""
+    gw = run_gateway(gateway_settings())
+    admin = httpx.Client(base_url=gw.url, timeout=60)
+    for capability, route in (
+        ("tts", ["bailian:qwen-tts", "local:piper-joe"]),
+        ("asr", ["bailian:qwen3-asr-flash", "local:whisper-tiny.en"]),
+    ):
+        sim.clear_requests()
+        r = admin.post(f"/admin/models/{capability}/swap?wait=true", json={"route": route})
+        assert r.status_code == 200 and r.json()["status"] == "done", r.text
+        assert sim.requests(), f"the {capability} probe never reached the simulator"
+        assert admin.get(f"/admin/models/{capability}").json()["route"] == route
+    speech = httpx.post(
+        f"{gw.url}/v1/audio/speech", json={"model": "tts-1", "input": "Hello.", "voice": "alloy"}, timeout=60
+    )
+    assert speech.status_code == 200 and speech.headers["x-talkgate-provider"] == "bailian:qwen-tts"

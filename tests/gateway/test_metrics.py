@@ -180,6 +180,13 @@ def test_metrics_after_real_traffic(traffic_scrape: str) -> None:
     assert value(samples, "talkgate_breaker_state", target="bailian:qwen-plus") == 2  # open
     assert value(samples, "talkgate_breaker_state", target="bailian:qwen-turbo") == 0
     assert value(samples, "talkgate_key_requests_total", key_id="anonymous") >= 10
+    # Volumes come from the usage row each route records (gateway.usage.record).
+    assert (
+        value(samples, "talkgate_tokens_total", provider="bailian", model="qwen-plus", kind="completion") > 0
+    )
+    assert value(samples, "talkgate_tokens_total", model="qwen-turbo", kind="prompt") > 0
+    assert value(samples, "talkgate_tts_characters_total", provider="bailian") == len("Good morning.")
+    assert value(samples, "talkgate_audio_seconds_total", capability="asr", provider="bailian") > 0.3
     assert value(samples, "process_resident_memory_bytes") > 10_000_000
     assert value(samples, "process_cpu_seconds_total") > 0
     # GPU families are declared everywhere; on a host without a GPU they carry no samples.

@@ -450,3 +450,25 @@ def test_admin_providers_requires_the_admin_scope(
     assert httpx.get(f"{gw.url}/admin/providers").status_code == 401
     ok = httpx.get(f"{gw.url}/admin/providers", headers={"authorization": "Bearer admin-secret-key"})
     assert ok.status_code == 200 and "capabilities" in ok.json()
+
+
+# --------------------------------------------------------------------------- speech
+
+
+@pytest.mark.slow
+def test_asr_failure_fails_over_to_local_whisper(
+    sim: SimHandle, gateway: Callable[..., ServerThread]
+) -> None:
+    gw = gateway(**fast(retry={"attempts": 2, "base_delay_s": 0.01}))
+    client = sdk(gw)
+    wav = client.audio.speech.create(
+        model="piper-joe", voice="joe", input="Please call me back tomorrow.", response_format="wav"
+    ).content
+    sim.fault(service="asr", status=500)
+    r = client.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=("a.wav", wav, "audio/wav")
+    )
+    assert r.headers["x-talkgate-provider"] == "local:whisper-tiny.en"
+    assert r.headers["x-talkgate-fallback"] == "1"
+    assert "call me back" in r.parse().text.lower()
+    assert len(sim.requests("asr")) == 2  # both attempts reached the cloud first

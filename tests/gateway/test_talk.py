@@ -95,6 +95,30 @@ def test_text_to_json_with_artifacts(sim_gateway: Any, sim: Any, tmp_path: Path)
     assert len(spoken) == len(body["sentences"]) >= 1
 
 
+def test_sentences_are_spoken_while_the_reply_is_still_generated(sim_gateway: Any, sim: Any) -> None:
+    answer = "The first sentence is short. Here comes a second one, a bit longer than the first. And a third."
+    sim.control("PUT", "/sim/config", json={"answers": {"pipeline please": answer}, "token_delay_ms": 40})
+    try:
+        client = _client(sim_gateway)
+        avatar_id = _avatar(client)
+        r = client.post("/v1/talk", json={"text": "pipeline please", "avatar_id": avatar_id})
+    finally:
+        sim.control("DELETE", "/sim/config")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["reply"] == answer
+    assert body["sentences"] == [
+        "The first sentence is short.",
+        "Here comes a second one, a bit longer than the first.",
+        "And a third.",
+    ]
+    # One synthesis per sentence, in order, of exactly that sentence (the simulator logs its length).
+    assert [q["text_chars"] for q in sim.requests("tts")] == [len(s) for s in body["sentences"]]
+    t = body["timings"]
+    # The first sentence's video was finished before the LLM stream ended: the stages overlap.
+    assert t["llm_first_sentence_ms"] < t["first_video_ms"] < t["llm_ms"], t
+
+
 def test_accept_mp4_returns_the_video(sim_gateway: Any, tmp_path: Path) -> None:
     client = _client(sim_gateway)
     r = client.post(
@@ -107,6 +131,31 @@ def test_accept_mp4_returns_the_video(sim_gateway: Any, tmp_path: Path) -> None:
     assert r.headers["x-talkgate-renderer"] == "procedural"
     video_s, _ = _check_mp4(r.content, tmp_path)
     assert abs(float(r.headers["x-talkgate-duration-s"]) - video_s) < 0.05
+
+
+def test_wav2lip_checkpoint_is_used_when_configured(
+    run_gateway: Callable[..., Any], gateway_settings: Callable[..., Any], sim: Any, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    from lipsync.wav2lip import Wav2Lip
+
+    ckpt = tmp_path / "wav2lip.pth"
+    torch.manual_seed(0)
+    state = {f"module.{k}": v for k, v in Wav2Lip().state_dict().items()}
+    torch.save({"state_dict": state, "optimizer": None, "global_step": 0, "global_epoch": 0}, ckpt)
+    sim.control("PUT", "/sim/config", json={"answers": {"greet me": "Hi there."}})
+    try:
+        client = _client(run_gateway(gateway_settings(wav2lip_checkpoint=ckpt, lipsync={"device": "cpu"})))
+        r = client.post(
+            "/v1/talk",
+            json={"text": "greet me", "image": base64.b64encode(astronaut_png()).decode()},
+            headers={"accept": "video/mp4"},
+        )
+    finally:
+        sim.control("DELETE", "/sim/config")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-talkgate-renderer"] == "wav2lip"
+    _check_mp4(r.content, tmp_path)
 
 
 def test_audio_question_is_transcribed_first(sim_gateway: Any, sim: Any, tmp_path: Path) -> None:

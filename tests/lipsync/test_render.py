@@ -82,3 +82,20 @@ def test_wav2lip_checkpoint_renders_through_the_pool(tmp_path: Path) -> None:
     lower_change = np.abs(frames[3][lower].astype(int) - avatar.image[lower].astype(int)).mean()
     top_change = np.abs(frames[3][:40].astype(int) - avatar.image[:40].astype(int)).mean()  # codec noise only
     assert lower_change > 10 and top_change < lower_change / 3, (lower_change, top_change)
+
+
+def test_gateway_start_up_does_not_import_torch_without_a_checkpoint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gateway.app import create_app\n"
+        "from gateway.settings import Settings\n"
+        f"app = create_app(Settings(data_dir={str(tmp_path)!r}, dashscope_api_key=None))\n"
+        "assert app.state.services.renderer is not None and app.state.services.avatars is not None\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -188,3 +188,25 @@ def test_engine_uses_cached_face_features_consistently(model: Wav2Lip) -> None:
     assert np.abs(out.astype(int) - expected).max() <= 1
     report = engine.memory_report()
     assert report["device"] == "cpu" and report["weights_bytes"]["face_decoder_blocks"] > 0
+
+
+def test_out_of_memory_halves_the_batch_and_retries(model: Wav2Lip, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lipsync import engine as engine_mod
+
+    engine = engine_mod.Wav2LipEngine(model, torch.device("cpu"), batch_size=8)
+    real_run = engine._run
+    sizes: list[int] = []
+
+    def run(feats: list, mels: np.ndarray) -> np.ndarray:
+        sizes.append(len(mels))
+        if len(mels) > 2:
+            raise engine_mod._OOM("CUDA out of memory (simulated)")
+        return real_run(feats, mels)
+
+    monkeypatch.setattr(engine, "_run", run)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: sizes.append(-1))
+    face6 = np.zeros((6, 96, 96), np.float32)
+    out = engine.predict(face6, np.zeros((5, 80, 16), np.float32))
+    assert out.shape == (5, 96, 96, 3)
+    assert sizes[:5] == [5, -1, 2, 2, 1]  # 8→5 (clipped to n) fails, halves to 2, keeps it
+    assert engine.batch_size == 2

@@ -232,3 +232,19 @@ def _eventually_ok(gw: Any, key: str, timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+async def test_redis_outage_degrades_to_per_process_limits() -> None:
+    from policies.ratelimit import FailoverRateLimiter
+
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        limiter = FailoverRateLimiter(RedisRateLimiter(dead))
+        limits = Limits(rpm=3, concurrency=5)
+        decisions = [await limiter.acquire("k", limits) for _ in range(4)]
+        assert [d.allowed for d in decisions] == [True, True, True, False]
+        assert decisions[0].slot and decisions[0].slot.startswith("local:")
+        await limiter.release("k", decisions[0].slot)
+        assert limiter.fallback.in_flight("k") == 2
+    finally:
+        await dead.aclose()

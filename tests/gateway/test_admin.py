@@ -1,0 +1,107 @@
+"""/admin: who may call it, tenants and keys through the API, and the ``talkgate keys`` CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from gateway.cli import main as cli_main
+from tests.gateway.saas_support import CHAT, database_url, saas  # noqa: F401
+
+
+def _admin_routes(gw: Any) -> list[tuple[str, str]]:
+    def walk(routes: list[Any]) -> Any:
+        for r in routes:
+            if hasattr(r, "original_router"):
+                yield from walk(r.original_router.routes)
+            else:
+                yield r
+
+    out = []
+    for route in walk(gw.server.server.config.app.routes):
+        if isinstance(route, APIRoute) and route.path.startswith("/admin"):
+            path = re.sub(r"\{[^}]+\}", "x", route.path)
+            out += [(m, path) for m in sorted(route.methods) if m != "HEAD"]
+    assert ("POST", "/admin/keys") in out and ("GET", "/admin/usage") in out
+    return out
+
+
+def test_admin_routes_refuse_normal_keys_and_anonymous_callers(saas: Any) -> None:  # noqa: F811
+    gw = saas()
+    normal = gw.client(gw.create_key(scopes=["chat", "asr", "tts", "talk", "avatars"])["key"])
+    anonymous = gw.client()
+    admin_scoped = gw.client(gw.create_key(tenant="ops", scopes=["admin"])["key"])
+    for method, path in _admin_routes(gw):
+        r = anonymous.request(method, path, json={})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", (method, path)
+        r = normal.request(method, path, json={})
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"]["type"] == "permission_error"
+    assert admin_scoped.get("/admin/keys").status_code == 200
+    assert admin_scoped.get("/admin/usage").status_code == 200
+
+
+def test_tenants_and_keys_api(saas: Any) -> None:  # noqa: F811
+    gw = saas()
+    a = gw.admin
+    r = a.post("/admin/tenants", json={"id": "acme", "name": "Acme Corp", "quotas": {"tokens": 1000}})
+    assert r.status_code == 201 and r.json()["name"] == "Acme Corp"
+    assert a.post("/admin/tenants", json={"id": "acme"}).status_code == 409
+    assert a.post("/admin/tenants", json={"id": "bad id!"}).status_code == 422
+    listed = a.get("/admin/tenants").json()["data"]
+    assert [(t["id"], t["quotas"]["tokens"]) for t in listed] == [("acme", 1000)]
+
+    assert a.post("/admin/keys", json={"tenant": "acme", "scopes": ["root"]}).status_code == 422
+    assert a.post("/admin/keys", json={"tenant": "acme", "scopes": []}).status_code == 422
+    assert a.post("/admin/keys", json={"tenant": "acme", "scopes": ["chat"], "rpm": 0}).status_code == 422
+    assert (
+        a.post("/admin/keys", json={"tenant": "acme", "scopes": ["chat"], "secret": "x"}).status_code == 422
+    )
+    k1 = gw.create_key(tenant="acme", scopes=["chat"], tpm=5000, concurrency=2)
+    k2 = gw.create_key(tenant="newco", scopes=["tts"])  # unknown tenants are created on first key
+    assert k1["tpm"] == 5000 and k1["concurrency"] == 2
+    assert {t["id"] for t in a.get("/admin/tenants").json()["data"]} == {"acme", "newco"}
+    only_acme = a.get("/admin/keys", params={"tenant": "acme"}).json()["data"]
+    assert [k["id"] for k in only_acme] == [k1["id"]]
+    everything = a.get("/admin/keys").text
+    assert k1["key"] not in everything and k2["key"] not in everything
+    assert "sha256" not in everything and "hash" not in everything
+
+
+def test_keys_cli_create_list_revoke(
+    saas: Any,  # noqa: F811
+    database_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TALKGATE_DATABASE_URL", database_url)
+    assert (
+        cli_main(["keys", "create", "--tenant", "cli", "--scopes", "chat,tts", "--rpm", "30", "--json"]) == 0
+    )
+    created = json.loads(capsys.readouterr().out)
+    assert created["key"].startswith("tg_") and created["scopes"] == ["chat", "tts"] and created["rpm"] == 30
+
+    gw = saas(saas={"key_cache_ttl_s": 0.2})
+    c = gw.client(created["key"])
+    assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+    assert cli_main(["keys", "list"]) == 0
+    table = capsys.readouterr().out
+    assert created["id"] in table and created["prefix"] in table and "active" in table
+    assert created["key"] not in table
+
+    assert cli_main(["keys", "revoke", created["id"]]) == 0
+    assert "revoked" in capsys.readouterr().out
+    time.sleep(0.3)  # another process revoked it: this gateway sees it within its key-cache TTL
+    assert c.post("/v1/chat/completions", json=CHAT).status_code == 401
+    assert cli_main(["keys", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["revoked_at"]
+
+    assert cli_main(["keys", "revoke", "key_missing"]) == 1
+    assert cli_main(["keys", "create", "--tenant", "cli", "--scopes", "chat,root"]) == 2
+    assert "unknown scope" in capsys.readouterr().err
