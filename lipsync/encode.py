@@ -139,7 +139,6 @@ def probe_durations(path: str | Path) -> tuple[float, float]:
     """(video seconds, audio seconds) by decoding: frames / fps and samples / rate."""
     with av.open(str(path)) as container:
         v = container.streams.video[0]
-        a = container.streams.audio[0]
         n_frames = sum(1 for _ in container.decode(v))
         fps = float(v.average_rate or v.guessed_rate or 25)
     with av.open(str(path)) as container:
