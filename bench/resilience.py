@@ -1,6 +1,6 @@
 """What resilience costs: failover latency, the price of tripping a breaker, local models via the gateway.
 
-    .venv/bin/python -m bench.resilience [--runs N]
+    .venv/bin/python -m bench.resilience [--runs N] [--llm-threads T]
 
 Set-up: the Bailian simulator and the gateway each run as their own process (uvicorn, uvloop,
 httptools); the gateway has the cloud key, chains ``bailian:* → local:*``, the default retry
@@ -74,13 +74,13 @@ GATEWAY_CODE = textwrap.dedent(
 )
 
 
-def gateway_config() -> dict[str, Any]:
+def gateway_config(llm_threads: int | None = None) -> dict[str, Any]:
     return {
         "auth": "none",
         "cache": {"enabled": False},
         "upstream_timeout_s": 2.0,
         "breaker": {"cooldown_s": 300.0, "max_cooldown_s": 600.0},
-        "local": {"preload": True},
+        "local": {"preload": True, "llm": {"smollm2": {"n_threads": llm_threads}}},
         "routes": {
             "chat": {
                 "chain": ["bailian:qwen-plus", "local:smollm2"],
@@ -144,11 +144,14 @@ def wav_seconds(data: bytes) -> float:
 
 
 class Bench:
-    def __init__(self, gw: str, sim: str, runs: int) -> None:
+    def __init__(self, gw: str, sim: str, runs: int, llm_threads: int | None) -> None:
         self.gw = httpx.AsyncClient(base_url=gw, timeout=120)
         self.sim = httpx.AsyncClient(base_url=sim, timeout=30)
         self.runs = runs
-        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="tg-bench-direct-")))
+        settings = Settings(
+            data_dir=Path(tempfile.mkdtemp(prefix="tg-bench-direct-")),
+            local={"llm": {"smollm2": {"n_threads": llm_threads}}},
+        )
         self.chat, self.asr, self.tts = build_local_providers(settings)
 
     async def upstream_calls(self, model: str) -> int:
@@ -284,11 +287,11 @@ class Bench:
         return statistics.median(g), statistics.median(d)
 
 
-async def main_async(runs: int) -> None:
+async def main_async(runs: int, llm_threads: int | None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-resilience-"))
     sim_port, gw_port = free_port(), free_port()
     config = tmp / "talkgate.yaml"
-    config.write_text(yaml.safe_dump(gateway_config()))
+    config.write_text(yaml.safe_dump(gateway_config(llm_threads)))
     procs = [start(SIM_CODE.format(key=KEY, port=sim_port), {}, tmp / "sim.log")]
     env = {
         "DASHSCOPE_API_KEY": KEY,
@@ -303,8 +306,11 @@ async def main_async(runs: int) -> None:
         async with httpx.AsyncClient(timeout=5) as probe:
             await wait_ready(probe, f"http://127.0.0.1:{sim_port}/sim/health", procs[0], tmp / "sim.log")
             await wait_ready(probe, f"http://127.0.0.1:{gw_port}/healthz", procs[1], tmp / "gateway.log")
-        print(f"# resilience bench: {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}, runs={runs}")
-        await Bench(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{sim_port}", runs).run()
+        print(
+            f"# resilience bench: {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}, runs={runs}, "
+            f"llama.cpp threads={llm_threads or 'all cores'}"
+        )
+        await Bench(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{sim_port}", runs, llm_threads).run()
         print(f"\nload avg at the end: {os.getloadavg()[0]:.1f}")
     finally:
         for p in procs:
@@ -315,8 +321,12 @@ async def main_async(runs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=7)
-    asyncio.run(main_async(parser.parse_args().runs))
+    parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument(
+        "--llm-threads", type=int, default=None, help="llama.cpp threads (default: all cores)"
+    )
+    args = parser.parse_args()
+    asyncio.run(main_async(args.runs, args.llm_threads))
 
 
 if __name__ == "__main__":

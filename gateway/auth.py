@@ -186,7 +186,10 @@ async def _admit(
     if not limits.any or services.limiter is None:
         return state
     tokens = 0
-    if limits.tpm and scope in ("chat", "talk") and isinstance(request, Request):
+    # Only JSON chat bodies are read here (Starlette caches them for the route); a multipart body
+    # (/v1/talk) must stay unread for the route's own streaming parser. Others are reconciled after.
+    is_json = request.headers.get("content-type", "").startswith("application/json")
+    if limits.tpm and scope == "chat" and is_json and isinstance(request, Request):
         tokens = await estimate_chat_tokens(request, services.settings)
     decision = await services.limiter.acquire(principal.key_id, limits, tokens)
     if not decision.allowed:

@@ -86,6 +86,7 @@ class AsrTask:
     async def on_audio(self, data: bytes) -> None:
         self.audio.extend(data)
         self.item["audio_bytes"] = len(self.audio)
+        self.item["audio_frames"] = self.item.get("audio_frames", 0) + 1
         seconds = self._raw_seconds()
         if seconds is None or seconds < self.next_partial_s:
             return

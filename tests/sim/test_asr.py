@@ -64,7 +64,7 @@ def test_recognition_stream_partials_then_finals(ds: SimHandle) -> None:
     assert cb.opened and cb.completed and not cb.errors
     partials = [e for e in cb.events if not RecognitionResult.is_sentence_end(e)]
     finals = [e for e in cb.events if RecognitionResult.is_sentence_end(e)]
-    assert partials, "expected partial results with end_time null"
+    assert partials, f"expected partial results with end_time null: {cb.events} {ds.requests()}"
     assert all(p["end_time"] is None for p in partials)
     assert [f["text"] for f in finals] == ["Hello world.", "How are you today?"]
     assert (
