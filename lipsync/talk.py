@@ -73,6 +73,11 @@ class TalkResult:
     duration_s: float
     providers: dict[str, str]
     fallback: bool
+    #: What the request consumed, for usage accounting and quotas.
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tts_chars: int = 0
+    asr_seconds: float = 0.0
 
 
 def _ms(seconds: float) -> float:
@@ -100,6 +105,9 @@ class TalkPipeline:
         self.providers: dict[str, str] = {}
         self.fallback = False
         self.sentences: list[str] = []
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.tts_chars = 0
 
     def _note_provider(self, stage: str) -> None:
         # Read right after the router call returned: no other task ran in between.
@@ -143,6 +151,10 @@ class TalkPipeline:
             duration_s=round(builder.duration_s, 3),
             providers=dict(self.providers),
             fallback=self.fallback,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            tts_chars=self.tts_chars,
+            asr_seconds=inp.audio.duration_s if inp.audio is not None else 0.0,
         )
 
     # ------------------------------------------------------------------ stages
@@ -181,6 +193,9 @@ class TalkPipeline:
                         "the reply was stopped by the content-safety filter",
                         provider=self.providers.get("chat"),
                     )
+                if chunk.usage is not None:
+                    self.tokens_in = chunk.usage.prompt_tokens
+                    self.tokens_out = chunk.usage.completion_tokens
                 for sentence in splitter.feed(chunk.delta or ""):
                     await emit(sentence)
             for sentence in splitter.flush():
@@ -196,6 +211,7 @@ class TalkPipeline:
                 request = SynthesizeRequest(model="", text=text, voice=inp.voice, language=inp.language)
                 result = await self.router.synthesize(request, self.ctx)
                 self._note_provider("tts")
+                self.tts_chars += len(text)
                 self.timings["tts_ms"] = round(self.timings["tts_ms"] + _ms(time.perf_counter() - started), 1)
                 await out.put(result.audio)
         finally:

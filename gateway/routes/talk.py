@@ -27,6 +27,7 @@ from gateway.errors import APIError
 from gateway.routes.avatars import json_response, lipsync_error, parse_face_index, read_form
 from gateway.schemas import parse_json_body, read_body, too_large, validate
 from gateway.services import Services
+from gateway.usage import record as record_usage
 from lipsync.avatars import Avatar
 from lipsync.conversations import ConversationMemory
 from lipsync.errors import FaceError, ImageError, LipsyncError
@@ -186,6 +187,14 @@ async def talk(request: Request, principal: Principal = require_scope("talk")) -
             500, f"rendering failed: {exc.message}", type="server_error", code=exc.reason
         ) from None
     memory.append(principal.tenant, body.conversation_id, result.transcript, result.reply)
+    record_usage(
+        request,
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        characters=result.tts_chars,
+        audio_seconds=result.asr_seconds,
+        video_seconds=result.duration_s,
+    )
     if services.metrics is not None:
         frames = round(result.duration_s * settings.lipsync.fps)
         services.metrics.observe_talk(result.timings, frames, result.renderer)

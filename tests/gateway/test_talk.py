@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from lipsync.encode import probe_durations
+from tests.gateway.saas_support import database_url, saas  # noqa: F401
 from tests.lipsync.media import astronaut_png, faceless_png
 
 TIMING_KEYS = {
@@ -287,3 +288,31 @@ def test_local_models_offline(
     )
     assert r2.status_code == 200, r2.text
     _check_mp4(r2.content, tmp_path, "local2.mp4")
+
+
+def test_talk_usage_is_recorded_for_quotas(saas: Any, sim: Any) -> None:  # noqa: F811
+    """One usage row per talk: video seconds, TTS characters and LLM tokens, all from this request."""
+    gw = saas(saas={"usage_flush_interval_s": 0.05})
+    key = gw.create_key(tenant="acme", scopes=["talk", "avatars"])["key"]
+    client = gw.client(key)
+    avatar_id = _avatar(client)
+    r = client.post("/v1/talk", json={"text": "Tell me about the weather today.", "avatar_id": avatar_id})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    generation = [q for q in sim.requests("generation")]
+    assert len(generation) == 1
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        params = {"group_by": "route", "bucket": "day", "tenant": "acme"}
+        rows = gw.admin.get("/admin/usage", params=params).json()["data"]
+        if any(row["group"] == "/v1/talk" for row in rows):
+            break
+        time.sleep(0.05)
+    talk = [row for row in rows if row["group"] == "/v1/talk"]
+    assert len(talk) == 1, rows
+    row = talk[0]
+    assert row["requests"] == 1
+    assert abs(row["video_seconds"] - body["duration_s"]) < 0.01
+    assert row["characters"] == sum(len(s) for s in body["sentences"]) > 0
+    assert row["tokens_out"] > 0 and row["tokens_in"] > 0
