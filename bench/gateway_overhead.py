@@ -36,32 +36,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from bench.processes import SIM_CODE, gateway_code, start, stop
 from tests.servers import free_port
 
 KEY = "sk-bench"
 LITELLM_MASTER_KEY = "sk-" + os.urandom(32).hex()
 LITELLM_VENV = Path("/work/litellm-venv")
 PROMPT = "Please summarise our refund policy for order number {n:08d} in two sentences."
-
-SIM_CODE = textwrap.dedent(
-    """
-    import uvicorn
-    from gateway.sim.app import create_app
-    from gateway.sim.config import SimConfig
-    uvicorn.run(create_app(SimConfig(api_keys=[{key!r}])), host="127.0.0.1", port={port},
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
-    """
-)
-GATEWAY_CODE = textwrap.dedent(
-    """
-    import logging, uvicorn
-    from gateway.app import create_app
-    from gateway.settings import Settings
-    logging.basicConfig(level=logging.WARNING)
-    uvicorn.run(create_app(Settings()), host="127.0.0.1", port={port},
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
-    """
-)
 
 
 @dataclass
@@ -94,16 +75,6 @@ def native_body(n: int, stream: bool) -> bytes:
         "parameters": {"result_format": "message", "max_tokens": 64, "incremental_output": stream},
     }
     return orjson.dumps(body)
-
-
-def start(code: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        env={**os.environ, **env},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -249,7 +220,7 @@ async def main_async(args: argparse.Namespace) -> None:
             "TALKGATE_DATA_DIR": str(tmp / "data"),
             "TALKGATE_LOG_LEVEL": "WARNING",
         }
-        procs.append(start(GATEWAY_CODE.format(port=gw_port), gw_env, gw_log))
+        procs.append(start(gateway_code(gw_port), gw_env, gw_log))
         use_litellm = not args.no_litellm and (LITELLM_VENV / "bin" / "litellm").exists()
         if use_litellm:
             cfg = tmp / "litellm.yaml"
@@ -328,13 +299,7 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         print(report(results, names))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs, timeout_s=15)
 
 
 def main() -> None:

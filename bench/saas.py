@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from bench.processes import stop
+
 REDIS = "redis://127.0.0.1:6379/11"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN_KEY = "bench-admin-key-0123456789"
@@ -135,10 +137,7 @@ def bench_cache_hit(n: int = 1000) -> dict[str, Any]:
             "server_p50_ms": statistics.median(overhead),
         }
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        stop(procs)
 
 
 async def bench_ratelimit(n: int = 3000) -> dict[str, float]:

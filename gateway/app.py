@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from gateway.context import RequestContextMiddleware
 from gateway.errors import install_error_handlers
+from gateway.gc_tuning import settle_after_startup
+from gateway.jsonresponse import OrjsonResponse
 from gateway.services import Services, build_services
 from gateway.settings import Settings
 
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.start()
+        settle_after_startup(settings.gc_freeze, settings.gc_gen0_threshold)
         try:
             yield
         finally:
@@ -30,7 +32,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         title="talkgate",
         version="0.1.0",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
     )
     app.state.services = services
     app.state.settings = settings

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, TypeVar
@@ -18,6 +17,7 @@ import av
 import numpy as np
 
 from providers.base import AudioData
+from providers.wav import wav_header
 
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 SPEECH_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
@@ -123,16 +123,7 @@ def wav_stream_header(sample_rate: int, channels: int = 1, bits: int = 16) -> by
     Decoders (FFmpeg, browsers, soundfile) read such a file to its end; it lets the first
     audio bytes leave before synthesis has finished.
     """
-    block = channels * bits // 8
-    unknown = 0xFFFFFFFF
-    return (
-        b"RIFF"
-        + struct.pack("<I", unknown)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits)
-        + b"data"
-        + struct.pack("<I", unknown)
-    )
+    return wav_header(sample_rate, None, channels, bits)
 
 
 class _Sink:

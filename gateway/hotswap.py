@@ -23,173 +23,39 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
+from gateway.inflight import TrackedProvider, tracked
+from gateway.swap_spec import (
+    SwapError,
+    SwapRecord,
+    SwapSpec,
+    Version,
+    first_error,
+    repointed_route,
+)
 from providers.base import AudioData, ChatRequest, SynthesizeRequest, TranscribeRequest
+
+# Re-exported: callers import these from here.
+__all__ = [
+    "CAPABILITY_SECTIONS",
+    "SwapError",
+    "SwapManager",
+    "SwapRecord",
+    "SwapSpec",
+    "TrackedProvider",
+    "Version",
+    "tracked",
+]
 
 log = logging.getLogger("talkgate.hotswap")
 
 CAPABILITY_SECTIONS = {"chat": "llm", "asr": "asr", "tts": "tts"}  # settings.local.<section>
 HISTORY_LIMIT = 50
-
-
-class SwapError(Exception):
-    """The swap request cannot be carried out as asked (client error)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class SwapSpec(BaseModel):
-    """What to swap to. Extra keys (``path``, ``n_ctx``, ``concurrency``...) are model settings."""
-
-    model_config = ConfigDict(extra="allow")
-
-    provider: str | None = None
-    model: str | None = None
-    route: list[str] | None = Field(default=None, min_length=1)
-    aliases: dict[str, str] | None = None
-    probe: bool = True
-    drain_timeout_s: float = Field(default=30.0, ge=0, le=600)
-
-    @model_validator(mode="after")
-    def _what(self) -> SwapSpec:
-        if self.route is None and not (self.provider and self.model):
-            raise ValueError('give "route": [...] or both "provider" and "model"')
-        if (self.provider is None) != (self.model is None):
-            raise ValueError('"provider" and "model" go together')
-        for spec in self.route or ():
-            provider, sep, model = spec.partition(":")
-            if not sep or not provider or not model:
-                raise ValueError(f"route target {spec!r} must look like 'provider:model'")
-        return self
-
-    def model_settings(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-# --------------------------------------------------------------------------- in-flight tracking
-
-
-class TrackedProvider:
-    """Counts calls in flight on one provider instance, so a swap can wait for them to finish.
-
-    Everything else is forwarded to the wrapped instance; it costs one counter update per call.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self.inner, item)
-
-    def _enter(self) -> None:
-        self.inflight += 1
-        self._idle.clear()
-
-    def _exit(self) -> None:
-        self.inflight -= 1
-        if self.inflight <= 0:
-            self.inflight = 0
-            self._idle.set()
-
-    async def _call(self, method: str, request: Any) -> Any:
-        self._enter()
-        try:
-            return await getattr(self.inner, method)(request)
-        finally:
-            self._exit()
-
-    async def _stream(self, method: str, request: Any) -> AsyncIterator[Any]:
-        self._enter()
-        try:
-            async for item in getattr(self.inner, method)(request):
-                yield item
-        finally:
-            self._exit()
-
-    async def chat(self, request: Any) -> Any:
-        return await self._call("chat", request)
-
-    async def transcribe(self, request: Any) -> Any:
-        return await self._call("transcribe", request)
-
-    async def synthesize(self, request: Any) -> Any:
-        return await self._call("synthesize", request)
-
-    def chat_stream(self, request: Any) -> AsyncIterator[Any]:
-        return self._stream("chat_stream", request)
-
-    def synthesize_stream(self, request: Any) -> AsyncIterator[Any]:
-        return self._stream("synthesize_stream", request)
-
-    async def drained(self, timeout_s: float) -> bool:
-        """True once nothing is in flight; False if ``timeout_s`` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-
-def tracked(provider: Any) -> TrackedProvider:
-    return provider if isinstance(provider, TrackedProvider) else TrackedProvider(provider)
-
-
-# --------------------------------------------------------------------------- versions and records
-
-
-@dataclass
-class Version:
-    """A snapshot of everything that serves one capability; a swap moves between snapshots."""
-
-    label: str
-    route: Any  # RouteConfig
-    providers: dict[str, TrackedProvider]  # registry entries for the capability, by name
-    local_models: dict[str, Any]  # settings.local.<section>
-    swapped_model: str | None = None  # the model a provider swap changed (warmed on the way back)
-
-
-@dataclass
-class SwapRecord:
-    id: str
-    capability: str
-    kind: str  # "swap" | "rollback"
-    spec: dict[str, Any]
-    who: str
-    requested_at: float
-    status: str = "pending"  # pending | loading | probing | draining | done | failed
-    finished_at: float | None = None
-    error: str | None = None
-    drained: bool | None = None
-    version: str | None = None
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "capability": self.capability,
-            "kind": self.kind,
-            "spec": self.spec,
-            "who": self.who,
-            "requested_at": self.requested_at,
-            "status": self.status,
-            "finished_at": self.finished_at,
-            "error": self.error,
-            "drained": self.drained,
-            "version": self.version,
-        }
 
 
 # --------------------------------------------------------------------------- the manager
@@ -261,7 +127,7 @@ class SwapManager:
         try:
             spec = SwapSpec.model_validate(raw)
         except ValidationError as exc:
-            raise SwapError(_first_error(exc)) from None
+            raise SwapError(first_error(exc)) from None
         self._validate_targets(capability, spec)
         record = self._begin(capability, "swap", spec.model_dump(exclude_none=True), who)
         record.task = asyncio.create_task(self._run_swap(record, spec))
@@ -294,7 +160,7 @@ class SwapManager:
         old = self._stack(cap)[-1]
         fresh: TrackedProvider | None = None
         try:
-            route = _repointed(settings.routes[cap], spec) if spec.route else settings.routes[cap]
+            route = repointed_route(settings.routes[cap], spec) if spec.route else settings.routes[cap]
             section = CAPABILITY_SECTIONS[cap]
             version = Version(
                 label=f"v{next(self._seq)}",
@@ -363,7 +229,7 @@ class SwapManager:
         try:
             new_cfg = type(base).model_validate({**base.model_dump(), **spec.model_settings()})
         except ValidationError as exc:
-            raise SwapError(_first_error(exc)) from None
+            raise SwapError(first_error(exc)) from None
         configs[spec.model] = new_cfg
         settings = self.services.settings
         new_local = settings.local.model_copy(update={section: dict(configs)})
@@ -473,19 +339,6 @@ class SwapManager:
                 )
 
 
-def _repointed(route: Any, spec: SwapSpec) -> Any:
-    """A new RouteConfig with the chain replaced; default aliases follow, the old default stays reachable."""
-    old_default = route.chain[0].partition(":")[2]
-    new_default = spec.route[0].partition(":")[2]  # type: ignore[index]
-    aliases = {k: (new_default if v == old_default else v) for k, v in route.aliases.items()}
-    aliases.update(spec.aliases or {})
-    chains = dict(route.chains)
-    if old_default != new_default and old_default not in chains and old_default not in aliases:
-        chains[old_default] = list(route.chain)
-    chains.pop(new_default, None)
-    return route.model_copy(update={"chain": list(spec.route or ()), "aliases": aliases, "chains": chains})
-
-
 async def _warm(instance: TrackedProvider, model: str | None) -> None:
     """Load one model of a local provider now (it would otherwise load on its first call)."""
     if model and hasattr(instance.inner, "model"):
@@ -497,9 +350,3 @@ async def _quiet_unload(instance: TrackedProvider) -> None:
         await instance.inner.unload()
     except Exception:
         log.exception("unloading a failed swap's instance")
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(x) for x in err.get("loc", ()))
-    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))

@@ -10,7 +10,6 @@ increment: cheap enough for the hot path.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,7 +22,24 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+
+from gateway.metrics_collectors import (
+    GpuProbe,
+    ScrapeCollector,
+    inflight_family,
+    torch_module_probe,
+)
+
+__all__ = [
+    "BREAKER_STATES",
+    "CONTENT_TYPE",
+    "GpuProbe",
+    "Metrics",
+    "inflight_family",
+    "split_target",
+    "torch_module_probe",
+]
 
 log = logging.getLogger("talkgate.metrics")
 
@@ -43,8 +59,6 @@ _ROUTE_CAPABILITY = {
     "/v1/audio/speech": "tts",
     "/v1/talk": "talk",
 }
-
-GpuProbe = Callable[[], dict[str, float]]
 
 
 def split_target(target: str | None) -> tuple[str, str]:
@@ -200,9 +214,8 @@ class Metrics:
         )
         self._request_children: dict[tuple[Any, ...], Any] = {}
         self._route_children: dict[str, tuple[Any, ...]] = {}
-        self._gpu_probes: dict[str, GpuProbe] = {}
-        self._extra: list[Callable[[], Iterable[Metric]]] = []
-        r.register(_CallbackCollector(self))
+        self._scrape = ScrapeCollector()
+        r.register(self._scrape)
         if process:
             ProcessCollector(registry=r)
 
@@ -347,121 +360,11 @@ class Metrics:
 
     def register_gpu_module(self, module: str, probe: GpuProbe) -> None:
         """``probe()`` -> {device: bytes} held by ``module``; read at scrape time, errors ignored."""
-        self._gpu_probes[module] = probe
+        self._scrape.gpu_probes[module] = probe
 
     def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Extra families computed at scrape time (e.g. in-flight calls per provider instance)."""
-        self._extra.append(collect)
+        self._scrape.extra.append(collect)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-    # ------------------------------------------------------------------ scrape-time families
-
-    def _gpu_families(self) -> list[Metric]:
-        used = GaugeMetricFamily(
-            "talkgate_gpu_memory_used_bytes", "GPU memory in use per device.", labels=["device"]
-        )
-        total = GaugeMetricFamily(
-            "talkgate_gpu_memory_total_bytes", "GPU memory per device.", labels=["device"]
-        )
-        per_module = GaugeMetricFamily(
-            "talkgate_gpu_module_memory_bytes",
-            "GPU memory held by a gateway module.",
-            labels=["module", "device"],
-        )
-        for device, (u, t) in _gpu_devices().items():
-            used.add_metric([device], u)
-            total.add_metric([device], t)
-        for module, probe in list(self._gpu_probes.items()):
-            try:
-                for device, value in probe().items():
-                    per_module.add_metric([module, device], float(value))
-            except Exception:  # a probe must never break a scrape
-                log.debug("gpu probe %s failed", module, exc_info=True)
-        return [used, total, per_module]
-
-
-class _CallbackCollector:
-    """Families computed at scrape time: GPU memory and whatever modules added."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def describe(self) -> list[Metric]:
-        return []  # dynamic: skip registry-time name checks
-
-    def collect(self) -> Iterable[Metric]:
-        yield from self.metrics._gpu_families()
-        for extra in list(self.metrics._extra):
-            try:
-                yield from extra()
-            except Exception:
-                log.debug("metrics collector failed", exc_info=True)
-
-
-def _gpu_devices() -> dict[str, tuple[float, float]]:
-    """{device: (used, total)} from NVML when importable, else from torch if it is already loaded.
-
-    torch is never imported here (seconds of start-up); a module that uses CUDA has imported it.
-    """
-    out: dict[str, tuple[float, float]] = {}
-    nvml = _nvml()
-    if nvml is not None:
-        try:
-            for i in range(nvml.nvmlDeviceGetCount()):
-                info = nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(i))
-                out[f"cuda:{i}"] = (float(info.used), float(info.total))
-            return out
-        except Exception:
-            log.debug("NVML memory query failed", exc_info=True)
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i in range(torch.cuda.device_count()):
-                free, total = torch.cuda.mem_get_info(i)
-                out[f"cuda:{i}"] = (float(total - free), float(total))
-    except Exception:
-        log.debug("torch.cuda memory query failed", exc_info=True)
-    return out
-
-
-_nvml_state: dict[str, Any] = {}
-
-
-def _nvml() -> Any | None:
-    """The initialised ``pynvml`` module (package nvidia-ml-py), or None; tried once per process."""
-    if "module" not in _nvml_state:
-        try:
-            import pynvml  # type: ignore[import-not-found]
-
-            pynvml.nvmlInit()
-            _nvml_state["module"] = pynvml
-        except Exception:
-            _nvml_state["module"] = None
-    return _nvml_state["module"]
-
-
-def inflight_family(rows: Iterable[tuple[str, str, int]]) -> Metric:
-    """``talkgate_provider_inflight{capability, provider}`` from (capability, provider, count) rows."""
-    family = GaugeMetricFamily(
-        "talkgate_provider_inflight",
-        "Calls in flight per provider instance.",
-        labels=["capability", "provider"],
-    )
-    for cap, name, count in rows:
-        family.add_metric([cap, name], count)
-    return family
-
-
-def torch_module_probe(device_index: int | None = None) -> GpuProbe:
-    """A GPU probe for a module that owns the process's torch allocations (e.g. the renderer)."""
-
-    def probe() -> dict[str, float]:
-        torch = sys.modules.get("torch")
-        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-            return {}
-        indices = [device_index] if device_index is not None else range(torch.cuda.device_count())
-        return {f"cuda:{i}": float(torch.cuda.memory_allocated(i)) for i in indices}
-
-    return probe

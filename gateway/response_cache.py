@@ -44,8 +44,11 @@ def _plan(
 
 def chat_plan(request: Request, requested_model: str, chat_request: Any) -> CachePlan | None:
     """Only deterministic requests (temperature 0 or a seed) unless ``x-talkgate-cache: force``."""
-    params = {"requested_model": requested_model, "request": asdict(chat_request)}
     deterministic = chat_is_deterministic(chat_request.temperature, chat_request.seed)
+    if not deterministic and (request.headers.get("x-talkgate-cache") or "").strip().lower() != "force":
+        # The plan bypasses the cache and computes no key: skip the asdict() copy of the request.
+        return _plan(request, "chat", {}, deterministic)
+    params = {"requested_model": requested_model, "request": asdict(chat_request)}
     return _plan(request, "chat", params, deterministic)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import FormData
 from starlette.requests import Request
 
 from gateway.audio import SpeechFormat
@@ -139,6 +140,43 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise too_large(limit)
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+#: Room for multipart boundaries and small text fields on top of the files themselves.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+async def read_form(request: Request, limit: int, files: str, max_files: int = 2) -> FormData:
+    """multipart/form-data with the body counted as it arrives: 413 once past ``limit``.
+
+    Starlette spools file parts to disk above 1 MiB, so memory stays small; counting on the
+    receive channel keeps the disk use bounded too. ``files`` names the expected fields in
+    the 400 answered to a body that is not multipart.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise APIError(
+            400,
+            f"Expected a multipart/form-data body with {files}, got '{content_type or 'none'}'.",
+            code="invalid_content_type",
+        )
+    body_limit = limit + FORM_OVERHEAD_BYTES
+    check_content_length(request, body_limit)
+    received = 0
+    upstream = request.receive
+
+    async def counting_receive() -> Any:
+        nonlocal received
+        message = await upstream()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > body_limit:
+                raise too_large(limit)
+        return message
+
+    return await Request(request.scope, counting_receive).form(
+        max_files=max_files, max_fields=32, max_part_size=1024 * 1024
+    )
 
 
 def parse_json_body(raw: bytes) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -31,6 +31,11 @@ class RouteConfig(BaseModel):
     chains: dict[str, list[str]] = Field(default_factory=dict)
     #: Cloud models offered beyond those named in chains (shown by /v1/models).
     extra_models: list[str] = Field(default_factory=list)
+
+
+#: Capabilities that must each have a non-empty default chain (checked when Settings are built).
+REQUIRED_CAPABILITIES = ("chat", "asr", "tts")
+AUTH_MODES = ("auto", "keys", "none")
 
 
 def _default_routes() -> dict[str, RouteConfig]:
@@ -228,6 +233,10 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = 30.0
     log_json: bool = True
     log_level: str = "INFO"
+    #: After start-up, freeze the surviving objects out of the GC's reach (gateway/gc_tuning.py).
+    gc_freeze: bool = True
+    #: CPython's generation-0 threshold (its default is 700); 0 keeps CPython's thresholds.
+    gc_gen0_threshold: int = 10_000
 
     routes: dict[str, RouteConfig] = Field(default_factory=_default_routes)
     voices: VoiceConfig = Field(default_factory=VoiceConfig)
@@ -239,6 +248,42 @@ class Settings(BaseSettings):
     lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
     saas: SaasConfig = Field(default_factory=SaasConfig)
     experiments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _known_auth_mode(cls, value: Any) -> Any:
+        # A typo here would otherwise silently mean "auto" (auth off until an admin key is set).
+        mode = str(value).strip().lower()
+        if mode not in AUTH_MODES:
+            raise ValueError(f"TALKGATE_AUTH must be one of {', '.join(AUTH_MODES)}, not {value!r}")
+        return mode
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _merge_default_routes(cls, value: Any) -> Any:
+        """A config that names only some capabilities keeps the defaults for the others.
+
+        The merge is per capability: a capability the config names replaces that
+        capability's default route as a whole (chain, aliases, chains, extra models).
+        """
+        if not isinstance(value, dict):
+            return value  # let pydantic report the type error
+        return {**_default_routes(), **value}
+
+    @field_validator("routes", mode="after")
+    @classmethod
+    def _every_capability_has_a_chain(cls, routes: dict[str, RouteConfig]) -> dict[str, RouteConfig]:
+        # Fail at start-up rather than with a 500 on the first request for that capability.
+        # (A field validator, so the error echoes only the routes, never other settings' secrets.)
+        for capability in REQUIRED_CAPABILITIES:
+            route = routes.get(capability)
+            if route is None or not route.chain:
+                raise ValueError(
+                    f"routes.{capability}.chain is empty: the {capability} capability needs at "
+                    "least one 'provider:model' target (remove routes."
+                    f"{capability} from the config to use the default chain)"
+                )
+        return routes
 
     @classmethod
     def settings_customise_sources(

@@ -76,8 +76,13 @@ async def chat_sse(
 
     Provider chunks may carry text and ``finish_reason`` together; the finish chunk is always a
     separate event, as OpenAI sends it.
+
+    Events that are ready together go out as one piece (one ASGI send through the middleware
+    chain, one socket write) without holding anything back: the role event waits only for the
+    first chunk, which the router already has in hand, and the text of the chunk that carries
+    ``finish_reason`` is joined to the closing events that follow it at once.
     """
-    yield writer.role()
+    pending = writer.role()
     finish_reason = "stop"
     usage: Usage | None = None
     parts: list[str] = []
@@ -85,32 +90,37 @@ async def chat_sse(
         async for chunk in chunks:
             if chunk.delta:
                 parts.append(chunk.delta)
-                yield writer.content(chunk.delta)
-            if chunk.finish_reason:
-                finish_reason = chunk.finish_reason
+                pending += writer.content(chunk.delta)
             if chunk.usage is not None:
                 usage = chunk.usage
+            if chunk.finish_reason:
+                finish_reason = chunk.finish_reason  # the last chunk: its text goes with the end
+            elif pending:
+                yield pending
+                pending = b""
     except StreamInterrupted as exc:
         err = from_provider_error(exc.cause)
         err.message = f"The upstream stream was interrupted: {err.message}"
         log.warning("chat stream interrupted after first byte: %r", exc.cause)
-        yield error_event(err)
+        yield pending + error_event(err)
         return
     except ProviderError as exc:  # a provider error the router did not wrap
         log.warning("chat stream failed after first byte: %r", exc)
-        yield error_event(from_provider_error(exc))
+        yield pending + error_event(from_provider_error(exc))
         return
     except Exception:
         log.exception("chat stream crashed after first byte")
-        yield error_event(APIError(500, "The stream failed inside the gateway.", type="server_error"))
+        yield pending + error_event(
+            APIError(500, "The stream failed inside the gateway.", type="server_error")
+        )
         return
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-    yield writer.finish(finish_reason)
+    end = pending + writer.finish(finish_reason)
     if include_usage:
-        yield writer.usage(usage or Usage())
-    yield DONE
+        end += writer.usage(usage or Usage())
+    yield end + DONE
     if on_done is not None:
         on_done("".join(parts), finish_reason, usage)

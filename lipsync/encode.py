@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from providers.wav import float_to_pcm16
+
 AUDIO_RATE = 24000  # output AAC rate; segments at other rates are resampled
 AAC_FRAME = 1024
 
@@ -90,7 +92,7 @@ class Mp4Writer:
     def _write_audio(self, audio: np.ndarray) -> None:
         if audio.size == 0:
             return
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)[None, :]
+        pcm = float_to_pcm16(audio)[None, :]
         af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         af.sample_rate = self.sample_rate
         af.pts = self.samples_written

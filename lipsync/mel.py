@@ -14,6 +14,8 @@ from math import gcd
 import numpy as np
 from scipy.signal import lfilter, resample_poly
 
+from providers.wav import pcm16_to_float as pcm16_to_float  # re-exported: lipsync.talk imports it here
+
 SAMPLE_RATE = 16000
 N_FFT = 800
 HOP = 200
@@ -29,12 +31,6 @@ MEL_STEP = 16  # mel columns per video frame window
 MEL_FPS = SAMPLE_RATE / HOP  # 80 mel columns per second
 
 
-def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
-    """Signed 16-bit PCM (bytes or int16 array) → float32 in [-1, 1)."""
-    arr = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes | bytearray | memoryview) else pcm
-    return np.asarray(arr, dtype=np.float32) / 32768.0
-
-
 def resample(signal: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     """Polyphase resampling (e.g. piper's 22.05 kHz → 16 kHz); identity when rates match."""
     if src_rate == dst_rate or signal.size == 0:
@@ -43,28 +39,26 @@ def resample(signal: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return resample_poly(signal, dst_rate // g, src_rate // g).astype(np.float32)
 
 
+# Slaney's mel scale: linear (f / (200/3)) below 1 kHz, logarithmic above.
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0
+_SLANEY_MIN_LOG_HZ = 1000.0
+_SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOGSTEP = float(np.log(6.4) / 27.0)
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's scale: linear (f / (200/3)) below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    mel = hz / f_sp
-    high = hz >= min_log_hz
-    mel[high] = min_log_mel + np.log(hz[high] / min_log_hz) / logstep
+    mel = hz / _SLANEY_HZ_PER_MEL
+    high = hz >= _SLANEY_MIN_LOG_HZ
+    mel[high] = _SLANEY_MIN_LOG_MEL + np.log(hz[high] / _SLANEY_MIN_LOG_HZ) / _SLANEY_LOGSTEP
     return mel
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    hz = mel * f_sp
-    high = mel >= min_log_mel
-    hz[high] = min_log_hz * np.exp(logstep * (mel[high] - min_log_mel))
+    hz = mel * _SLANEY_HZ_PER_MEL
+    high = mel >= _SLANEY_MIN_LOG_MEL
+    hz[high] = _SLANEY_MIN_LOG_HZ * np.exp(_SLANEY_LOGSTEP * (mel[high] - _SLANEY_MIN_LOG_MEL))
     return hz
 
 

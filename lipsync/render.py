@@ -10,11 +10,9 @@ the event loop never blocks and at most that many renders run at once.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import threading
 import time
-import wave
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +27,7 @@ from lipsync.encode import Mp4Writer
 from lipsync.errors import LipsyncError
 from lipsync.mel import SAMPLE_RATE, mel_chunks, melspectrogram, resample
 from lipsync.procedural import ProceduralRenderer
+from providers.wav import float_to_pcm16, pcm_to_wav
 
 log = logging.getLogger("talkgate.lipsync")
 T = TypeVar("T")
@@ -141,14 +140,7 @@ class VideoBuilder:
     def wav_bytes(self) -> bytes:
         """The spoken audio as a 16-bit mono WAV file."""
         audio = np.concatenate(self.audio_parts) if self.audio_parts else np.zeros(0, np.float32)
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(self.writer.sample_rate)
-            w.writeframes(pcm.tobytes())
-        return buf.getvalue()
+        return pcm_to_wav(float_to_pcm16(audio).tobytes(), self.writer.sample_rate)
 
     @property
     def duration_s(self) -> float:

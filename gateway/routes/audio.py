@@ -28,9 +28,9 @@ from gateway.errors import APIError, no_provider_error
 from gateway.schemas import (
     SpeechRequest,
     TranscriptionForm,
-    check_content_length,
     parse_json_body,
     read_body,
+    read_form,
     too_large,
     validate,
 )
@@ -51,42 +51,9 @@ router = APIRouter()
 
 #: Sample rate handed to ASR providers (Paraformer and Whisper both work at 16 kHz).
 ASR_SAMPLE_RATE = 16000
-#: Room for multipart boundaries and the small text fields on top of the file itself.
-FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- transcription
-
-
-async def read_limited_form(request: Request, limit: int) -> FormData:
-    """Parse multipart/form-data, counting bytes as they arrive: 413 once past the limit.
-
-    Starlette spools file parts to disk above 1 MiB, so memory stays small; counting on
-    the receive channel keeps the disk use bounded too.
-    """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise APIError(
-            400,
-            f"Expected a multipart/form-data body with a 'file' field, got '{content_type or 'none'}'.",
-            code="invalid_content_type",
-        )
-    body_limit = limit + FORM_OVERHEAD_BYTES
-    check_content_length(request, body_limit)
-    received = 0
-    upstream_receive = request.receive
-
-    async def counting_receive() -> Any:
-        nonlocal received
-        message = await upstream_receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > body_limit:
-                raise too_large(limit)
-        return message
-
-    limited = Request(request.scope, counting_receive)
-    return await limited.form(max_files=1, max_fields=32, max_part_size=1024 * 1024)
 
 
 def _form_fields(form: FormData) -> dict[str, Any]:
@@ -196,7 +163,7 @@ def transcription_response(transcript: Transcript, audio_s: float, form: Transcr
 async def transcriptions(request: Request, principal: Principal = require_scope("asr")) -> Response:
     services: Services = request.app.state.services
     limit = services.settings.max_upload_bytes
-    form = await read_limited_form(request, limit)
+    form = await read_form(request, limit, "a 'file' field", max_files=1)
     try:
         data = await _read_upload(form, limit)
         fields = _form_fields(form)

@@ -12,47 +12,15 @@ import anyio
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
 from gateway.auth import Principal, require_scope
 from gateway.errors import APIError
-from gateway.schemas import check_content_length, too_large
+from gateway.schemas import read_form, too_large
 from gateway.services import Services
 from lipsync.errors import FaceError, ImageError
 
 router = APIRouter()
-
-
-#: Room for multipart boundaries and small text fields on top of the file itself.
-FORM_OVERHEAD_BYTES = 1024 * 1024
-
-
-async def read_form(request: Request, limit: int, files: str) -> FormData:
-    """multipart/form-data with the body counted as it arrives (413 past ``limit``)."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise APIError(
-            400,
-            f"Expected a multipart/form-data body with {files}, got '{content_type or 'none'}'.",
-            code="invalid_content_type",
-        )
-    body_limit = limit + FORM_OVERHEAD_BYTES
-    check_content_length(request, body_limit)
-    received = 0
-    upstream = request.receive
-
-    async def counting_receive() -> Any:
-        nonlocal received
-        message = await upstream()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > body_limit:
-                raise too_large(limit)
-        return message
-
-    return await Request(request.scope, counting_receive).form(
-        max_files=2, max_fields=32, max_part_size=1024 * 1024
-    )
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:

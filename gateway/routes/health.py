@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
+
+from gateway.jsonresponse import OrjsonResponse
 
 router = APIRouter()
 
@@ -16,7 +17,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> OrjsonResponse:
     """Ready when every capability has at least one usable provider.
 
     ``degraded`` (still ready, HTTP 200) when the cloud is off (no DASHSCOPE_API_KEY) or the
@@ -47,7 +48,7 @@ async def readyz(request: Request) -> ORJSONResponse:
     }
     if reasons:
         body["reason"] = "; ".join(reasons)
-    return ORJSONResponse(body, status_code=200 if ready else 503)
+    return OrjsonResponse(body, status_code=200 if ready else 503)
 
 
 async def _open_primary_targets(services: Any) -> list[str]:

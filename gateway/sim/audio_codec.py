@@ -9,10 +9,11 @@ Encoders are incremental, one per synthesis task: ``encode(pcm)`` returns the by
 from __future__ import annotations
 
 import io
-import struct
 
 import av
 import numpy as np
+
+from providers.wav import pcm_to_wav, wav_duration, wav_header
 
 TTS_FORMATS = ("pcm", "wav", "mp3", "opus")
 MEDIA_TYPES = {"pcm": "audio/pcm", "wav": "audio/wav", "mp3": "audio/mpeg", "opus": "audio/ogg"}
@@ -20,23 +21,9 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
-def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
-    """44-byte PCM s16 mono header; ``data_bytes=None`` marks an open-ended stream."""
-    data_size = 0xFFFFFFFF if data_bytes is None else data_bytes
-    riff_size = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
-    return (
-        b"RIFF"
-        + struct.pack("<I", riff_size)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data_size)
-    )
-
-
 def wav_file(pcm: np.ndarray, sample_rate: int) -> bytes:
-    data = pcm.astype("<i2").tobytes()
-    return wav_header(sample_rate, len(data)) + data
+    """A complete WAV file from int16 samples."""
+    return pcm_to_wav(pcm.astype("<i2").tobytes(), sample_rate)
 
 
 def check_format(fmt: str, sample_rate: int) -> str | None:
@@ -129,22 +116,6 @@ def encode_whole(pcm: np.ndarray, fmt: str, sample_rate: int) -> bytes:
     return encoder.encode(pcm) + encoder.finish()
 
 
-def _wav_duration(data: bytes) -> float | None:
-    """Duration from a RIFF/WAVE header, tolerant of streaming sizes; None if not a wav."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None
-    pos, byte_rate = 12, 0
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        if chunk_id == b"fmt " and pos + 16 <= len(data):
-            byte_rate = struct.unpack("<I", data[pos + 16 : pos + 20])[0]
-        if chunk_id == b"data":
-            available = len(data) - pos - 8
-            return min(size, available) / byte_rate if byte_rate else None
-        pos += 8 + size + (size & 1)
-    return None
-
-
 def audio_duration(data: bytes, fmt: str | None, sample_rate: int = 16000) -> float:
     """Seconds of audio in ``data``. Raw pcm is s16 mono at ``sample_rate``; containers are probed.
 
@@ -152,7 +123,7 @@ def audio_duration(data: bytes, fmt: str | None, sample_rate: int = 16000) -> fl
     """
     if not data:
         return 0.0
-    wav = _wav_duration(data)
+    wav = wav_duration(data)
     if wav is not None:
         return wav
     if fmt in (None, "pcm", "raw", "s16le"):

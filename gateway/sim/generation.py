@@ -13,7 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.sim.admission import Call, admit
-from gateway.sim.http_common import SimStream, json_response, native_error, sleep_ms, sse_event
+from gateway.sim.http_common import (
+    SimStream,
+    cut_error_event,
+    json_response,
+    native_error,
+    sleep_ms,
+    sse_event,
+)
 from gateway.sim.models import is_generation_model
 from gateway.sim.state import SimState
 from gateway.sim.text import answer_for, last_user_text, prompt_tokens, truncate
@@ -122,10 +129,7 @@ def _stream(
         yield sse_event(len(pieces) + 1, final)
 
     fault = call.fault
-    error_chunk = None
-    if fault is not None and fault.cut_after is not None and fault.status is not None:
-        error_body = {"code": fault.error_code, "message": fault.error_message, "request_id": call.request_id}
-        error_chunk = sse_event(fault.cut_after + 1, error_body, status=fault.status, event="error")
+    error_chunk = cut_error_event(fault, call.request_id)
     return SimStream(
         events,
         cut_after=fault.cut_after if fault else None,

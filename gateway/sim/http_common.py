@@ -80,6 +80,14 @@ def sse_event(seq: int, body: dict[str, Any], status: int = 200, event: str = "r
     return f"id:{seq}\nevent:{event}\n:HTTP_STATUS/{status}\ndata:".encode() + orjson.dumps(body) + b"\n\n"
 
 
+def cut_error_event(fault: Fault | None, request_id: str) -> bytes | None:
+    """The ``event:error`` a ``cut_after`` fault with a status sends where it cuts a native stream."""
+    if fault is None or fault.cut_after is None or fault.status is None:
+        return None
+    body = {"code": fault.error_code, "message": fault.error_message, "request_id": request_id}
+    return sse_event(fault.cut_after + 1, body, status=fault.status, event="error")
+
+
 async def read_json(request: Request) -> tuple[dict[str, Any] | None, str | None]:
     """The request body as a JSON object, or (None, reason) for the 400 answer."""
     raw = await request.body()

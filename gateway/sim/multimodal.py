@@ -22,7 +22,14 @@ from starlette.responses import Response
 
 from gateway.sim.admission import Call, admit
 from gateway.sim.audio_codec import audio_duration, wav_file
-from gateway.sim.http_common import SimStream, json_response, native_error, sleep_ms, sse_event
+from gateway.sim.http_common import (
+    SimStream,
+    cut_error_event,
+    json_response,
+    native_error,
+    sleep_ms,
+    sse_event,
+)
 from gateway.sim.models import HTTP_ASR_PREFIXES, HTTP_TTS_PREFIXES
 from gateway.sim.state import SimState
 from gateway.sim.text import default_transcript, strip_markup, tokens
@@ -196,8 +203,5 @@ async def _tts(call: Call, state: SimState, request: Request) -> Response:
 
 def _sse(call: Call, events: Any) -> Response:
     fault = call.fault
-    error_chunk = None
-    if fault is not None and fault.cut_after is not None and fault.status is not None:
-        error_body = {"code": fault.error_code, "message": fault.error_message, "request_id": call.request_id}
-        error_chunk = sse_event(fault.cut_after + 1, error_body, status=fault.status, event="error")
+    error_chunk = cut_error_event(fault, call.request_id)
     return SimStream(events, cut_after=fault.cut_after if fault else None, error_chunk=error_chunk)

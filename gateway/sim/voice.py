@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.sim.text import words_with_spans
+from providers.wav import float_to_pcm16
 
 LEAD_MS = 60
 WORD_GAP_MS = 70
@@ -132,5 +133,5 @@ def synthesize(text: str, sample_rate: int, volume: float = 50.0) -> Speech:
         pieces.append(np.zeros(gap, dtype=np.float32))
         cursor += gap
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    pcm = np.clip(audio * 32767.0, -32768, 32767).astype("<i2")
+    pcm = float_to_pcm16(audio)
     return Speech(pcm=pcm, sample_rate=sample_rate, words=words)

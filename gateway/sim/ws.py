@@ -29,6 +29,7 @@ from gateway.sim.state import Fault, SimState
 
 log = logging.getLogger(__name__)
 IDLE_WITHOUT_TASK_S = 60.0
+DRAIN_BEFORE_DROP_S = 0.1
 
 
 class Dropped(Exception):
@@ -137,8 +138,23 @@ async def inference_ws(websocket: WebSocket) -> None:
     except Dropped as drop:
         if not drop.abrupt:
             await _close(websocket)
-        # abrupt: return without a close frame; uvicorn then closes the TCP connection
+            return
+        # Abrupt: return without a close frame and uvicorn closes the socket. Read what the client
+        # already sent first, or the close turns into a TCP reset that can discard frames the
+        # client has not read yet (a reset makes the test outcome timing-dependent).
+        await _drain(websocket, DRAIN_BEFORE_DROP_S)
     except WebSocketDisconnect:
+        pass
+
+
+async def _drain(websocket: WebSocket, seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    try:
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            message = await asyncio.wait_for(websocket.receive(), timeout=left)
+            if message["type"] == "websocket.disconnect":
+                return
+    except (TimeoutError, WebSocketDisconnect, RuntimeError):
         pass
 
 

@@ -8,8 +8,6 @@ after its first chunk, ``[down]`` fails before the first chunk, ``[crash]`` retu
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from providers.base import (
     WordTiming,
 )
 from tests.servers import serving
+from tests.sounds import sine_pcm
 
 
 class _Base:
@@ -100,11 +99,6 @@ class FakeASR(_Base):
             duration_s=d,
             segments=[Segment(id=0, start=0.0, end=d, text="hello world", words=words)],
         )
-
-
-def sine_pcm(seconds: float, rate: int, freq: float = 440.0) -> bytes:
-    n = int(seconds * rate)
-    return struct.pack(f"<{n}h", *(int(6000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
 
 
 class FakeTTS(_Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+
+from gateway.db import create_engine
 
 ADMIN_KEY = "tg-admin-test-7f3c2b9e1d4a"
 CHAT = {"model": "qwen-plus", "messages": [{"role": "user", "content": "hello"}]}
@@ -90,3 +94,17 @@ def saas_redis_url(redis_url: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+def query(url: str, sql: str) -> list[Any]:
+    """Rows of one SQL statement against ``url``, on a throw-away engine (what the gateway wrote)."""
+
+    async def run() -> list[Any]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return list((await conn.execute(text(sql))).all())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())

@@ -20,8 +20,8 @@ from gateway.audio import (
     wav_stream_header,
 )
 from tests.gateway import fake_providers
-from tests.gateway.fake_providers import FakeGateway, sine_pcm
-from tests.gateway.test_bad_input import wav_bytes
+from tests.gateway.fake_providers import FakeGateway
+from tests.sounds import sine_pcm, tone_wav
 
 # shared fixtures (a gateway over scripted providers, and an httpx client for it)
 client = fake_providers.client
@@ -161,7 +161,7 @@ def test_every_format_has_a_content_type() -> None:
 
 
 def post_wav(client: httpx.Client, **fields: str) -> httpx.Response:
-    files = {"file": ("clip.wav", wav_bytes(seconds=1.2, rate=44100), "audio/wav")}
+    files = {"file": ("clip.wav", tone_wav(seconds=1.2, rate=44100), "audio/wav")}
     return client.post("/v1/audio/transcriptions", files=files, data={"model": "whisper-1", **fields})
 
 
@@ -184,7 +184,7 @@ def test_transcription_text(client: httpx.Client) -> None:
 def test_transcription_verbose_json_with_words(client: httpx.Client) -> None:
     r = client.post(
         "/v1/audio/transcriptions",
-        files={"file": ("clip.wav", wav_bytes(seconds=1.2))},
+        files={"file": ("clip.wav", tone_wav(seconds=1.2))},
         data={
             "model": "whisper-1",
             "response_format": "verbose_json",

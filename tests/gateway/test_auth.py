@@ -13,24 +13,10 @@ from typing import Any
 import openai
 import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
-from sqlalchemy import text
 
-from gateway.db import create_engine
-from tests.gateway.saas_support import ADMIN_KEY, CHAT, Gateway, database_url, saas  # noqa: F401
+from tests.gateway.saas_support import ADMIN_KEY, CHAT, Gateway, database_url, query, saas  # noqa: F401
 
 V1_SCOPES = ("chat", "asr", "tts", "talk", "avatars")
-
-
-def _rows(url: str, sql: str) -> list[Any]:
-    async def run() -> list[Any]:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as conn:
-                return list((await conn.execute(text(sql))).all())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def _walk(routes: list[Any]) -> Any:
@@ -112,7 +98,7 @@ def test_key_lifecycle(saas: Any, sim: Any, database_url: str) -> None:  # noqa:
     assert (
         secret not in listing.text and digest not in listing.text and "key" not in listing.json()["data"][0]
     )
-    stored = _rows(database_url, "SELECT * FROM api_keys")
+    stored = query(database_url, "SELECT * FROM api_keys")
     assert len(stored) == 1 and digest in stored[0] and all(secret not in str(v) for v in stored[0])
 
     revoked = gw.admin.delete(f"/admin/keys/{created['id']}")

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tests.gateway import fake_providers
-from tests.gateway.fake_providers import FakeGateway, sine_pcm
+from tests.gateway.fake_providers import FakeGateway
+from tests.sounds import tone_wav
 
 # shared fixtures (a gateway over scripted providers, and an httpx client for it)
 client = fake_providers.client
@@ -33,18 +34,6 @@ def error_of(r: httpx.Response, status: int) -> dict:
     assert {"message", "type", "param", "code"} <= set(err)
     assert err["message"]
     return err
-
-
-def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:
-    import wave
-
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(sine_pcm(seconds, rate))
-    return buf.getvalue()
 
 
 def transcribe(client: httpx.Client, data: bytes, name: str = "a.wav", **fields: str) -> httpx.Response:
@@ -169,7 +158,7 @@ def test_transcription_missing_file(client: httpx.Client) -> None:
 
 
 def test_transcription_missing_model(client: httpx.Client) -> None:
-    r = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes())})
+    r = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", tone_wav())})
     err = error_of(r, 422)
     assert "model" in err["message"]
 
@@ -180,7 +169,7 @@ def test_transcription_not_multipart(client: httpx.Client) -> None:
 
 
 def test_transcription_unknown_model(client: httpx.Client) -> None:
-    err = error_of(transcribe(client, wav_bytes(), model="whisper-9"), 404)
+    err = error_of(transcribe(client, tone_wav(), model="whisper-9"), 404)
     assert "whisper-9" in err["message"] and "whisper-1" in err["message"]
 
 
@@ -219,14 +208,14 @@ def test_file_without_an_audio_stream(client: httpx.Client) -> None:
 
 
 def test_bad_response_format(client: httpx.Client) -> None:
-    err = error_of(transcribe(client, wav_bytes(), response_format="docx"), 422)
+    err = error_of(transcribe(client, tone_wav(), response_format="docx"), 422)
     assert "response_format" in err["message"]
 
 
 def test_granularities_need_verbose_json(client: httpx.Client) -> None:
     r = client.post(
         "/v1/audio/transcriptions",
-        files={"file": ("a.wav", wav_bytes())},
+        files={"file": ("a.wav", tone_wav())},
         data={"model": "whisper-1", "timestamp_granularities[]": "word"},
     )
     err = error_of(r, 400)
@@ -234,7 +223,7 @@ def test_granularities_need_verbose_json(client: httpx.Client) -> None:
 
 
 def test_upload_over_the_limit_is_413(client: httpx.Client) -> None:
-    err = error_of(transcribe(client, wav_bytes(seconds=10)), 413)  # 320 KB > 256 KiB
+    err = error_of(transcribe(client, tone_wav(seconds=10)), 413)  # 320 KB > 256 KiB
     assert "262144 bytes" in err["message"]
 
 

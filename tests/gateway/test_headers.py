@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.gateway import fake_providers
-from tests.gateway.test_bad_input import wav_bytes
+from tests.sounds import tone_wav
 
 # shared fixtures (a gateway over scripted providers, and an httpx client for it)
 client = fake_providers.client
@@ -98,7 +98,7 @@ def test_models_list(client: httpx.Client) -> None:
 
 def test_transcription(client: httpx.Client) -> None:
     r = client.post(
-        "/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes())}, data={"model": "whisper-1"}
+        "/v1/audio/transcriptions", files={"file": ("a.wav", tone_wav())}, data={"model": "whisper-1"}
     )
     assert r.status_code == 200
     assert_contract(r, "bailian:paraformer-realtime-v2")

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import SimHandle
-from tests.gateway.test_resilience import fast, sdk
+from tests.gateway.resilience_support import fast, sdk
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.slow  # loads the local models

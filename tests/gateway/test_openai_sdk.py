@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import wave
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from gateway.audio import decode_to_pcm
 from tests.conftest import SimHandle
-from tests.gateway.fake_providers import sine_pcm
+from tests.sounds import tone_wav
 
 
 @pytest.fixture
@@ -87,14 +86,9 @@ def test_unknown_model_is_not_found(sdk: openai.OpenAI) -> None:
 
 
 def test_transcription_of_a_wav(sdk: openai.OpenAI) -> None:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(sine_pcm(2.0, 16000))
+    wav = tone_wav(2.0, 16000)
     raw = sdk.audio.transcriptions.with_raw_response.create(
-        model="whisper-1", file=("clip.wav", buf.getvalue(), "audio/wav")
+        model="whisper-1", file=("clip.wav", wav, "audio/wav")
     )
     assert raw.headers["x-talkgate-provider"] == "bailian:paraformer-realtime-v2"
     result = raw.parse()
@@ -102,15 +96,10 @@ def test_transcription_of_a_wav(sdk: openai.OpenAI) -> None:
 
 
 def test_transcription_verbose_json(sdk: openai.OpenAI) -> None:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(sine_pcm(3.0, 16000))
+    wav = tone_wav(3.0, 16000)
     result = sdk.audio.transcriptions.create(
         model="whisper-1",
-        file=("clip.wav", buf.getvalue()),
+        file=("clip.wav", wav),
         response_format="verbose_json",
         timestamp_granularities=["word", "segment"],
     )

@@ -4,21 +4,19 @@ models (slow), returning MP4s that PyAV reads with picture and sound within 40 m
 from __future__ import annotations
 
 import base64
-import io
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
-import numpy as np
 import pytest
 
 from lipsync.encode import probe_durations
 from tests.gateway.saas_support import database_url, saas  # noqa: F401
 from tests.lipsync.media import astronaut_png, faceless_png
+from tests.sounds import tone_wav
 
 TIMING_KEYS = {
     "asr_ms",
@@ -52,18 +50,6 @@ def _check_mp4(data: bytes, tmp_path: Path, name: str = "talk.mp4") -> tuple[flo
         assert c.streams.audio[0].codec_context.name == "aac"
         assert (c.streams.video[0].width, c.streams.video[0].height) == (512, 512)
     return video_s, audio_s
-
-
-def _wav(seconds: float = 1.0) -> bytes:
-    t = np.arange(int(16000 * seconds)) / 16000
-    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -163,7 +149,10 @@ def test_audio_question_is_transcribed_first(sim_gateway: Any, sim: Any, tmp_pat
     client = _client(sim_gateway)
     r = client.post(
         "/v1/talk",
-        files={"audio": ("q.wav", _wav(), "audio/wav"), "image": ("me.png", astronaut_png(), "image/png")},
+        files={
+            "audio": ("q.wav", tone_wav(1.0, 16000, freq=220, peak=9830), "audio/wav"),
+            "image": ("me.png", astronaut_png(), "image/png"),
+        },
         data={"voice": "alloy"},
     )
     assert r.status_code == 200, r.text

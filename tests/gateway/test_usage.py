@@ -15,19 +15,7 @@ from sqlalchemy import text
 
 from gateway.db import create_engine, run_migrations, session_factory
 from gateway.usage import UsageRecorder, record
-from tests.gateway.saas_support import CHAT, database_url, saas  # noqa: F401
-
-
-def _query(url: str, sql: str) -> list[Any]:
-    async def run() -> list[Any]:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as conn:
-                return list((await conn.execute(text(sql))).all())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+from tests.gateway.saas_support import CHAT, database_url, query, saas  # noqa: F401
 
 
 def _burst(gw: Any, keys: list[str], per_key: int) -> list[httpx.Response]:
@@ -85,10 +73,10 @@ def test_no_row_is_lost_at_graceful_shutdown(saas: Any, database_url: str) -> No
     bad = gw.client(key["key"]).post("/v1/chat/completions", json={"model": "qwen-plus", "messages": []})
     assert speech.status_code == 200 and bad.status_code == 400
     assert gw.services.usage.pending == 17
-    assert _query(database_url, "SELECT count(*) FROM usage_records")[0][0] == 0
+    assert query(database_url, "SELECT count(*) FROM usage_records")[0][0] == 0
     gw.server.stop()  # graceful: lifespan shutdown flushes the buffer
 
-    rows = _query(
+    rows = query(
         database_url,
         "SELECT route, status, tokens_in, tokens_out, characters, tenant, key_id, request_id FROM usage_records",
     )

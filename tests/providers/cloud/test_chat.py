@@ -97,6 +97,15 @@ async def test_dropped_plain_response_is_retryable(cloud: Any, sim: SimHandle) -
     assert info.value.kind is ErrorKind.RETRYABLE
 
 
+async def _call(cloud: Any, stream: bool) -> None:
+    """One chat call, streamed to its end or not: how each path surfaces an error."""
+    if stream:
+        async for _ in cloud.chat.chat_stream(_request()):
+            pass
+    else:
+        await cloud.chat.chat(_request())
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     ("fault", "kind", "code"),
@@ -117,11 +126,7 @@ async def test_http_error_classes(
 ) -> None:
     sim.fault(service="generation", times=1, **fault)
     with pytest.raises(ProviderError) as info:
-        if stream:
-            async for _ in cloud.chat.chat_stream(_request()):
-                pass
-        else:
-            await cloud.chat.chat(_request())
+        await _call(cloud, stream)
     assert info.value.kind is kind
     assert info.value.code == code
     assert info.value.status == fault["status"]
@@ -171,9 +176,5 @@ async def test_hanging_upstream_times_out(make_cloud: Any, sim: SimHandle, strea
     cloud = await make_cloud(upstream_timeout_s=0.3)
     sim.fault(service="generation", hang=True, times=1)
     with pytest.raises(ProviderError) as info:
-        if stream:
-            async for _ in cloud.chat.chat_stream(_request()):
-                pass
-        else:
-            await cloud.chat.chat(_request())
+        await _call(cloud, stream)
     assert info.value.kind is ErrorKind.TIMEOUT

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from providers.base import ChatRequest, SynthesizeRequest
+from providers.base import ChatRequest, ErrorKind, ProviderError, SynthesizeRequest
 from providers.cloud.asr import join_sentences
 from providers.cloud.chat import build_body, finish_reason
 from providers.cloud.client import DashScopeClient, iter_sse, parse_sse_block
 from providers.cloud.tts import _COSYVOICE_VOICE, BailianTTSProvider, _WordTimeline, split_text
 from providers.cloud.wav import pcm_to_wav, wav_to_pcm
+from tests.sounds import wav_of
 
 
 class _Settings:
@@ -124,21 +125,17 @@ def test_qwen_voice_mapping() -> None:
     assert body["input"] == {"text": "hi", "voice": "Cherry", "language_type": "English"}
 
 
-def test_wav_round_trip_and_stereo_downmix() -> None:
+def test_wav_round_trip_and_unusable_audio_is_retryable() -> None:
     pcm = (np.arange(1000, dtype="<i2") * 7).tobytes()
     assert wav_to_pcm(pcm_to_wav(pcm, 16000)) == (pcm, 16000)
-    import io
-    import wave
-
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(np.array([[100, 300], [-50, -150]], dtype="<i2").tobytes())
-    mono, rate = wav_to_pcm(buf.getvalue())
-    assert rate == 8000
-    assert np.frombuffer(mono, "<i2").tolist() == [200, -100]
+    stereo = wav_of(np.array([[100, 300], [-50, -150]], dtype="<i2").tobytes(), 8000, channels=2)
+    assert wav_to_pcm(stereo) == (np.array([200, -100], dtype="<i2").tobytes(), 8000)
+    for junk in (b"<html>rate limited</html>", wav_of(b"\x80" * 10, 8000, width=1)):
+        with pytest.raises(ProviderError) as info:
+            wav_to_pcm(junk)
+        assert info.value.kind is ErrorKind.RETRYABLE and "DashScope returned unusable audio" in str(
+            info.value
+        )
 
 
 def test_join_sentences() -> None:

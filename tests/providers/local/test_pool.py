@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -63,14 +63,20 @@ async def test_pool_size_bounds_all_models() -> None:
     assert gauge.peak == 1
 
 
-async def test_callers_wait_instead_of_queueing(pool: ModelPool) -> None:
-    limit, gate, started = Limit(1, "m"), threading.Event(), []
+def _blocker(gate: threading.Event, started: list[str]) -> Callable[[str], str]:
+    """A model call that notes it began, then holds its worker thread until ``gate`` opens."""
 
     def blocked(tag: str) -> str:
         started.append(tag)
         gate.wait(5)
         return tag
 
+    return blocked
+
+
+async def test_callers_wait_instead_of_queueing(pool: ModelPool) -> None:
+    limit, gate, started = Limit(1, "m"), threading.Event(), []
+    blocked = _blocker(gate, started)
     first = asyncio.create_task(pool.run(blocked, "first", limits=(limit,)))
     second = asyncio.create_task(pool.run(blocked, "second", limits=(limit,)))
     await asyncio.sleep(0.1)
@@ -81,12 +87,7 @@ async def test_callers_wait_instead_of_queueing(pool: ModelPool) -> None:
 
 async def test_cancelled_caller_keeps_the_slot_until_its_thread_ends(pool: ModelPool) -> None:
     limit, gate, started = Limit(1, "m"), threading.Event(), []
-
-    def blocked(tag: str) -> str:
-        started.append(tag)
-        gate.wait(5)
-        return tag
-
+    blocked = _blocker(gate, started)
     first = asyncio.create_task(pool.run(blocked, "first", limits=(limit,)))
     await asyncio.sleep(0.05)
     first.cancel()
