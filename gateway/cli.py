@@ -8,11 +8,17 @@ import sys
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from gateway.app import create_app
     from gateway.settings import Settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # A bad setting stops start-up with the reason, not a traceback.
+        print(f"talkgate: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     log_config: dict | None = uvicorn.config.LOGGING_CONFIG
     try:
         from gateway.logs import configure_logging

@@ -89,20 +89,37 @@ def no_provider_error(services: Any, capability: str, exc: ProviderError) -> Pro
     return APIError(
         503,
         f"No provider available for {capability}: set DASHSCOPE_API_KEY to use Alibaba Bailian, "
-        "or install the local models (pip install 'talkgate[local]').",
+        "or install the local models (pip install '.[local]' in the talkgate checkout).",
         type="service_unavailable",
         code="no_provider",
     )
 
 
+#: Type names pydantic puts in an error's location for each branch of a union.
+_UNION_BRANCHES = {"str", "int", "float", "bool", "bytes", "dict", "list", "none", "decimal"}
+
+
+def _is_union_branch(part: Any) -> bool:
+    """True for the branch tags of a union (``str``, ``list[str]``, ``function-after[...]``...),
+    which name a type, not a field the client sent."""
+    return isinstance(part, str) and (part in _UNION_BRANCHES or "[" in part or "-" in part)
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    parts = []
+    parts: list[str] = []
     param = None
     for e in exc.errors():
-        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path", "header")]
-        where = ".".join(loc) or "body"
-        param = param or (loc[-1] if loc else None)
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        loc = [
+            x
+            for x in e.get("loc", ())
+            if x not in ("body", "query", "path", "header") and not _is_union_branch(x)
+        ]
+        where = ".".join(str(x) for x in loc) or "body"
+        names = [x for x in loc if isinstance(x, str)]  # the field, not a list index
+        param = param or (names[-1] if names else None)
+        part = f"{where}: {e.get('msg', 'invalid')}"
+        if part not in parts:
+            parts.append(part)
     return "Invalid request: " + "; ".join(parts), param
 
 

@@ -82,6 +82,12 @@ async def _create(store: Any, args: argparse.Namespace) -> int:
     if args.expires_at:
         expires = datetime.fromisoformat(args.expires_at.replace("Z", "+00:00"))
         expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+        if expires <= datetime.now(UTC):
+            # A key that is expired on creation is always a mistake (a wrong year, a missing offset).
+            raise ValueError(
+                f"--expires-at {args.expires_at} is in the past; give a future time "
+                "(ISO 8601, UTC when no offset is given)"
+            )
     secret, record = await store.create_key(
         args.tenant,
         scopes,

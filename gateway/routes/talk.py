@@ -163,7 +163,7 @@ async def talk(request: Request, principal: Principal = require_scope("talk")) -
     memory = _memory(request)
     renders = services.renderer
     stem = renders.artifacts.new_stem()
-    video_path = renders.artifacts.path_for(f"{stem}.mp4")
+    video_path = renders.artifacts.path_for(f"{stem}.mp4", principal.tenant)
     pipeline = TalkPipeline(services.router, renders, get_context(request), video_path)
     inp = TalkInput(
         avatar=avatar,
@@ -208,7 +208,7 @@ async def talk(request: Request, principal: Principal = require_scope("talk")) -
         await anyio.Path(video_path).unlink(missing_ok=True)
         return Response(data, media_type="video/mp4", headers=headers)
     wav_name = f"{stem}.wav"
-    await anyio.Path(renders.artifacts.path_for(wav_name)).write_bytes(result.wav)
+    await anyio.Path(renders.artifacts.path_for(wav_name, principal.tenant)).write_bytes(result.wav)
     return json_response(_json(request, result, stem), headers=headers)
 
 
@@ -234,7 +234,7 @@ async def talk_artifact(
     name: str, request: Request, principal: Principal = require_scope("talk")
 ) -> Response:
     artifacts = request.app.state.services.renderer.artifacts
-    path = artifacts.lookup(name)
+    path = artifacts.lookup(name, principal.tenant)  # another tenant's artifact is "unknown"
     if path is None:
         raise APIError(
             404,

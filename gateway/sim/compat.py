@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.sim.admission import Call, admit
+from gateway.sim.generation import bad_max_tokens
 from gateway.sim.http_common import SimStream, json_response, sleep_ms
 from gateway.sim.models import is_generation_model
 from gateway.sim.state import SimState
@@ -72,6 +73,11 @@ async def chat_completions(request: Request) -> Response:
     if not isinstance(messages, list) or not messages:
         call.record["status"] = 400
         return compat_error(400, "InvalidParameter", "'messages' must be a non-empty array.", call.request_id)
+    for name in ("max_completion_tokens", "max_tokens"):
+        problem = bad_max_tokens(call.body.get(name))
+        if problem:
+            call.record["status"] = 400
+            return compat_error(400, "InvalidParameter", problem.replace("max_tokens", name), call.request_id)
     messages = [m for m in messages if isinstance(m, dict)]
     pieces, finish_reason = truncate(
         answer_for(state.config, last_user_text(messages)), _max_tokens(call.body)

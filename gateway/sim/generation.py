@@ -48,6 +48,15 @@ def _max_tokens(params: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def bad_max_tokens(value: Any) -> str | None:
+    """Bailian's complaint about a ``max_tokens`` below 1 or not an integer; None if acceptable."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return f"Range of max_tokens should be [1, 8192], got {value!r}."
+    return None
+
+
 def _output(text: str, finish_reason: str, result_format: str) -> dict[str, Any]:
     if result_format == "message":
         message = {"role": "assistant", "content": text}
@@ -79,6 +88,10 @@ async def text_generation(request: Request) -> Response:
         )
     messages, user_text = parsed
     params = call.body.get("parameters") if isinstance(call.body.get("parameters"), dict) else {}
+    problem = bad_max_tokens(params.get("max_tokens"))
+    if problem:
+        call.record["status"] = 400
+        return native_error(400, "InvalidParameter", problem, call.request_id)
     result_format = "message" if params.get("result_format") == "message" else "text"
     pieces, finish_reason = truncate(answer_for(state.config, user_text), _max_tokens(params))
     n_in = prompt_tokens(messages)

@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -212,6 +212,3 @@ async def sleep_ms(ms: float) -> None:
 
 async def apply_fault_latency(fault: Fault | None, extra_ms: float = 0.0) -> None:
     await sleep_ms((fault.latency_ms if fault else 0.0) + extra_ms)
-
-
-Handler = Callable[[Request], Awaitable[Response]]

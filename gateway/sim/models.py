@@ -33,3 +33,34 @@ def is_generation_model(model: str) -> bool:
 
 def model_not_found_message(model: str) -> str:
     return f"Model not exist: {model}."
+
+
+#: CosyVoice system voices the simulator knows (Bailian's names, v1 and v2 families). Like the
+#: real service, a run-task naming any other voice fails with InvalidParameter.
+COSYVOICE_VOICES = frozenset(
+    {
+        "longxiaochun",
+        "longxiaochun_v2",
+        "longxiaoxia",
+        "longxiaoxia_v2",
+        "longxiaochen_v2",
+        "longxiaobai_v2",
+        "longlaotie_v2",
+        "longshu",
+        "longshu_v2",
+        "longjing_v2",
+        "longwan",
+        "longwan_v2",
+        "longtong_v2",
+        "longfei_v2",
+        "longxiang_v2",
+        "longcheng_v2",
+        "longhua_v2",
+        "longyue_v2",
+        "longze_v2",
+        "loongstella",
+        "loongstella_v2",
+        "loongbella",
+        "loongbella_v2",
+    }
+)

@@ -15,6 +15,7 @@ import numpy as np
 
 from gateway.sim.audio_codec import StreamEncoder, check_format
 from gateway.sim.http_common import sleep_ms
+from gateway.sim.models import COSYVOICE_VOICES
 from gateway.sim.state import SimState
 from gateway.sim.text import split_sentences, strip_markup
 from gateway.sim.voice import Speech, WordTiming, synthesize
@@ -115,6 +116,14 @@ class CosyVoiceTask:
         params: dict[str, Any],
         item: dict[str, Any],
     ) -> None:
+        voice = params.get("voice")
+        if voice not in COSYVOICE_VOICES:
+            raise TaskFailed(
+                "InvalidParameter",
+                f"voice '{voice}' is not a supported voice of {payload.get('model')}"
+                if voice
+                else "parameters.voice is required",
+            )
         self.speaker = _Speaker(conn, state, params, item)
         self.conn = conn
         self.ssml = params.get("enable_ssml") is True

@@ -39,6 +39,21 @@ class LlamaModel:
         self.contexts.put(llm)
 
 
+def default_threads() -> int:
+    """llama.cpp threads when ``n_threads`` is unset: the usable cores but one, at least 1.
+
+    Why not every core: llama.cpp's threads meet at a spinning barrier several hundred times a
+    token, so one descheduled thread stalls the others. In the gateway one core is wanted by
+    the event loop (and ASR/TTS runtimes), and on the 2-core CI VM one thread was as fast as two
+    when idle and several times faster under load (bench/RESULTS.md, resilience).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))  # honours CPU pinning / container cpusets
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 class LlamaCppChatProvider(LocalModels[LlamaModel]):
     name = "local"
     section = "llm"
@@ -52,12 +67,18 @@ class LlamaCppChatProvider(LocalModels[LlamaModel]):
     def _open(self, name: str, config: Any, files: Path) -> LlamaModel:
         from llama_cpp import Llama, llama_chat_format
 
-        threads = config.n_threads or max(1, os.cpu_count() or 1)
+        threads = config.n_threads or default_threads()
         contexts: queue.Queue[Any] = queue.Queue()
         first: Any = None
         for _ in range(max(1, config.concurrency)):
             try:
-                llm = Llama(model_path=str(files), n_ctx=config.n_ctx, n_threads=threads, verbose=False)
+                llm = Llama(
+                    model_path=str(files),
+                    n_ctx=config.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,  # llama-cpp-python's default is every core
+                    verbose=False,
+                )
             except Exception as exc:  # a corrupt or non-GGUF file
                 raise ProviderError(
                     ErrorKind.UNAVAILABLE,

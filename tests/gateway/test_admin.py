@@ -105,3 +105,40 @@ def test_keys_cli_create_list_revoke(
     assert cli_main(["keys", "revoke", "key_missing"]) == 1
     assert cli_main(["keys", "create", "--tenant", "cli", "--scopes", "chat,root"]) == 2
     assert "unknown scope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_usage_times_out_of_range_are_a_clear_400(saas: Any) -> None:  # noqa: F811
+    gw = saas()
+    for param, value in [
+        ("since", "inf"),
+        ("since", "-1e400"),
+        ("since", "99999999999999999999"),
+        ("until", "nan"),
+        ("until", "-5"),
+        ("since", "0001-01-01T00:00:00+05:00"),
+    ]:
+        r = gw.admin.get("/admin/usage", params={param: value})
+        assert r.status_code == 400, (param, value, r.text)
+        error = r.json()["error"]
+        assert error["param"] == param and "between 1970-01-01 and 9999-12-31" in error["message"]
+    ok = gw.admin.get("/admin/usage", params={"since": "0", "until": "253402300799"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_keys_cli_refuses_an_expiry_in_the_past(
+    database_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TALKGATE_DATABASE_URL", database_url)
+    assert (
+        cli_main(["keys", "create", "--tenant", "t", "--scopes", "chat", "--expires-at", "2020-01-01"]) == 2
+    )
+    assert "--expires-at 2020-01-01 is in the past" in capsys.readouterr().err
+    assert cli_main(["keys", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing was created
+    assert (
+        cli_main(["keys", "create", "--tenant", "t", "--scopes", "chat", "--expires-at", "2999-01-01"]) == 0
+    )
+    assert "key:" in capsys.readouterr().out

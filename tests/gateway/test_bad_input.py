@@ -130,6 +130,87 @@ def test_too_many_stop_sequences(client: httpx.Client) -> None:
     assert "stop" in err["message"] and "4" in err["message"]
 
 
+def test_text_part_without_text_says_so(client: httpx.Client) -> None:
+    parts = [{"type": "text"}]
+    err = error_of(
+        client.post(CHAT, json={"model": "default", "messages": [{"role": "user", "content": parts}]}), 400
+    )
+    assert "needs a 'text' string" in err["message"]
+    assert "not supported" not in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"stop": [1, 2]}, "stop"),
+        ({"messages": [{"role": "user", "content": [1, 2]}]}, "content"),
+    ],
+)
+def test_union_errors_name_the_field_not_a_type(client: httpx.Client, body: dict, field: str) -> None:
+    err = error_of(client.post(CHAT, json={"model": "default", "messages": USER, **body}), 422)
+    assert err["param"] == field
+    assert "list[" not in err["message"] and ".str:" not in err["message"]
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1])
+def test_stream_must_be_a_real_boolean(client: httpx.Client, value: object) -> None:
+    err = error_of(client.post(CHAT, json={"model": "default", "messages": USER, "stream": value}), 422)
+    assert err["param"] == "stream" and "boolean" in err["message"]
+
+
+@pytest.mark.parametrize("stop", ["", [""], ["", ""]])
+def test_empty_stop_means_no_stop_sequence(
+    client: httpx.Client, fake_gateway: FakeGateway, stop: object
+) -> None:
+    chat = fake_gateway.provider("chat")
+    chat.calls.clear()
+    r = client.post(CHAT, json={"model": "default", "messages": USER, "stop": stop})
+    assert r.status_code == 200, r.text
+    [request] = chat.calls
+    assert request.stop == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"function_call": "auto"}, "function_call"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+    ],
+)
+def test_shape_changing_fields_are_refused(
+    client: httpx.Client, fake_gateway: FakeGateway, extra: dict, field: str
+) -> None:
+    chat = fake_gateway.provider("chat")
+    chat.calls.clear()
+    for stream in (False, True):
+        body = {"model": "default", "messages": USER, "stream": stream, **extra}
+        err = error_of(client.post(CHAT, json=body), 400)
+        assert err["code"] == "unsupported_parameter" and err["param"] == field
+        assert f"'{field}' is not supported" in err["message"]
+    assert chat.calls == []  # nothing went upstream
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": []},
+        {"tools": None},
+        {"tool_choice": "none"},
+        {"response_format": {"type": "text"}},
+        {"logprobs": False},
+    ],
+)
+def test_harmless_values_of_those_fields_are_accepted(client: httpx.Client, extra: dict) -> None:
+    r = client.post(CHAT, json={"model": "default", "messages": USER, **extra})
+    assert r.status_code == 200, r.text
+
+
 def test_json_body_over_the_limit(client: httpx.Client) -> None:
     big = "x" * (300 * 1024)
     err = error_of(
@@ -220,6 +301,32 @@ def test_granularities_need_verbose_json(client: httpx.Client) -> None:
     )
     err = error_of(r, 400)
     assert "verbose_json" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "files"),
+    [
+        (
+            "/v1/audio/transcriptions",
+            {"model": "whisper-1", "prompt": b"hi \xff\xfe"},
+            {"file": ("a.wav", b"x")},
+        ),
+        ("/v1/talk", {"text": b"hi \xff\xfe", "avatar_id": "av_x"}, {"image": ("a.png", b"x")}),
+        ("/v1/avatars", {"face_index": b"\xff"}, {"image": ("a.png", b"x")}),
+    ],
+)
+def test_non_utf8_form_text_is_refused(client: httpx.Client, path: str, fields: dict, files: dict) -> None:
+    err = error_of(client.post(path, data=fields, files=files), 400)
+    assert "is not valid UTF-8 text" in err["message"]
+    assert err["code"] == "invalid_multipart"
+
+
+def test_utf8_form_text_still_works(client: httpx.Client, fake_gateway: FakeGateway) -> None:
+    asr = fake_gateway.provider("asr")
+    asr.calls.clear()
+    r = transcribe(client, tone_wav(), prompt="naïve café 你好")
+    assert r.status_code == 200, r.text
+    assert asr.calls[-1].prompt == "naïve café 你好"
 
 
 def test_upload_over_the_limit_is_413(client: httpx.Client) -> None:

@@ -121,6 +121,10 @@ def test_hang_with_no_fallback_ends_at_the_deadline(
     assert time.monotonic() - started < 5.0
     assert info.value.status_code == 504
     assert "deadline" in info.value.message and "bailian:qwen-plus" in info.value.message
+    # 1 s per attempt (upstream_timeout_s) in a 1.5 s budget: the first attempt times out, one
+    # retry gets the remaining 0.5 s, and no third attempt starts once the budget is spent.
+    assert len(upstream(sim, "qwen-plus")) == 2
+    assert upstream(sim) == upstream(sim, "qwen-plus")
 
 
 def test_connection_refused_names_every_target(gateway: Callable[..., ServerThread], sim: SimHandle) -> None:

@@ -200,8 +200,9 @@ def test_client_errors(sim_gateway: Any) -> None:
 
 
 def _artifacts(settings_dir: Path) -> list[Path]:
+    """Every artifact file, whichever tenant's sub-directory it is in."""
     root = settings_dir / "artifacts"
-    return sorted(root.iterdir()) if root.is_dir() else []
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
 
 
 def test_llm_failure_mid_reply_renders_nothing(
@@ -235,6 +236,26 @@ def test_content_filter_is_not_spoken(
     assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter"
     assert sim.requests("tts") == []
     assert _artifacts(settings.data_dir) == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_artifacts_are_served_only_to_their_tenant(saas: Any) -> None:  # noqa: F811
+    gw = saas()
+    beta = gw.client(gw.create_key(tenant="beta", scopes=["talk"])["key"])
+    gamma = gw.client(gw.create_key(tenant="gamma", scopes=["talk"])["key"])
+    beta_again = gw.client(gw.create_key(tenant="beta", scopes=["talk"])["key"])
+    image = base64.b64encode(astronaut_png()).decode()
+    r = beta.post("/v1/talk", json={"text": "Hi.", "image": image}, timeout=120)
+    assert r.status_code == 200, r.text
+    urls = [r.json()["video_url"], r.json()["audio_url"]]
+    for url in urls:
+        assert beta.get(url).status_code == 200
+        assert beta_again.get(url).status_code == 200  # the tenant's other keys may fetch it
+        other = gamma.get(url)
+        assert other.status_code == 404, other.text
+        assert other.json()["error"]["code"] == "artifact_not_found"
+        assert gw.client().get(url).status_code == 401  # anonymous while auth is on
+        assert gw.admin.get(url).status_code == 404  # the admin key books as tenant "default"
 
 
 def test_artifacts_expire(run_gateway: Callable[..., Any], gateway_settings: Callable[..., Any]) -> None:

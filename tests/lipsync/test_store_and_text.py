@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lipsync.artifacts import ArtifactStore
 from lipsync.avatars import AvatarStore
 from lipsync.conversations import ConversationMemory
 from lipsync.errors import FaceError
@@ -78,3 +81,19 @@ def test_conversation_memory_is_bounded_and_per_tenant() -> None:
     mem.append("t1", "c2", "x", "y")
     mem.append("t1", "c3", "x", "y")
     assert len(mem) == 2 and mem.history("t1", "c1") == []  # oldest evicted
+
+
+def test_artifacts_are_found_only_for_their_tenant_and_swept_when_expired(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts", ttl_s=60)
+    name = f"{store.new_stem()}.mp4"
+    store.path_for(name, "beta").write_bytes(b"video")
+    assert store.lookup(name, "beta") == store.path_for(name, "beta")
+    assert store.lookup(name, "gamma") is None
+    assert store.lookup(name, "../beta") is None
+    old = f"{store.new_stem()}.wav"
+    stale = store.path_for(old, "gamma")
+    stale.write_bytes(b"audio")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    assert store.sweep() == 1
+    assert not stale.exists() and store.lookup(name, "beta") is not None

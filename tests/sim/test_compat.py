@@ -77,3 +77,10 @@ def test_bad_body_is_400(ds: SimHandle) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         _client(ds).chat.completions.create(model="qwen-plus", messages=[])
     assert bad.value.status_code == 400
+
+
+def test_max_tokens_below_one_is_invalid_parameter(ds: SimHandle) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        _client(ds).chat.completions.create(model="qwen-plus", messages=MESSAGES, max_tokens=-1)
+    assert bad.value.body["code"] == "invalid_parameter_error"
+    assert "max_tokens" in bad.value.body["message"]

@@ -143,7 +143,7 @@ def test_ws_cut_after_drops_tts_connection_and_counts_frames(ds: SimHandle) -> N
 
     cb = Frames()
     synth = SpeechSynthesizer(
-        model="cosyvoice-v2", voice="v", format=AudioFormat.PCM_16000HZ_MONO_16BIT, callback=cb
+        model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.PCM_16000HZ_MONO_16BIT, callback=cb
     )
     synth.streaming_call("A long enough sentence to need several frames of audio. ")
     with pytest.raises(TimeoutError):

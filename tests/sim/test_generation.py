@@ -104,3 +104,11 @@ def test_invalid_key_and_unknown_model(ds: SimHandle) -> None:
     assert (r.status_code, r.code) == (404, "ModelNotFound")
     statuses = [i["status"] for i in ds.requests("generation")]
     assert statuses == [401, 404]
+
+
+def test_max_tokens_below_one_is_invalid_parameter(ds: SimHandle) -> None:
+    for bad in (-1, 0):
+        r = Generation.call(model="qwen-plus", prompt="hi", max_tokens=bad)
+        assert (r.status_code, r.code) == (400, "InvalidParameter"), r
+        assert "max_tokens" in r.message
+    assert [i["status"] for i in ds.requests("generation")] == [400, 400]

@@ -111,7 +111,7 @@ def test_streaming_call_pcm_frames_and_word_timestamps(ds: SimHandle) -> None:
 def test_wav_header_only_on_first_frame(ds: SimHandle) -> None:
     cb = Collector()
     synth = SpeechSynthesizer(
-        model="cosyvoice-v2", voice="v", format=AudioFormat.WAV_24000HZ_MONO_16BIT, callback=cb
+        model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.WAV_24000HZ_MONO_16BIT, callback=cb
     )
     synth.streaming_call("One sentence here. And another one follows.")
     synth.streaming_complete()
@@ -123,7 +123,9 @@ def test_wav_header_only_on_first_frame(ds: SimHandle) -> None:
 
 
 def test_opus_output_decodes(ds: SimHandle) -> None:
-    synth = SpeechSynthesizer(model="cosyvoice-v2", voice="v", format=AudioFormat.OGG_OPUS_16KHZ_MONO_16KBPS)
+    synth = SpeechSynthesizer(
+        model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.OGG_OPUS_16KHZ_MONO_16KBPS
+    )
     samples, _rate = _decode(synth.call("Opus works too."))
     assert len(samples) > 0 and np.abs(samples).max() > 0.1
 
@@ -132,7 +134,9 @@ def test_tts_invalid_key_is_handshake_failure(ds: SimHandle) -> None:
     import dashscope
 
     dashscope.api_key = "sk-invalid"
-    synth = SpeechSynthesizer(model="cosyvoice-v2", voice="v", format=AudioFormat.PCM_16000HZ_MONO_16BIT)
+    synth = SpeechSynthesizer(
+        model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.PCM_16000HZ_MONO_16BIT
+    )
     # call() runs this connect step with a fixed 5 s wait; 1 s keeps the test short, same code path.
     with pytest.raises(TimeoutError, match="could not established"):
         synth._SpeechSynthesizer__connect(timeout_seconds=1)  # type: ignore[attr-defined]
@@ -141,7 +145,9 @@ def test_tts_invalid_key_is_handshake_failure(ds: SimHandle) -> None:
 
 def test_tts_task_failed_raises_request_failure(ds: SimHandle) -> None:
     ds.fault(service="tts", status=400, code="InvalidParameter", message="voice not found", times=1)
-    synth = SpeechSynthesizer(model="cosyvoice-v2", voice="v", format=AudioFormat.PCM_16000HZ_MONO_16BIT)
+    synth = SpeechSynthesizer(
+        model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.PCM_16000HZ_MONO_16BIT
+    )
     with pytest.raises(RequestFailure) as err:
         synth.call("hello")
     assert (err.value.name, err.value.message, err.value.http_code) == (
@@ -186,3 +192,18 @@ def test_sambert_one_way(ds: SimHandle) -> None:
     [sentence] = result.get_timestamps()
     assert [w["text"] for w in sentence["words"]] == list("今天天气很好")
     assert result.get_response().status_code == 200
+
+
+def test_unknown_cosyvoice_voice_fails_the_task_like_bailian(ds: SimHandle) -> None:
+    synth = SpeechSynthesizer(
+        model="cosyvoice-v2", voice="nonexistent_voice", format=AudioFormat.PCM_16000HZ_MONO_16BIT
+    )
+    with pytest.raises(RequestFailure) as err:
+        synth.call("hello")
+    assert err.value.name == "InvalidParameter"
+    assert "nonexistent_voice" in err.value.message
+    assert ds.requests("tts")[-1]["status"] == 400
+    known = SpeechSynthesizer(
+        model="cosyvoice-v2", voice="longshu_v2", format=AudioFormat.PCM_16000HZ_MONO_16BIT
+    )
+    assert len(known.call("hello")) > 1000

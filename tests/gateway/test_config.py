@@ -1,0 +1,97 @@
+"""Configuration checks that must hold at start-up: partial route configs, chain presence, auth mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from gateway.settings import Settings
+from tests.conftest import SimHandle
+from tests.servers import ServerThread
+from tests.sounds import tone_wav
+
+
+def test_yaml_with_only_a_chat_route_keeps_the_default_asr_and_tts_routes(
+    tmp_path: Path,
+    gateway_settings: Callable[..., Any],
+    run_gateway: Callable[..., ServerThread],
+    sim: SimHandle,
+) -> None:
+    config = tmp_path / "partial.yaml"
+    config.write_text('routes: {chat: {chain: ["bailian:qwen-turbo"]}}\n', encoding="utf-8")
+    settings = gateway_settings(config=config)
+    assert settings.routes["chat"].chain == ["bailian:qwen-turbo"]
+    assert settings.routes["tts"].chain == ["bailian:cosyvoice-v2", "local:piper-joe"]
+    assert settings.routes["asr"].chain == ["bailian:paraformer-realtime-v2", "local:whisper-tiny.en"]
+    gateway = run_gateway(settings)
+
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"model": "qwen-turbo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+        )
+        assert chat.status_code == 200, chat.text
+        assert chat.headers["x-talkgate-provider"] == "bailian:qwen-turbo"
+
+        speech = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "hello there"})
+        assert speech.status_code == 200, speech.text
+        assert speech.headers["x-talkgate-provider"] == "bailian:cosyvoice-v2"
+        assert len(speech.content) > 1000
+
+        text = client.post(
+            "/v1/audio/transcriptions",
+            data={"model": "whisper-1"},
+            files={"file": ("tone.wav", tone_wav(1.0), "audio/wav")},
+        )
+        assert text.status_code == 200, text.text
+        assert text.headers["x-talkgate-provider"] == "bailian:paraformer-realtime-v2"
+
+        models = {m["id"] for m in client.get("/v1/models").json()["data"]}
+        assert {"tts-1", "whisper-1", "qwen-turbo"} <= models
+
+
+@pytest.mark.parametrize("capability", ["chat", "asr", "tts"])
+def test_an_empty_chain_is_refused_at_start_up_naming_the_capability(tmp_path: Path, capability: str) -> None:
+    config = tmp_path / "empty.yaml"
+    config.write_text(f"routes: {{{capability}: {{chain: []}}}}\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as info:
+        Settings(config=config, data_dir=tmp_path / "data")
+    assert f"routes.{capability}.chain is empty" in str(info.value)
+
+
+def test_serve_with_an_empty_chain_exits_with_the_reason(tmp_path: Path) -> None:
+    config = tmp_path / "empty.yaml"
+    config.write_text("routes: {tts: {chain: []}}\n", encoding="utf-8")
+    env = {**os.environ, "TALKGATE_CONFIG": str(config), "TALKGATE_DATA_DIR": str(tmp_path / "d")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "invalid configuration" in done.stderr
+    assert "routes.tts.chain is empty" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_auth_mode_is_refused_naming_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TALKGATE_AUTH", "bogus")
+    with pytest.raises(ValidationError) as info:
+        Settings(data_dir=tmp_path / "data")
+    assert "TALKGATE_AUTH must be one of auto, keys, none" in str(info.value)
+    assert "'bogus'" in str(info.value)
+    for mode in ("auto", "keys", "none"):
+        monkeypatch.setenv("TALKGATE_AUTH", mode)
+        assert Settings(data_dir=tmp_path / "data").auth == mode
