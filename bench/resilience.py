@@ -261,7 +261,7 @@ async def main_async(runs: int, llm_threads: int | None) -> None:
             await wait_ready(probe, f"http://127.0.0.1:{gw_port}/healthz", procs[1], tmp / "gateway.log")
         print(
             f"# resilience bench: {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}, runs={runs}, "
-            f"llama.cpp threads={llm_threads or 'all cores'}"
+            f"llama.cpp threads={llm_threads or 'default (usable cores - 1, at least 1)'}"
         )
         await Bench(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{sim_port}", runs, llm_threads).run()
         print(f"\nload avg at the end: {os.getloadavg()[0]:.1f}")
@@ -273,7 +273,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument(
-        "--llm-threads", type=int, default=None, help="llama.cpp threads (default: all cores)"
+        "--llm-threads",
+        type=int,
+        default=None,
+        help="llama.cpp threads (default: usable cores - 1, at least 1)",
     )
     args = parser.parse_args()
     asyncio.run(main_async(args.runs, args.llm_threads))

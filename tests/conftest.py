@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ServerThread
+from tests.servers import GatewayProcess, ServerThread
 
 SIM_KEY = "sk-test-talkgate"
 
@@ -108,6 +108,32 @@ def run_gateway() -> Iterator[Callable[..., ServerThread]]:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path, sim: SimHandle) -> Iterator[Callable[..., GatewayProcess]]:
+    """Starts ``talkgate serve`` processes pointed at the simulator; all stopped at teardown.
+
+    Each gets its own data dir; ``env`` adds or overrides variables (TALKGATE_REDIS_URL,
+    TALKGATE_CONFIG, TALKGATE_ADMIN_KEY, TALKGATE_DATABASE_URL...).
+    """
+    started: list[GatewayProcess] = []
+
+    def start(**env: str) -> GatewayProcess:
+        base = {
+            "DASHSCOPE_API_KEY": sim.api_key,
+            "DASHSCOPE_HTTP_BASE_URL": sim.http_base,
+            "DASHSCOPE_WEBSOCKET_BASE_URL": sim.ws_base,
+            "TALKGATE_DATA_DIR": str(tmp_path / f"process-{len(started)}"),
+            "TALKGATE_LOG_JSON": "false",
+        }
+        process = GatewayProcess({**base, **env})
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
 
 
 @pytest.fixture

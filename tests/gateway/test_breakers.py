@@ -8,10 +8,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import SimHandle
 from tests.gateway import resilience_support
@@ -21,7 +23,7 @@ from tests.gateway.resilience_support import (
     fast,
     upstream,
 )
-from tests.servers import ServerThread, free_port
+from tests.servers import GatewayProcess, ServerThread, free_port
 
 # shared fixture: a factory of real gateways with the given settings
 gateway = resilience_support.gateway
@@ -99,12 +101,17 @@ def test_failed_probe_reopens_for_longer(sim: SimHandle, gateway: Callable[..., 
 
 def test_breaker_opened_by_one_gateway_is_open_in_the_other(
     sim: SimHandle,
-    gateway_settings: Callable[..., Any],
-    run_gateway: Callable[..., ServerThread],
+    gateway_process: Callable[..., GatewayProcess],
     redis_url: str,
+    tmp_path: Path,
 ) -> None:
-    one = run_gateway(gateway_settings(**fast(retry={"attempts": 1}), redis_url=redis_url))
-    two = run_gateway(gateway_settings(**fast(retry={"attempts": 1}), redis_url=redis_url))
+    """Two ``talkgate serve`` processes: the only thing they share is Redis (and the upstream)."""
+    config = tmp_path / "fast.yaml"
+    config.write_text(yaml.safe_dump(fast(retry={"attempts": 1})), encoding="utf-8")
+    env = {"TALKGATE_CONFIG": str(config), "TALKGATE_REDIS_URL": redis_url, "TALKGATE_ADMIN_KEY": "adm-2p"}
+    one = gateway_process(**env)
+    two = gateway_process(**env)
+    assert one.process and two.process and one.process.pid != two.process.pid
     sim.fault(service="generation", model="qwen-plus", status=500)
     for _ in range(3):
         chat(one)
@@ -112,9 +119,11 @@ def test_breaker_opened_by_one_gateway_is_open_in_the_other(
     for _ in range(4):
         assert chat(two).headers["x-talkgate-provider"] == "bailian:qwen-turbo"
     assert len(upstream(sim, "qwen-plus")) == 3  # the second gateway never called it
-    row = breaker_row(two, "bailian:qwen-plus")
+    admin = {"authorization": "Bearer adm-2p"}
+    body = httpx.get(f"{two.url}/admin/providers", headers=admin, timeout=10).json()
+    assert body["breaker_backend"] == "redis"
+    row = next(r for r in body["capabilities"]["chat"] if r["target"] == "bailian:qwen-plus")
     assert row["breaker"]["state"] == "open"
-    assert httpx.get(f"{two.url}/admin/providers").json()["breaker_backend"] == "redis"
 
 
 def test_redis_down_never_fails_requests(

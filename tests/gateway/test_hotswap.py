@@ -75,7 +75,22 @@ def _wait(admin: httpx.Client, capability: str, swap_id: str, timeout: float = 6
 CHAT = {"model": "default", "messages": [{"role": "user", "content": "Say something short."}]}
 
 
-def test_route_swap_and_rollback_under_load(gateway_settings: Any, run_gateway: Any, sim: Any) -> None:
+def _in_flight(outcomes: list[Outcome], at: float) -> list[Outcome]:
+    return [o for o in outcomes if o.started < at < o.finished]
+
+
+@pytest.fixture
+def slow_upstream(sim: Any) -> Any:
+    """~150 ms per completion (100 ms to the first token, 10 ms per token after it), so that
+    the 16 clients really have requests in flight while a swap or rollback happens."""
+    sim.control("PUT", "/sim/config", json={"ttft_ms": 100, "token_delay_ms": 10}).raise_for_status()
+    yield sim
+    sim.control("DELETE", "/sim/config").raise_for_status()
+
+
+def test_route_swap_and_rollback_under_load(
+    gateway_settings: Any, run_gateway: Any, slow_upstream: Any
+) -> None:
     settings = gateway_settings(admin_key=ADMIN_KEY, auth="none")
     gw = run_gateway(settings)
     admin = httpx.Client(base_url=gw.url, timeout=60, headers=ADMIN)
@@ -89,6 +104,9 @@ def test_route_swap_and_rollback_under_load(gateway_settings: Any, run_gateway: 
 
     outcomes, asked_at, swapped_at = _load(gw.url, 200, 16, CHAT, trigger_after=40, action=swap)
     assert [o for o in outcomes if o.status != 200] == []
+    # The other clients' requests were on the wire when the swap was asked for, and finished fine.
+    assert len(_in_flight(outcomes, asked_at)) >= 8
+    assert {o.provider for o in _in_flight(outcomes, asked_at)} <= {"bailian:qwen-plus", "bailian:qwen-turbo"}
     before = [o.provider for o in outcomes if o.finished < asked_at]
     after = [o.provider for o in outcomes if o.started > swapped_at]
     assert len(before) >= 40 and set(before) == {"bailian:qwen-plus"}
@@ -113,6 +131,7 @@ def test_route_swap_and_rollback_under_load(gateway_settings: Any, run_gateway: 
 
     outcomes, asked_at, rolled_at = _load(gw.url, 200, 16, CHAT, trigger_after=40, action=rollback)
     assert [o for o in outcomes if o.status != 200] == []
+    assert len(_in_flight(outcomes, asked_at)) >= 8
     assert {o.provider for o in outcomes if o.finished < asked_at} == {"bailian:qwen-turbo"}
     after = [o.provider for o in outcomes if o.started > rolled_at]
     assert len(after) >= 10 and set(after) == {"bailian:qwen-plus"}

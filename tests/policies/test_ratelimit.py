@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from policies.ratelimit import Limits, MemoryRateLimiter, RedisRateLimiter, format_duration
-from tests.gateway.saas_support import CHAT, database_url, saas, saas_redis_url  # noqa: F401
+from tests.gateway.saas_support import ADMIN_KEY, CHAT, database_url, saas, saas_redis_url  # noqa: F401
+from tests.servers import GatewayProcess
 
 
 class FakeClock:
@@ -152,11 +155,27 @@ def _burst(urls_and_keys: list[tuple[str, str]], n_each: int) -> list[httpx.Resp
     return out
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_two_gateways_sharing_redis_hold_one_global_limit(saas: Any, saas_redis_url: str) -> None:  # noqa: F811
-    a = saas(redis_url=saas_redis_url)
-    b = saas(redis_url=saas_redis_url, saas={"migrate_on_start": False})
-    key = a.create_key(scopes=["chat"], rpm=8)["key"]
+def test_two_gateways_sharing_redis_hold_one_global_limit(
+    gateway_process: Callable[..., GatewayProcess],
+    saas_redis_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two ``talkgate serve`` processes sharing one Redis and one key database."""
+    env = {
+        "TALKGATE_ADMIN_KEY": ADMIN_KEY,
+        "TALKGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}",
+        "TALKGATE_REDIS_URL": saas_redis_url,
+    }
+    a = gateway_process(**env)
+    b = gateway_process(**env, TALKGATE_SAAS__MIGRATE_ON_START="false")
+    created = httpx.post(
+        f"{a.url}/admin/keys",
+        json={"tenant": "acme", "scopes": ["chat"], "rpm": 8},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
     responses = _burst([(a.url, key), (b.url, key)], 12)
     ok = [r for r in responses if r.status_code == 200]
     limited = [r for r in responses if r.status_code == 429]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,8 @@ def _stream(pcm: np.ndarray, callback: Collector, **kw: Any) -> Recognition:
     data = pcm.tobytes()
     for i in range(0, len(data), 3200):  # 100 ms frames
         rec.send_audio_frame(data[i : i + 3200])
+        # A little pacing, as real clients stream: partials can then arrive while audio is still being sent.
+        time.sleep(0.01)
     rec.stop()
     return rec
 
