@@ -8,8 +8,9 @@ been sent, and on client disconnect), reconciles charged tokens and closes the u
 Auth modes (``TALKGATE_AUTH``): ``none``: everyone is the anonymous principal (tenant
 "default"); ``keys``: a valid key is required on /v1; ``auto`` (default): keys required once
 ``TALKGATE_ADMIN_KEY`` is set. ``/admin`` routes accept the admin key or a key with the
-``admin`` scope, which is a global (operator) credential; they are open only when no admin key
-is set and auth is off.
+``admin`` scope, which is a global (operator) credential, in every mode: they are never open.
+Without ``TALKGATE_ADMIN_KEY`` a caller that brings no admin-scoped key gets 403 telling the
+operator to set it (``auth=none`` opens /v1 only).
 """
 
 from __future__ import annotations
@@ -67,18 +68,27 @@ def _bearer(request: HTTPConnection) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _admin_protected(settings: Any) -> bool:
-    return bool(settings.admin_key) or settings.auth_required
+def admin_disabled() -> APIError:
+    """/admin with no TALKGATE_ADMIN_KEY and no admin-scoped key: refused, never open."""
+    return APIError(
+        403,
+        "The admin API is disabled: this gateway has no admin key. Set TALKGATE_ADMIN_KEY and send "
+        "it as 'Authorization: Bearer <key>' (or use an API key with the 'admin' scope).",
+        type="permission_error",
+        code="admin_disabled",
+    )
 
 
 async def authenticate(request: HTTPConnection, scope: str) -> Principal:
     """The caller for ``scope``: 401 for a missing/unknown/revoked/expired key, 403 for a wrong scope."""
     services = request.app.state.services
     settings = services.settings
-    required = _admin_protected(settings) if scope == "admin" else settings.auth_required
-    if not required:
+    admin = scope == "admin"
+    if not admin and not settings.auth_required:
         return ANONYMOUS
     token = _bearer(request)
+    if admin and token is None and not settings.admin_key:
+        raise admin_disabled()
     if token is None:
         raise invalid_key(
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
@@ -89,13 +99,15 @@ async def authenticate(request: HTTPConnection, scope: str) -> Principal:
     record = await services.keystore.authenticate(token) if services.keystore is not None else None
     if record is None:
         log.info("rejected an unknown API key (prefix %s)", token[:11] if token.startswith("tg_") else "-")
+        if admin and not settings.admin_key:
+            raise admin_disabled()  # most likely a client sending an admin key the server lacks
         raise invalid_key("Incorrect API key provided. Check the key or create a new one.")
     if record.revoked_at is not None:
         raise invalid_key(f"The API key {record.prefix}… has been revoked.")
     if record.expired():
         raise invalid_key(f"The API key {record.prefix}… expired at {record.public()['expires_at']}.")
     if scope != ANY_SCOPE and scope not in record.scopes:
-        detail = "admin routes need the admin key or a key with the 'admin' scope" if scope == "admin" else ""
+        detail = "admin routes need the admin key or a key with the 'admin' scope" if admin else ""
         raise APIError(
             403,
             f"The API key {record.prefix}… lacks the '{scope}' scope (it has: "
@@ -211,7 +223,14 @@ async def _finish(
 ) -> None:
     """Release the slot, reconcile tokens, book the usage row. Must never raise."""
     services = request.app.state.services
-    pending = ctx.extra.get("usage") or {}
+    extra = ctx.extra
+    pending = extra.get("usage") or {}
+    meter = extra.get("stream_meter")  # a streamed chat: its tokens however it ended, 499 if cut
+    if meter is not None:
+        try:
+            meter.settle(pending)
+        except Exception:
+            log.exception("booking a stream's tokens failed")
     limits = state.get("limits")
     try:
         if state.get("slot"):
@@ -234,6 +253,7 @@ async def _finish(
             "tenant": principal.tenant,
             "route": pending.get("route") or getattr(route, "path", None) or request.url.path,
             "provider": pending.get("provider") or ctx.provider,
+            "model": (pending.get("model") or ctx.model or "")[:128] or None,  # what the client asked for
             "fallback": ctx.fallback,
             "cache": ctx.cache,
             "latency_ms": (time.perf_counter() - ctx.started) * 1000.0,

@@ -6,6 +6,7 @@ A pure ASGI middleware (not BaseHTTPMiddleware) keeps the added latency in micro
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
@@ -19,13 +20,28 @@ log = logging.getLogger("talkgate.context")
 
 #: The current request's id, for log records (gateway/logs.py); None outside a request.
 request_id_var: ContextVar[str | None] = ContextVar("talkgate_request_id", default=None)
+#: The id the client sent in x-request-id (when it was accepted), also put on log records.
+client_request_id_var: ContextVar[str | None] = ContextVar("talkgate_client_request_id", default=None)
+
+#: A client's x-request-id is echoed only if it looks like this (no spaces, quotes, control
+#: characters or unbounded length); anything else is replaced by a fresh id.
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 @dataclass(slots=True)
 class RequestContext:
+    """One request's state. ``request_id`` is always the gateway's own (unique) id: it names the
+    usage row and the log lines; ``client_request_id`` is the client's accepted x-request-id,
+    which the response echoes instead when there is one."""
+
     request_id: str
     started: float = field(default_factory=time.perf_counter)
     upstream_s: float = 0.0  # time spent waiting on providers, excluded from overhead
+    #: local media work that is not the gateway's own overhead (/v1/talk: face preparation,
+    #: audio decoding, rendering and encoding), excluded from overhead like upstream_s
+    work_s: float = 0.0
+    client_request_id: str | None = None
+    model: str | None = None  # the model the client asked for (usage rows)
     provider: str | None = None  # e.g. "bailian:qwen-plus"
     fallback: bool = False
     cache: str = "bypass"  # hit | miss | bypass
@@ -36,7 +52,13 @@ class RequestContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def overhead_ms(self) -> float:
-        return max(0.0, (time.perf_counter() - self.started - self.upstream_s) * 1000.0)
+        """x-talkgate-overhead-ms: wall time so far minus provider calls and local media work."""
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_s - self.work_s) * 1000.0)
+
+    @property
+    def echoed_id(self) -> str:
+        """The x-request-id of the response: the client's accepted id, else the gateway's."""
+        return self.client_request_id or self.request_id
 
 
 def get_context(request: Request) -> RequestContext:
@@ -60,13 +82,16 @@ class RequestContextMiddleware:
         rid = user = None
         for k, v in scope.get("headers", ()):
             if k == b"x-request-id":
-                rid = v.decode("latin-1")[:128]
+                rid = v.decode("latin-1")
             elif k == b"x-talkgate-user":
                 user = v.decode("latin-1")[:256] or None
-        ctx = RequestContext(request_id=rid or uuid.uuid4().hex, user=user)
+        if rid is not None and CLIENT_REQUEST_ID.fullmatch(rid) is None:
+            rid = None  # unsafe to echo or log: the response gets the gateway's own id
+        ctx = RequestContext(request_id=uuid.uuid4().hex, user=user, client_request_id=rid)
         scope["talkgate.ctx"] = ctx
         is_v1 = scope.get("path", "").startswith("/v1/")
         rid_token = request_id_var.set(ctx.request_id)
+        client_token = client_request_id_var.set(rid) if rid is not None else None
 
         started = False
         status = 500
@@ -84,7 +109,7 @@ class RequestContextMiddleware:
                 ctx.extra["status"] = status  # for the usage row (gateway/auth.py)
                 headers = list(message.get("headers", ()))
                 present = {k.lower() for k, _ in headers}
-                headers.append((b"x-request-id", ctx.request_id.encode("latin-1")))
+                headers.append((b"x-request-id", ctx.echoed_id.encode("latin-1")))
                 # e.g. x-ratelimit-* set by the auth dependency; the response's own headers win
                 for name, value in ctx.extra.get("response_headers", {}).items():
                     if name.encode() not in present:
@@ -125,6 +150,8 @@ class RequestContextMiddleware:
 
         finally:
             request_id_var.reset(rid_token)
+            if client_token is not None:
+                client_request_id_var.reset(client_token)
             _observe(scope, ctx, status, overhead_s, ttfb_s)
 
 

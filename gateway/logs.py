@@ -15,23 +15,28 @@ from typing import Any, TextIO
 
 import orjson
 
-from gateway.context import request_id_var
+from gateway.context import client_request_id_var, request_id_var
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 class RequestIdFilter(logging.Filter):
-    """Stamps ``record.request_id`` from the contextvar (None outside a request)."""
+    """Stamps ``record.request_id`` (the gateway's id, None outside a request) and, when the
+    client sent an accepted x-request-id, ``record.client_request_id`` from the contextvars."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        if not hasattr(record, "client_request_id"):
+            client_id = client_request_id_var.get()
+            if client_id is not None:
+                record.client_request_id = client_id
         return True
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "message", "request_id", ...extra, "exc"}`` on one line."""
+    """``{"ts", "level", "logger", "message", "request_id", ["client_request_id",] ...extra, "exc"}``."""
 
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, Any] = {

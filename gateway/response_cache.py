@@ -5,6 +5,11 @@ the cache.
 Semantics: a cache hit returns the stored bytes unchanged (same completion id, same audio) and
 is recorded in usage with ``cache=hit`` and no upstream usage (hits do not count against
 token/character/second quotas or the tokens-per-minute limit). Entries are per tenant.
+
+An answer produced by a fallback target (``ctx.fallback``: the primary failed) is never stored:
+degraded output from an outage must not be pinned for the whole TTL after the cloud recovers.
+Every entry keeps the provider and fallback flag it was produced with, and a hit replays both
+into the ``x-talkgate-provider`` / ``x-talkgate-fallback`` headers.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from gateway.streaming import DONE, SSE_HEADERS, ChunkWriter
-from gateway.usage import record
 from policies.cache import CacheEntry, CachePlan, chat_is_deterministic
 from providers.base import Usage
 
@@ -52,6 +56,24 @@ def chat_plan(request: Request, requested_model: str, chat_request: Any) -> Cach
     return _plan(request, "chat", params, deterministic)
 
 
+def storable(plan: CachePlan | None, ctx: Any) -> bool:
+    """Store this answer? Only when the plan allows it and no fallback target produced it."""
+    return plan is not None and plan.store and not ctx.fallback
+
+
+def _origin(ctx: Any) -> dict[str, Any]:
+    return {"provider": ctx.provider, "fallback": bool(ctx.fallback)}
+
+
+def _replay_origin(request: Request, entry: CacheEntry) -> None:
+    """A hit reports the provider and fallback flag the stored answer was produced with."""
+    from gateway.context import get_context
+
+    ctx = get_context(request)
+    ctx.provider = entry.meta.get("provider")
+    ctx.fallback = bool(entry.meta.get("fallback", False))
+
+
 def chat_entry(
     body: bytes, completion_id: str, created: int, text: str, finish: str, usage: Usage | None, ctx: Any
 ) -> CacheEntry:
@@ -61,7 +83,7 @@ def chat_entry(
         "text": text,
         "finish_reason": finish,
         "usage": [usage.prompt_tokens, usage.completion_tokens] if usage else None,
-        "provider": ctx.provider,
+        **_origin(ctx),
     }
     return CacheEntry(body, "application/json", meta)
 
@@ -70,9 +92,7 @@ def chat_hit_response(
     request: Request, entry: CacheEntry, model: str, stream: bool, include_usage: bool
 ) -> Response:
     """The cached answer: the identical JSON bytes, or replayed as SSE when the client streams."""
-    from gateway.context import get_context
-
-    get_context(request).provider = entry.meta.get("provider")
+    _replay_origin(request, entry)
     if not stream:
         return Response(entry.body, media_type=entry.media_type)
     writer = ChunkWriter(entry.meta["id"], entry.meta["created"], model, include_usage)
@@ -97,15 +117,14 @@ def chat_stream_done(
     created: int,
     build_body: Callable[[str, str, Usage | None], bytes],
 ) -> Callable[[str, str, Usage | None], None]:
-    """``on_done`` for ``chat_sse``: books the tokens and stores the finished answer."""
+    """``on_done`` for ``chat_sse``: stores the finished answer (tokens are booked by its StreamMeter)."""
     from gateway.context import get_context
 
     ctx = get_context(request)
 
     def on_done(text: str, finish: str, usage: Usage | None) -> None:
-        if usage is not None:
-            record(request, tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens)
-        if plan is not None and plan.store:
+        if storable(plan, ctx):
+            assert plan is not None
             entry = chat_entry(
                 build_body(text, finish, usage), completion_id, created, text, finish, usage, ctx
             )
@@ -123,17 +142,16 @@ def speech_plan(request: Request, body: Any, tts_request: Any) -> CachePlan | No
 
 
 def speech_hit_response(request: Request, entry: CacheEntry) -> Response:
-    from gateway.context import get_context
-
-    get_context(request).provider = entry.meta.get("provider")
+    _replay_origin(request, entry)
     return Response(entry.body, media_type=entry.media_type, headers=entry.meta.get("headers") or {})
 
 
 async def tee_into_cache(
     chunks: AsyncIterator[bytes], plan: CachePlan | None, media_type: str, headers: dict[str, str], ctx: Any
 ) -> AsyncIterator[bytes]:
-    """Passes audio through; once it has ended cleanly, stores the whole file (if under the size cap)."""
-    parts: list[bytes] | None = [] if plan is not None and plan.store else None
+    """Passes audio through; once it has ended cleanly, stores the whole file (if under the size cap
+    and not produced by a fallback voice)."""
+    parts: list[bytes] | None = [] if storable(plan, ctx) else None
     cap = plan.cache.config.max_entry_bytes if plan is not None and plan.cache is not None else 0
     size = 0
     async for chunk in chunks:
@@ -145,9 +163,7 @@ async def tee_into_cache(
                 parts.append(chunk)
         yield chunk
     if parts is not None and plan is not None:
-        await plan.put(
-            CacheEntry(b"".join(parts), media_type, {"headers": headers, "provider": ctx.provider})
-        )
+        await plan.put(CacheEntry(b"".join(parts), media_type, {"headers": headers, **_origin(ctx)}))
 
 
 # --------------------------------------------------------------------------- transcription
@@ -168,12 +184,10 @@ def response_entry(response: Response, ctx: Any) -> CacheEntry:
     return CacheEntry(
         bytes(response.body),
         response.headers.get("content-type", "application/octet-stream"),
-        {"provider": ctx.provider},
+        _origin(ctx),
     )
 
 
 def cached_response(request: Request, entry: CacheEntry) -> Response:
-    from gateway.context import get_context
-
-    get_context(request).provider = entry.meta.get("provider")
+    _replay_origin(request, entry)
     return Response(entry.body, headers={"content-type": entry.media_type})

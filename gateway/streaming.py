@@ -69,10 +69,63 @@ def error_event(err: APIError) -> bytes:
     return sse_event(err.body())
 
 
+#: Status booked for a stream the client walked away from (nginx's "client closed request").
+CLIENT_CLOSED = 499
+
+
+class StreamMeter:
+    """What one streamed chat has produced so far, so that its usage row and the tokens-per-minute
+    reconciliation get real numbers however the stream ends (cleanly, cut upstream, or the client
+    disconnecting). Without it a client could read an answer, drop the connection before the
+    end, and be charged nothing.
+
+    ``chat_sse`` updates it per chunk (an append and an attribute store); ``settle`` is called
+    once, by the auth dependency after the response (``gateway.auth._finish``), before the TPM
+    reconciliation, because a disconnected client's generator may never resume to book anything.
+    """
+
+    __slots__ = ("_messages", "error_status", "finished", "parts", "usage")
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.parts: list[str] = []  # text handed to the client, in order
+        self.usage: Usage | None = None  # the provider's latest (cumulative) usage, if any
+        self.finished = False  # [DONE] was sent
+        self.error_status: int | None = None  # set when the upstream broke mid-stream
+        self._messages = messages
+
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, completion): the provider's counts when it reported them, else estimates
+        (characters / 4, as the up-front TPM charge estimates them)."""
+        usage = self.usage
+        prompt = usage.prompt_tokens if usage is not None else 0
+        completion = usage.completion_tokens if usage is not None else 0
+        if not prompt:
+            chars = sum(len(str(m.get("content") or "")) for m in self._messages)
+            prompt = chars // 4 + len(self._messages) * 4
+        if not completion and self.parts:
+            completion = max(1, (sum(len(p) for p in self.parts) + 3) // 4)
+        return prompt, completion
+
+    def settle(self, pending: dict[str, Any]) -> None:
+        """Adds this stream's tokens to the usage row ``pending``; an unfinished stream is booked
+        with the upstream error's status, or 499 when the client went away."""
+        prompt, completion = self.tokens()
+        pending["tokens_in"] = pending.get("tokens_in", 0) + prompt
+        pending["tokens_out"] = pending.get("tokens_out", 0) + completion
+        if not self.finished:
+            pending["status"] = self.error_status or CLIENT_CLOSED
+
+
 async def chat_sse(
-    chunks: AsyncIterator[ChatChunk], writer: ChunkWriter, include_usage: bool, on_done: Any = None
+    chunks: AsyncIterator[ChatChunk],
+    writer: ChunkWriter,
+    include_usage: bool,
+    on_done: Any = None,
+    meter: StreamMeter | None = None,
 ) -> AsyncIterator[bytes]:
     """Turn provider chunks into SSE bytes; ``on_done(text, finish_reason, usage)`` runs after a clean end.
+
+    ``meter`` (see StreamMeter) follows the text and usage as they go out, for billing.
 
     Provider chunks may carry text and ``finish_reason`` together; the finish chunk is always a
     separate event, as OpenAI sends it.
@@ -82,17 +135,18 @@ async def chat_sse(
     first chunk, which the router already has in hand, and the text of the chunk that carries
     ``finish_reason`` is joined to the closing events that follow it at once.
     """
+    if meter is None:
+        meter = StreamMeter([])
     pending = writer.role()
     finish_reason = "stop"
-    usage: Usage | None = None
-    parts: list[str] = []
+    parts = meter.parts
     try:
         async for chunk in chunks:
             if chunk.delta:
                 parts.append(chunk.delta)
                 pending += writer.content(chunk.delta)
             if chunk.usage is not None:
-                usage = chunk.usage
+                meter.usage = chunk.usage
             if chunk.finish_reason:
                 finish_reason = chunk.finish_reason  # the last chunk: its text goes with the end
             elif pending:
@@ -102,14 +156,18 @@ async def chat_sse(
         err = from_provider_error(exc.cause)
         err.message = f"The upstream stream was interrupted: {err.message}"
         log.warning("chat stream interrupted after first byte: %r", exc.cause)
+        meter.error_status = err.status
         yield pending + error_event(err)
         return
     except ProviderError as exc:  # a provider error the router did not wrap
         log.warning("chat stream failed after first byte: %r", exc)
-        yield pending + error_event(from_provider_error(exc))
+        err = from_provider_error(exc)
+        meter.error_status = err.status
+        yield pending + error_event(err)
         return
     except Exception:
         log.exception("chat stream crashed after first byte")
+        meter.error_status = 500
         yield pending + error_event(
             APIError(500, "The stream failed inside the gateway.", type="server_error")
         )
@@ -118,9 +176,11 @@ async def chat_sse(
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
+    usage = meter.usage
     end = pending + writer.finish(finish_reason)
     if include_usage:
         end += writer.usage(usage or Usage())
     yield end + DONE
+    meter.finished = True  # resumed: the last bytes went out
     if on_done is not None:
         on_done("".join(parts), finish_reason, usage)

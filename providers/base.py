@@ -112,7 +112,9 @@ class ChatResult:
 
 @dataclass(slots=True)
 class ChatChunk:
-    """One streamed increment. The last chunk carries ``finish_reason`` and, if known, ``usage``."""
+    """One streamed increment. The last chunk carries ``finish_reason`` and, if known, ``usage``;
+    a provider that reports cumulative usage mid-stream (DashScope) may put it on every chunk,
+    so that a stream cut short is still billed with the provider's own count."""
 
     delta: str = ""
     finish_reason: str | None = None

@@ -20,6 +20,7 @@ GROUP_COLUMNS = {
     "tenant": UsageRecord.tenant,
     "route": UsageRecord.route,
     "provider": UsageRecord.provider,
+    "model": UsageRecord.model,
 }
 CSV_COLUMNS = (
     "bucket",

@@ -172,7 +172,7 @@ def parse_time(value: str | None, param: str) -> int | None:
 @router.get("/usage")
 async def usage(
     request: Request,
-    group_by: Literal["key", "tenant", "route", "provider"] = "tenant",
+    group_by: Literal["key", "tenant", "route", "provider", "model"] = "tenant",
     bucket: Literal["minute", "hour", "day"] = "hour",
     since: str | None = None,
     until: str | None = None,

@@ -31,10 +31,8 @@ def _manager(request: Request) -> SwapManager:
 
 
 def _who(request: Request, principal: Principal) -> str:
-    """The admin key's id; "admin-key" for TALKGATE_ADMIN_KEY itself, "anonymous" on an open admin API."""
-    if principal.key_id:
-        return principal.key_id
-    return "admin-key" if request.app.state.services.settings.admin_key else "anonymous"
+    """The admin-scoped key's id, or "admin-key" for TALKGATE_ADMIN_KEY itself (admin is never open)."""
+    return principal.key_id or "admin-key"
 
 
 async def _answer(record: SwapRecord, wait: bool) -> JSONResponse:

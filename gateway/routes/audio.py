@@ -179,6 +179,7 @@ async def transcriptions(request: Request, principal: Principal = require_scope(
             "timestamp_granularities requires response_format 'verbose_json'.",
             param="timestamp_granularities",
         )
+    get_context(request).model = params.model
     plan = await response_cache.transcription_plan(request, data, params)
     if plan is not None and (hit := await plan.get()) is not None:
         return response_cache.cached_response(request, hit)
@@ -203,7 +204,8 @@ async def transcriptions(request: Request, principal: Principal = require_scope(
         raise no_provider_error(services, "asr", exc) from None
     record(request, audio_seconds=audio.duration_s)
     response = transcription_response(transcript, audio.duration_s, params)
-    if plan is not None:
+    if response_cache.storable(plan, ctx):
+        assert plan is not None
         await plan.put(response_cache.response_entry(response, ctx))
     return response
 
@@ -274,6 +276,7 @@ async def speech(request: Request, principal: Principal = require_scope("tts")) 
     )
     tts_request = build_speech_request(body, services)
     ctx = get_context(request)
+    ctx.model = body.model
     if services.experiments is not None:  # A/B: may change model / voice, sets ctx.variant
         tts_request = services.experiments.apply("tts", ctx, tts_request)
     plan = response_cache.speech_plan(request, body, tts_request)

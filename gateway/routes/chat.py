@@ -21,7 +21,7 @@ from gateway.context import RequestContext, get_context
 from gateway.errors import APIError, no_provider_error
 from gateway.schemas import ChatCompletionRequest, parse_json_body, read_body, validate
 from gateway.services import Services
-from gateway.streaming import SSE_HEADERS, ChunkWriter, chat_sse, usage_dict
+from gateway.streaming import SSE_HEADERS, ChunkWriter, StreamMeter, chat_sse, usage_dict
 from gateway.usage import record
 from providers.base import ChatRequest, ChatResult, ProviderError, Usage
 
@@ -105,6 +105,7 @@ async def chat_completions(request: Request, principal: Principal = require_scop
     )
     chat_request = build_chat_request(body, services)
     ctx: RequestContext = get_context(request)
+    ctx.model = body.model
     if body.user and ctx.user is None:
         ctx.user = body.user
     if services.experiments is not None:  # A/B: may change model / system prompt, sets ctx.variant
@@ -123,6 +124,8 @@ async def chat_completions(request: Request, principal: Principal = require_scop
         except ProviderError as exc:
             raise no_provider_error(services, "chat", exc) from None
         writer = ChunkWriter(completion_id, created, body.model, include_usage)
+        # Booked by the auth dependency after the response, however the stream ends (D3 billing).
+        meter = ctx.extra["stream_meter"] = StreamMeter(chat_request.messages)
         on_done = response_cache.chat_stream_done(
             request,
             plan,
@@ -135,7 +138,7 @@ async def chat_completions(request: Request, principal: Principal = require_scop
             ),
         )
         return StreamingResponse(
-            chat_sse(chunks, writer, include_usage, on_done),
+            chat_sse(chunks, writer, include_usage, on_done, meter),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -146,7 +149,8 @@ async def chat_completions(request: Request, principal: Principal = require_scop
         raise no_provider_error(services, "chat", exc) from None
     record(request, tokens_in=result.usage.prompt_tokens, tokens_out=result.usage.completion_tokens)
     content = orjson.dumps(completion_body(completion_id, created, body.model, result))
-    if plan is not None and plan.store:
+    if response_cache.storable(plan, ctx):
+        assert plan is not None
         entry = response_cache.chat_entry(
             content, completion_id, created, result.text, result.finish_reason, result.usage, ctx
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from typing import Any
 
 import anyio
@@ -151,6 +152,40 @@ async def talk(request: Request, principal: Principal = require_scope("talk")) -
     settings = services.settings
     body, audio_bytes, image = await _read_request(request, settings.max_upload_bytes)
     _check_choices(body, audio_bytes, image)
+    ctx = get_context(request)
+    ctx.model = body.model or "default"  # the chat model asked for ("default": the chat chain)
+    # Everything from here to the response body is media work (face preparation, decoding, model
+    # calls, rendering, encoding), not gateway overhead: counted into ctx.work_s, see _MediaWork.
+    with _MediaWork(ctx):
+        return await _answer(request, services, principal, body, audio_bytes, image)
+
+
+class _MediaWork:
+    """Adds the wall time of a block to ``ctx.work_s`` minus the provider time already counted
+    in ``ctx.upstream_s`` during it, so that x-talkgate-overhead-ms on /v1/talk measures only the
+    gateway's own work (parsing, auth, limits, routing, serialisation)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+        self.upstream_s = self.ctx.upstream_s
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.started
+        self.ctx.work_s += max(0.0, wall - (self.ctx.upstream_s - self.upstream_s))
+
+
+async def _answer(
+    request: Request,
+    services: Services,
+    principal: Principal,
+    body: TalkBody,
+    audio_bytes: bytes | None,
+    image: bytes | None,
+) -> Response:
+    settings = services.settings
     avatar = await _avatar(services, body, image, principal.tenant)
     audio = None
     if audio_bytes is not None:

@@ -128,6 +128,6 @@ class BailianChatProvider(CloudLifecycle):
                 if reason is not None:
                     yield ChatChunk(delta=text, finish_reason=reason, usage=usage)
                     return
-                if text:
-                    yield ChatChunk(delta=text)
+                if text:  # with the cumulative usage so far: a cut stream is billed by it
+                    yield ChatChunk(delta=text, usage=usage)
         raise ProviderError(ErrorKind.RETRYABLE, "DashScope stream ended without a finish reason")

@@ -35,7 +35,8 @@ def require_module(module: str, package: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise unavailable(
             f"the Python package '{package}' is not installed; install it with "
-            f"`pip install {package}` (or `pip install talkgate[local]`)"
+            f"`pip install {package}` (or, from the talkgate checkout, `pip install '.[local]'`: "
+            "the `local` extra of talkgate)"
         )
 
 

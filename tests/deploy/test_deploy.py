@@ -94,6 +94,8 @@ def test_compose() -> None:
     assert gw["ports"] == [f"{GATEWAY_PORT}:{GATEWAY_PORT}"]
     for name in gw["environment"]:
         assert _setting_exists(name), name
+    # /admin is refused without an admin key, so compose must not start the gateway without one.
+    assert gw["environment"]["TALKGATE_ADMIN_KEY"] == "${TALKGATE_ADMIN_KEY:?set TALKGATE_ADMIN_KEY}"
     assert gw["environment"]["TALKGATE_REDIS_URL"].startswith("redis://redis:6379/")
     assert "@postgres:5432/" in gw["environment"]["TALKGATE_DATABASE_URL"]
     assert gw["environment"]["TALKGATE_DATABASE_URL"].startswith("postgresql+asyncpg://")

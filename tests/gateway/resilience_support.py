@@ -14,12 +14,16 @@ from tests.servers import ServerThread
 USER = [{"role": "user", "content": "hello there"}]
 CLOUD_CHAIN = ["bailian:qwen-plus", "bailian:qwen-turbo"]
 LOCAL_CHAIN = ["bailian:qwen-plus", "local:smollm2"]
+#: /admin is never open: the gateways fast() configures carry this admin key (with /v1 open).
+ADMIN_KEY = "tg-admin-resilience-5d1e"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def fast(chain: list[str] = CLOUD_CHAIN, **overrides: Any) -> dict[str, Any]:
     """Small timings so the suite stays fast; each test overrides what it exercises."""
     settings: dict[str, Any] = {
         "auth": "none",
+        "admin_key": ADMIN_KEY,
         "cache": {"enabled": False},
         "retry": {"attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05, "max_retry_after_s": 3.0},
         "breaker": {

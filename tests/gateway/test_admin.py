@@ -46,6 +46,45 @@ def test_admin_routes_refuse_normal_keys_and_anonymous_callers(saas: Any) -> Non
     assert admin_scoped.get("/admin/usage").status_code == 200
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("auth", ["none", "auto", "keys"])
+def test_admin_is_never_open_without_an_admin_key(
+    saas: Any,  # noqa: F811
+    database_url: str,  # noqa: F811
+    auth: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No TALKGATE_ADMIN_KEY: every /admin route is a 403 that says how to enable it, whatever
+    the auth mode (auth=none opens /v1 only); an admin-scoped key still works."""
+    gw = saas(admin_key=None, auth=auth)
+    anonymous = gw.client()
+    guessing = gw.client("tg-admin-test-7f3c2b9e1d4a")  # an admin key this gateway does not have
+    routes = _admin_routes(gw)
+    assert {p.split("/")[2] for _, p in routes} >= {
+        "keys", "tenants", "usage", "providers", "models", "experiments"
+    }  # fmt: skip
+    for method, path in routes:
+        for client in (anonymous, guessing):
+            r = client.request(method, path, json={})
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+            error = r.json()["error"]
+            assert error["type"] == "permission_error" and error["code"] == "admin_disabled", error
+            assert "TALKGATE_ADMIN_KEY" in error["message"]
+    assert gw.services.keystore is not None and not gw.services.settings.admin_key
+    # Nothing was created through the refused calls.
+    monkeypatch.setenv("TALKGATE_DATABASE_URL", database_url)
+    assert cli_main(["keys", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    # An operator key made with the CLI (scope admin) opens /admin even without TALKGATE_ADMIN_KEY.
+    assert cli_main(["keys", "create", "--tenant", "ops", "--scopes", "admin", "--json"]) == 0
+    operator = gw.client(json.loads(capsys.readouterr().out)["key"])
+    assert operator.get("/admin/keys").status_code == 200
+    assert operator.get("/admin/providers").status_code == 200
+    v1 = anonymous.post("/v1/chat/completions", json=CHAT)
+    assert v1.status_code == (401 if auth == "keys" else 200), v1.text
+
+
 def test_tenants_and_keys_api(saas: Any) -> None:  # noqa: F811
     gw = saas()
     a = gw.admin

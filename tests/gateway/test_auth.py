@@ -148,7 +148,11 @@ def test_auth_off_means_anonymous_default_tenant(
 ) -> None:
     import httpx
 
-    server = run_gateway(gateway_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'open.db'}"))
+    server = run_gateway(
+        gateway_settings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'open.db'}", auth="none", admin_key="adm-open"
+        )
+    )
     with httpx.Client(base_url=server.url, timeout=30) as c:
         assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
         # any bearer is ignored when auth is off (SDKs always send one)
@@ -156,7 +160,9 @@ def test_auth_off_means_anonymous_default_tenant(
             c.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer x"}).status_code
             == 200
         )
-        usage = c.get("/admin/usage", params={"group_by": "tenant"}).json()["data"]
+        assert c.get("/admin/usage").status_code == 401  # /admin still needs the admin key
+        admin = {"authorization": "Bearer adm-open"}
+        usage = c.get("/admin/usage", params={"group_by": "tenant"}, headers=admin).json()["data"]
     assert [(u["group"], u["requests"]) for u in usage] == [("default", 2)]
 
 
@@ -165,7 +171,8 @@ def test_auth_keys_mode_without_admin_key(saas: Any, database_url: str) -> None:
 
     gw = saas(admin_key=None, auth="keys")
     assert gw.client().post("/v1/chat/completions", json=CHAT).status_code == 401
-    assert gw.client().get("/admin/keys").status_code == 401  # admin closed too
+    closed = gw.client().get("/admin/keys")  # admin closed too, saying how to open it
+    assert closed.status_code == 403 and closed.json()["error"]["code"] == "admin_disabled"
 
     async def make() -> tuple[str, str]:
         store = KeyStore(database_url)

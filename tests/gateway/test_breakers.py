@@ -18,6 +18,7 @@ import yaml
 from tests.conftest import SimHandle
 from tests.gateway import resilience_support
 from tests.gateway.resilience_support import (
+    ADMIN,
     chat,
     events_of,
     fast,
@@ -32,7 +33,7 @@ gateway = resilience_support.gateway
 
 
 def breaker_row(gw: ServerThread, target: str, capability: str = "chat") -> dict[str, Any]:
-    body = httpx.get(f"{gw.url}/admin/providers", timeout=10).json()
+    body = httpx.get(f"{gw.url}/admin/providers", headers=ADMIN, timeout=10).json()
     return next(r for r in body["capabilities"][capability] if r["target"] == target)
 
 
@@ -148,7 +149,7 @@ def test_admin_providers_lists_every_target_per_capability(
     sim.fault(service="generation", model="qwen-plus", status=500, times=2)
     chat(gw)
     chat(gw)
-    body = httpx.get(f"{gw.url}/admin/providers", timeout=10).json()
+    body = httpx.get(f"{gw.url}/admin/providers", headers=ADMIN, timeout=10).json()
     assert set(body["capabilities"]) == {"chat", "asr", "tts"}
     assert body["breaker_backend"] == "memory"
     row = next(r for r in body["capabilities"]["chat"] if r["target"] == "bailian:qwen-plus")
@@ -169,7 +170,7 @@ def test_admin_providers_lists_every_target_per_capability(
 def test_admin_providers_requires_the_admin_scope(
     sim: SimHandle, gateway: Callable[..., ServerThread]
 ) -> None:
-    gw = gateway(**{**fast(), "auth": "auto"}, admin_key="admin-secret-key")
+    gw = gateway(**{**fast(), "auth": "auto", "admin_key": "admin-secret-key"})
     assert httpx.get(f"{gw.url}/admin/providers").status_code == 401
     ok = httpx.get(f"{gw.url}/admin/providers", headers={"authorization": "Bearer admin-secret-key"})
     assert ok.status_code == 200 and "capabilities" in ok.json()

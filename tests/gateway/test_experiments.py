@@ -24,6 +24,8 @@ from policies.experiments import (
 from providers.base import ChatRequest
 
 USERS = [f"user-{i}" for i in range(10_000)]
+ADMIN_KEY = "tg-admin-experiments-93ab"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def _settings(tmp_path: Path, **kw: Any) -> Settings:
@@ -161,9 +163,10 @@ def test_apply_changes_the_request_and_tags_the_context(tmp_path: Path) -> None:
 
 
 def test_admin_api_end_to_end_through_the_simulator(gateway_settings: Any, run_gateway: Any) -> None:
-    settings = gateway_settings()
+    # /v1 open (auth none) for the SDK calls; /admin needs the admin key.
+    settings = gateway_settings(auth="none", admin_key=ADMIN_KEY)
     gw = run_gateway(settings)
-    admin = httpx.Client(base_url=gw.url, timeout=30)
+    admin = httpx.Client(base_url=gw.url, timeout=30, headers=ADMIN)
     spec = {
         "id": "qwen-ab",
         "capability": "chat",
@@ -227,8 +230,8 @@ def test_admin_api_end_to_end_through_the_simulator(gateway_settings: Any, run_g
     )
 
     # Restart: a new gateway over the same data dir keeps the experiment and the assignments.
-    gw2 = run_gateway(gateway_settings())
-    assert httpx.get(f"{gw2.url}/admin/experiments/qwen-ab").status_code == 200
+    gw2 = run_gateway(gateway_settings(auth="none", admin_key=ADMIN_KEY))
+    assert httpx.get(f"{gw2.url}/admin/experiments/qwen-ab", headers=ADMIN).status_code == 200
     assert ask(gw2.url, users[0]) == "bailian:qwen-plus"
 
     assert admin.delete("/admin/experiments/qwen-ab").status_code == 200

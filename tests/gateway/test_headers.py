@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -57,6 +59,24 @@ def test_client_request_id_is_echoed(client: httpx.Client) -> None:
         headers={"x-request-id": "trace-abc-123"},
     )
     assert r.headers["x-request-id"] == "trace-abc-123"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"has space", b'quote"d', b"semi;colon", b"tab\there", b"x" * 65, "caf\u00e9".encode(), b"\xff\xfe"],
+)
+def test_unsafe_client_request_id_is_replaced(client: httpx.Client, sent: bytes) -> None:
+    """Only ids matching ^[A-Za-z0-9._:-]{1,64}$ are echoed; anything else gets a fresh id."""
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": "default", "messages": USER},
+        headers=[(b"x-request-id", sent)],
+    )
+    assert r.status_code == 200
+    echoed = r.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", echoed), echoed
+    safe = "A.b_c:d-9" + "z" * 55  # 64 safe characters: echoed as sent
+    assert client.get("/v1/models", headers={"x-request-id": safe}).headers["x-request-id"] == safe
 
 
 def test_request_ids_are_unique(client: httpx.Client) -> None:

@@ -214,8 +214,8 @@ def test_local_model_swap_drains_and_rolls_back(gateway_settings: Any, run_gatew
 
 def test_speech_routes_swap_with_a_real_probe(gateway_settings: Any, run_gateway: Any, sim: Any) -> None:
     """ASR and TTS re-points probe the new first target through the simulator before switching."""
-    gw = run_gateway(gateway_settings())
-    admin = httpx.Client(base_url=gw.url, timeout=60)
+    gw = run_gateway(gateway_settings(admin_key=ADMIN_KEY, auth="none"))
+    admin = httpx.Client(base_url=gw.url, timeout=60, headers={"authorization": f"Bearer {ADMIN_KEY}"})
     for capability, route in (
         ("tts", ["bailian:qwen-tts", "local:piper-joe"]),
         ("asr", ["bailian:qwen3-asr-flash", "local:whisper-tiny.en"]),

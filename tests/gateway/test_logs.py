@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,15 +43,16 @@ def _lines(buf: io.StringIO) -> list[dict[str, Any]]:
 
 
 def test_json_lines_carry_the_request_id_of_the_request(tmp_path: Path, captured: Any) -> None:
-    settings = Settings(data_dir=tmp_path, log_json=True, dashscope_api_key=None)
+    settings = Settings(data_dir=tmp_path, log_json=True, dashscope_api_key=None, admin_key="adm-logs")
     buf = captured(settings)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers={"authorization": "Bearer adm-logs"}) as client:
         r = client.post(
             "/admin/models/chat/swap",
             json={"route": ["local:smollm2"], "probe": False},
             headers={"x-request-id": "req-abc-123"},
         )
         assert r.status_code == 202, r.text
+        assert r.headers["x-request-id"] == "req-abc-123"  # echoed
         deadline = time.monotonic() + 5
         while client.get(f"/admin/models/chat/swaps/{r.json()['id']}").json()["status"] != "done":
             assert time.monotonic() < deadline
@@ -58,11 +60,14 @@ def test_json_lines_carry_the_request_id_of_the_request(tmp_path: Path, captured
     records = _lines(buf)
     swaps = [rec for rec in records if rec["logger"] == "talkgate.hotswap"]
     assert [s["message"] for s in swaps] == ["model swap requested", "model swap done"]
+    gateway_ids = {rec["request_id"] for rec in swaps}
+    assert len(gateway_ids) == 1 and re.fullmatch(r"[0-9a-f]{32}", gateway_ids.pop())
     for rec in swaps:
-        # The background swap task inherits the admin request's id; the audit fields are top-level.
-        assert rec["request_id"] == "req-abc-123"
+        # The background swap task inherits the admin request's ids (the gateway's own, which
+        # also names the usage row, and the client's); the audit fields are top-level.
+        assert rec["client_request_id"] == "req-abc-123"
         assert rec["level"] == "INFO" and rec["ts"].endswith("Z")
-        assert rec["swap"]["who"] == "anonymous" and rec["swap"]["spec"]["route"] == ["local:smollm2"]
+        assert rec["swap"]["who"] == "admin-key" and rec["swap"]["spec"]["route"] == ["local:smollm2"]
 
 
 def test_outside_a_request_the_id_is_null_and_exceptions_are_kept(tmp_path: Path, captured: Any) -> None:

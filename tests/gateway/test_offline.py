@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import SimHandle
-from tests.gateway.resilience_support import fast, sdk
+from tests.gateway.resilience_support import ADMIN, fast, sdk
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.slow  # loads the local models
@@ -81,7 +81,7 @@ def test_speech_round_trip_is_served_locally(offline: ServerThread, sim: SimHand
 
 
 def test_admin_view_explains_the_missing_cloud(offline: ServerThread) -> None:
-    body = httpx.get(f"{offline.url}/admin/providers", timeout=30).json()
+    body = httpx.get(f"{offline.url}/admin/providers", headers=ADMIN, timeout=30).json()
     assert body["cloud_enabled"] is False
     row = next(r for r in body["capabilities"]["chat"] if r["target"] == "bailian:qwen-plus")
     assert row["configured"] is False and row["health"] == {"ok": False, "detail": "not configured"}

@@ -106,6 +106,21 @@ def test_sentences_are_spoken_while_the_reply_is_still_generated(sim_gateway: An
     assert t["llm_first_sentence_ms"] < t["first_video_ms"] < t["llm_ms"], t
 
 
+def test_overhead_header_excludes_media_work(sim_gateway: Any) -> None:
+    """x-talkgate-overhead-ms is the gateway's own time: face preparation, model calls and
+    rendering (most of a talk request) are not in it."""
+    client = _client(sim_gateway)
+    image = base64.b64encode(astronaut_png()).decode()
+    started = time.perf_counter()
+    r = client.post("/v1/talk", json={"text": "Tell me about the weather today.", "image": image})
+    total_ms = (time.perf_counter() - started) * 1000
+    assert r.status_code == 200, r.text
+    render_ms = r.json()["timings"]["render_ms"]
+    overhead_ms = float(r.headers["x-talkgate-overhead-ms"])
+    assert total_ms > render_ms > 0
+    assert overhead_ms < 0.25 * total_ms and overhead_ms < 500, (overhead_ms, total_ms, render_ms)
+
+
 def test_accept_mp4_returns_the_video(sim_gateway: Any, tmp_path: Path) -> None:
     client = _client(sim_gateway)
     r = client.post(
@@ -326,3 +341,17 @@ def test_talk_usage_is_recorded_for_quotas(saas: Any, sim: Any) -> None:  # noqa
     assert abs(row["video_seconds"] - body["duration_s"]) < 0.01
     assert row["characters"] == sum(len(s) for s in body["sentences"]) > 0
     assert row["tokens_out"] > 0 and row["tokens_in"] > 0
+    # The model column holds what the client asked for ("default": no model given, the chat chain).
+    models = gw.admin.get("/admin/usage", params={"group_by": "model", "tenant": "acme"}).json()["data"]
+    assert {r["group"]: r["requests"] for r in models} == {None: 1, "default": 1}  # the avatar, the talk
+    asked = client.post(
+        "/v1/talk", json={"text": "Hi.", "avatar_id": avatar_id, "model": "qwen-turbo", "max_tokens": 8}
+    )
+    assert asked.status_code == 200, asked.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        models = gw.admin.get("/admin/usage", params={"group_by": "model", "tenant": "acme"}).json()["data"]
+        if "qwen-turbo" in {r["group"] for r in models}:
+            break
+        time.sleep(0.05)
+    assert {r["group"]: r["requests"] for r in models} == {None: 1, "default": 1, "qwen-turbo": 1}

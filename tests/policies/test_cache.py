@@ -245,3 +245,96 @@ def test_cache_is_off_when_disabled(gateway_settings: Any, run_gateway: Any, tmp
     with httpx.Client(base_url=server.url, timeout=30) as c:
         for _ in range(2):
             assert c.post("/v1/chat/completions", json=DETERMINISTIC).headers["x-talkgate-cache"] == "bypass"
+
+
+# --------------------------------------------------------------------------- fallback answers
+
+
+def _fallback_gateway(gateway_settings: Any, run_gateway: Any) -> Any:
+    """Cloud-to-cloud chains (no local model to load), one attempt per target, cache on."""
+    from tests.gateway.resilience_support import fast
+
+    settings = fast(retry={"attempts": 1}, cache={"enabled": True})
+    settings["routes"]["tts"]["chain"] = ["bailian:cosyvoice-v2", "bailian:qwen-tts"]
+    settings["routes"]["asr"]["chain"] = ["bailian:paraformer-realtime-v2", "bailian:qwen3-asr-flash"]
+    return run_gateway(gateway_settings(**settings))
+
+
+def _origin(r: httpx.Response) -> tuple[str, str, str]:
+    assert r.status_code == 200, r.text
+    return r.headers["x-talkgate-provider"], r.headers["x-talkgate-fallback"], r.headers["x-talkgate-cache"]
+
+
+def test_fallback_chat_answers_are_never_cached(gateway_settings: Any, run_gateway: Any, sim: Any) -> None:
+    """An outage's fallback answer must not be pinned: after recovery the cloud answers (miss),
+    and only that answer is then replayed, as fallback 0, plain and streamed."""
+    gw = _fallback_gateway(gateway_settings, run_gateway)
+    c = httpx.Client(base_url=gw.url, timeout=30)
+    sim.fault(service="generation", model="qwen-plus", status=500)
+    plain = {**DETERMINISTIC, "messages": [{"role": "user", "content": "cache me please"}]}
+    streamed = {**plain, "stream": True}
+    assert _origin(c.post("/v1/chat/completions", json=plain)) == ("bailian:qwen-turbo", "1", "miss")
+    assert _origin(c.post("/v1/chat/completions", json=streamed)) == ("bailian:qwen-turbo", "1", "miss")
+    time.sleep(0.2)  # a streamed answer would be stored just after [DONE]
+    sim.clear_faults()
+    recovered = c.post("/v1/chat/completions", json=plain)
+    assert _origin(recovered) == ("bailian:qwen-plus", "0", "miss")
+    hit = c.post("/v1/chat/completions", json=plain)
+    assert _origin(hit) == ("bailian:qwen-plus", "0", "hit") and hit.content == recovered.content
+    replay = c.post("/v1/chat/completions", json=streamed)
+    assert _origin(replay) == ("bailian:qwen-plus", "0", "hit")
+    assert _sse_text(replay.text) == recovered.json()["choices"][0]["message"]["content"]
+
+
+def test_fallback_speech_and_transcripts_are_never_cached(
+    gateway_settings: Any, run_gateway: Any, sim: Any
+) -> None:
+    gw = _fallback_gateway(gateway_settings, run_gateway)
+    c = httpx.Client(base_url=gw.url, timeout=30)
+    speech = {"model": "tts-1", "input": "Cache this voice.", "voice": "alloy", "response_format": "wav"}
+    sim.fault(service="tts", model="cosyvoice-v2", status=500)
+    degraded = c.post("/v1/audio/speech", json=speech)
+    assert _origin(degraded) == ("bailian:qwen-tts", "1", "miss")
+    sim.clear_faults()
+    assert _origin(c.post("/v1/audio/speech", json=speech)) == ("bailian:cosyvoice-v2", "0", "miss")
+    assert _origin(c.post("/v1/audio/speech", json=speech)) == ("bailian:cosyvoice-v2", "0", "hit")
+
+    files = {"file": ("hello.wav", degraded.content, "audio/wav")}
+    sim.fault(service="asr", model="paraformer-realtime-v2", status=500)
+    first = c.post("/v1/audio/transcriptions", files=files, data={"model": "whisper-1"})
+    assert _origin(first) == ("bailian:qwen3-asr-flash", "1", "miss")
+    sim.clear_faults()
+    again = c.post("/v1/audio/transcriptions", files=files, data={"model": "whisper-1"})
+    assert _origin(again) == ("bailian:paraformer-realtime-v2", "0", "miss")
+    hit = c.post("/v1/audio/transcriptions", files=files, data={"model": "whisper-1"})
+    assert _origin(hit) == ("bailian:paraformer-realtime-v2", "0", "hit")
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_hit_replays_the_fallback_flag_it_was_stored_with(fallback: bool) -> None:
+    from starlette.requests import Request
+
+    from gateway import response_cache
+    from gateway.context import RequestContext
+
+    produced = RequestContext(request_id="a", provider="local:piper-joe", fallback=fallback)
+    entries = [
+        response_cache.chat_entry(b"{}", "chatcmpl-1", 1, "hi", "stop", None, produced),
+        response_cache.response_entry(_plain_response(), produced),
+    ]
+    for entry in entries:
+        assert CacheEntry.loads(entry.dumps()).meta["fallback"] is fallback  # type: ignore[union-attr]
+        for replay in (
+            lambda r, e: response_cache.chat_hit_response(r, e, "m", False, False),
+            response_cache.cached_response,
+            response_cache.speech_hit_response,
+        ):
+            ctx = RequestContext(request_id="b")  # a new request: fallback 0 until the replay
+            replay(Request({"type": "http", "talkgate.ctx": ctx, "headers": []}), entry)
+            assert (ctx.provider, ctx.fallback) == ("local:piper-joe", fallback)
+
+
+def _plain_response() -> Any:
+    from fastapi.responses import Response
+
+    return Response(b"text", media_type="text/plain")

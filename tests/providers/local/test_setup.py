@@ -109,6 +109,8 @@ def test_missing_engine_names_the_package() -> None:
     with pytest.raises(ProviderError) as err:
         require_module("no_such_engine_xyz", "no-such-engine")
     assert err.value.kind is ErrorKind.UNAVAILABLE and "pip install no-such-engine" in err.value.message
+    # talkgate is not on PyPI: the hint is the checkout's extra, never `pip install talkgate[...]`.
+    assert "pip install '.[local]'" in err.value.message and "talkgate[" not in err.value.message
 
 
 def test_unknown_whisper_package_is_unavailable() -> None:
