@@ -17,7 +17,9 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings()
     except ValidationError as exc:
         # A bad setting stops start-up with the reason, not a traceback.
-        print(f"talkgate: invalid configuration: {exc}", file=sys.stderr)
+        from gateway.settings import describe_settings_error
+
+        print(f"talkgate: invalid configuration: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     log_config: dict | None = uvicorn.config.LOGGING_CONFIG
     try:

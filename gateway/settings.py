@@ -36,6 +36,11 @@ class RouteConfig(BaseModel):
 #: Capabilities that must each have a non-empty default chain (checked when Settings are built).
 REQUIRED_CAPABILITIES = ("chat", "asr", "tts")
 AUTH_MODES = ("auto", "keys", "none")
+#: An admin key shorter than this, or a well-known placeholder, is refused at start-up.
+MIN_ADMIN_KEY_CHARS = 16
+PLACEHOLDER_ADMIN_KEYS = frozenset(
+    {"change-me", "changeme", "change-me-please", "admin", "secret", "password"}
+)
 
 
 def _default_routes() -> dict[str, RouteConfig]:
@@ -177,6 +182,37 @@ class LipsyncConfig(BaseModel):
     artifact_ttl_s: int = 3600
 
 
+def describe_settings_error(exc: Exception) -> str:
+    """A start-up error message that names the setting and the reason but never echoes values (secrets)."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    parts = []
+    for err in errors(include_input=False, include_url=False):
+        where = ".".join(str(x) for x in err.get("loc", ())) or "settings"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _merge_route(default: RouteConfig, given: dict[str, Any]) -> dict[str, Any]:
+    """Fields a config leaves out keep their defaults; inherited aliases follow a new chain.
+
+    With a new ``chain`` and no ``aliases`` of its own, ``default`` names the new chain's head
+    and the other default aliases are kept only where they still name a routable model.
+    """
+    route = {**default.model_dump(), **given}
+    chain = given.get("chain")
+    if "aliases" in given or not isinstance(chain, list) or not chain:
+        return route
+    routable = {str(t).partition(":")[2] for t in chain}
+    routable |= {str(m) for m in route.get("extra_models") or []}
+    routable |= set(route.get("chains") or {})
+    aliases = {k: v for k, v in default.aliases.items() if v in routable}
+    aliases["default"] = str(chain[0]).partition(":")[2]
+    route["aliases"] = aliases
+    return route
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Reads the YAML file named by TALKGATE_CONFIG (or the ``config`` init argument)."""
 
@@ -258,6 +294,19 @@ class Settings(BaseSettings):
             raise ValueError(f"TALKGATE_AUTH must be one of {', '.join(AUTH_MODES)}, not {value!r}")
         return mode
 
+    @field_validator("admin_key", mode="after")
+    @classmethod
+    def _strong_admin_key(cls, value: str | None) -> str | None:
+        # The admin key opens every tenant's data and model hot swap: no placeholders, no short keys.
+        if value is None or value == "":
+            return None
+        if value.strip().lower() in PLACEHOLDER_ADMIN_KEYS or len(value) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"TALKGATE_ADMIN_KEY must be a secret of at least {MIN_ADMIN_KEY_CHARS} characters "
+                "(not a placeholder); generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
     @field_validator("routes", mode="before")
     @classmethod
     def _merge_default_routes(cls, value: Any) -> Any:
@@ -268,7 +317,13 @@ class Settings(BaseSettings):
         """
         if not isinstance(value, dict):
             return value  # let pydantic report the type error
-        return {**_default_routes(), **value}
+        merged: dict[str, Any] = dict(_default_routes())
+        for capability, route in value.items():
+            default = merged.get(capability)
+            if isinstance(route, dict) and isinstance(default, RouteConfig):
+                route = _merge_route(default, route)
+            merged[capability] = route
+        return merged
 
     @field_validator("routes", mode="after")
     @classmethod

@@ -99,8 +99,10 @@ def test_compose() -> None:
     assert gw["environment"]["TALKGATE_REDIS_URL"].startswith("redis://redis:6379/")
     assert "@postgres:5432/" in gw["environment"]["TALKGATE_DATABASE_URL"]
     assert gw["environment"]["TALKGATE_DATABASE_URL"].startswith("postgresql+asyncpg://")
-    # README promises `up -d redis postgres` gives the test suite its services on the default ports.
-    assert "6379:6379" in services["redis"]["ports"] and "5432:5432" in services["postgres"]["ports"]
+    # README promises `up -d redis postgres` gives the test suite its services on the default ports,
+    # published on the host's loopback only (no auth on either: never on a public interface).
+    assert services["redis"]["ports"] == ["127.0.0.1:6379:6379"]
+    assert services["postgres"]["ports"] == ["127.0.0.1:5432:5432"]
     assert services["postgres"]["environment"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
     assert "CREATE DATABASE test" in (DEPLOY / "postgres/init.sql").read_text()
     sim = services["sim"]

@@ -150,7 +150,9 @@ def test_auth_off_means_anonymous_default_tenant(
 
     server = run_gateway(
         gateway_settings(
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'open.db'}", auth="none", admin_key="adm-open"
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'open.db'}",
+            auth="none",
+            admin_key="adm-open-0123456789",
         )
     )
     with httpx.Client(base_url=server.url, timeout=30) as c:
@@ -161,7 +163,7 @@ def test_auth_off_means_anonymous_default_tenant(
             == 200
         )
         assert c.get("/admin/usage").status_code == 401  # /admin still needs the admin key
-        admin = {"authorization": "Bearer adm-open"}
+        admin = {"authorization": "Bearer adm-open-0123456789"}
         usage = c.get("/admin/usage", params={"group_by": "tenant"}, headers=admin).json()["data"]
     assert [(u["group"], u["requests"]) for u in usage] == [("default", 2)]
 

@@ -109,7 +109,11 @@ def test_breaker_opened_by_one_gateway_is_open_in_the_other(
     """Two ``talkgate serve`` processes: the only thing they share is Redis (and the upstream)."""
     config = tmp_path / "fast.yaml"
     config.write_text(yaml.safe_dump(fast(retry={"attempts": 1})), encoding="utf-8")
-    env = {"TALKGATE_CONFIG": str(config), "TALKGATE_REDIS_URL": redis_url, "TALKGATE_ADMIN_KEY": "adm-2p"}
+    env = {
+        "TALKGATE_CONFIG": str(config),
+        "TALKGATE_REDIS_URL": redis_url,
+        "TALKGATE_ADMIN_KEY": "adm-two-processes-0123",
+    }
     one = gateway_process(**env)
     two = gateway_process(**env)
     assert one.process and two.process and one.process.pid != two.process.pid
@@ -120,7 +124,7 @@ def test_breaker_opened_by_one_gateway_is_open_in_the_other(
     for _ in range(4):
         assert chat(two).headers["x-talkgate-provider"] == "bailian:qwen-turbo"
     assert len(upstream(sim, "qwen-plus")) == 3  # the second gateway never called it
-    admin = {"authorization": "Bearer adm-2p"}
+    admin = {"authorization": "Bearer adm-two-processes-0123"}
     body = httpx.get(f"{two.url}/admin/providers", headers=admin, timeout=10).json()
     assert body["breaker_backend"] == "redis"
     row = next(r for r in body["capabilities"]["chat"] if r["target"] == "bailian:qwen-plus")

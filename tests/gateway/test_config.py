@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from gateway.settings import Settings
+from gateway.settings import Settings, describe_settings_error
 from tests.conftest import SimHandle
 from tests.servers import ServerThread
 from tests.sounds import tone_wav
@@ -56,6 +56,38 @@ def test_yaml_with_only_a_chat_route_keeps_the_default_asr_and_tts_routes(
 
         models = {m["id"] for m in client.get("/v1/models").json()["data"]}
         assert {"tts-1", "whisper-1", "qwen-turbo"} <= models
+
+        # The inherited alias "default" follows the new chain (it named qwen-plus before).
+        default = client.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+        )
+        assert default.status_code == 200, default.text
+        assert default.headers["x-talkgate-provider"] == "bailian:qwen-turbo"
+    assert settings.routes["chat"].aliases == {"default": "qwen-turbo", "fast": "qwen-turbo"}
+
+
+def test_a_route_config_keeps_its_own_aliases(tmp_path: Path) -> None:
+    config = tmp_path / "aliases.yaml"
+    config.write_text(
+        'routes: {chat: {chain: ["bailian:qwen-max"], aliases: {best: qwen-max}}}\n', encoding="utf-8"
+    )
+    settings = Settings(config=config, data_dir=tmp_path / "data")
+    assert settings.routes["chat"].aliases == {"best": "qwen-max"}
+    assert settings.routes["chat"].extra_models == ["qwen-max"]  # kept from the default route
+
+
+@pytest.mark.parametrize("key", ["change-me", "short-key", "   "])
+def test_weak_admin_keys_are_refused_at_start_up(tmp_path: Path, key: str) -> None:
+    if not key.strip():
+        # Blank means "no admin key" (admin API disabled), not an error.
+        assert Settings(admin_key=key.strip(), data_dir=tmp_path).admin_key is None
+        return
+    with pytest.raises(ValidationError) as info:
+        Settings(admin_key=key, data_dir=tmp_path)
+    message = describe_settings_error(info.value)  # what `talkgate serve` prints
+    assert "admin_key" in message and "at least 16 characters" in message
+    assert key not in message  # the rejected secret is not echoed
 
 
 @pytest.mark.parametrize("capability", ["chat", "asr", "tts"])

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-ADMIN_KEY = "adm-test-secret"
+ADMIN_KEY = "adm-test-secret-0123"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 

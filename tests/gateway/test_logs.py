@@ -43,9 +43,11 @@ def _lines(buf: io.StringIO) -> list[dict[str, Any]]:
 
 
 def test_json_lines_carry_the_request_id_of_the_request(tmp_path: Path, captured: Any) -> None:
-    settings = Settings(data_dir=tmp_path, log_json=True, dashscope_api_key=None, admin_key="adm-logs")
+    settings = Settings(
+        data_dir=tmp_path, log_json=True, dashscope_api_key=None, admin_key="adm-logs-0123456789"
+    )
     buf = captured(settings)
-    with TestClient(create_app(settings), headers={"authorization": "Bearer adm-logs"}) as client:
+    with TestClient(create_app(settings), headers={"authorization": "Bearer adm-logs-0123456789"}) as client:
         r = client.post(
             "/admin/models/chat/swap",
             json={"route": ["local:smollm2"], "probe": False},
