@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway.context import RequestContextMiddleware
 from gateway.errors import install_error_handlers
+from gateway.fastpath import collect as collect_fast_paths
 from gateway.gc_tuning import settle_after_startup
 from gateway.jsonresponse import OrjsonResponse
 from gateway.services import Services, build_services
@@ -37,10 +38,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    fast_paths: dict = {}  # filled below, once the routes exist
+    app.add_middleware(RequestContextMiddleware, fast_paths=fast_paths)
 
     from gateway.routes import ROUTERS
 
     for router in ROUTERS:
         app.include_router(router)
+    fast_paths.update(collect_fast_paths([r for router in ROUTERS for r in router.routes]))  # no prefixes
     return app

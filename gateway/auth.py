@@ -19,7 +19,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,15 +262,40 @@ async def _finish(
     )
 
 
+def _bind(request: HTTPConnection, principal: Principal) -> RequestContext:
+    ctx = get_context(request)
+    ctx.tenant = principal.tenant
+    ctx.key_id = principal.key_id
+    ctx.user = ctx.user or request.headers.get("x-talkgate-user") or principal.key_id
+    return ctx
+
+
+async def run_admitted(
+    request: Request, scope: str, endpoint: Callable[[Principal], Awaitable[None]]
+) -> None:
+    """``require_scope(scope)`` without FastAPI's dependency machinery, for the lean chat path
+    (gateway/fastpath.py): the same checks, slot and usage row. ``endpoint`` sends the whole
+    response, so the row is booked after the last byte, as the request-scoped dependency does."""
+    principal = await authenticate(request, scope)
+    ctx = _bind(request, principal)
+    started_ms = int(time.time() * 1000)
+    state = await _admit(request, principal, scope, ctx)
+    status: int | None = None
+    try:
+        await endpoint(principal)
+    except BaseException as exc:
+        status = _status_of(exc)
+        raise
+    finally:
+        await asyncio.shield(_finish(request, principal, ctx, state, status, started_ms))
+
+
 def require_scope(scope: str) -> Any:
     """FastAPI dependency: authenticate and authorise the caller for ``scope``."""
 
     async def dependency(request: HTTPConnection) -> AsyncIterator[Principal]:
         principal = await authenticate(request, scope)
-        ctx = get_context(request)
-        ctx.tenant = principal.tenant
-        ctx.key_id = principal.key_id
-        ctx.user = ctx.user or request.headers.get("x-talkgate-user") or principal.key_id
+        ctx = _bind(request, principal)
         if scope in ("admin", ANY_SCOPE):
             yield principal
             return

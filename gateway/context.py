@@ -6,6 +6,7 @@ A pure ASGI middleware (not BaseHTTPMiddleware) keeps the added latency in micro
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -72,8 +73,10 @@ def get_context(request: Request) -> RequestContext:
 class RequestContextMiddleware:
     """Creates the RequestContext and adds x-request-id and x-talkgate-* headers to /v1 responses."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, fast_paths: dict[tuple[str, str], ASGIApp] | None = None) -> None:
         self.app = app
+        #: ``(method, path) -> app`` served without FastAPI's routing (gateway/fastpath.py)
+        self.fast_paths = fast_paths if fast_paths is not None else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,9 +90,13 @@ class RequestContextMiddleware:
                 user = v.decode("latin-1")[:256] or None
         if rid is not None and CLIENT_REQUEST_ID.fullmatch(rid) is None:
             rid = None  # unsafe to echo or log: the response gets the gateway's own id
-        ctx = RequestContext(request_id=uuid.uuid4().hex, user=user, client_request_id=rid)
+        ctx = RequestContext(request_id=os.urandom(16).hex(), user=user, client_request_id=rid)
         scope["talkgate.ctx"] = ctx
-        is_v1 = scope.get("path", "").startswith("/v1/")
+        path = scope.get("path", "")
+        is_v1 = path.startswith("/v1/")
+        app = self.app
+        if self.fast_paths and not scope.get("root_path"):
+            app = self.fast_paths.get((scope.get("method", ""), path), app)
         rid_token = request_id_var.set(ctx.request_id)
         client_token = client_request_id_var.set(rid) if rid is not None else None
 
@@ -129,7 +136,7 @@ class RequestContextMiddleware:
 
         try:
             try:
-                await self.app(scope, receive, send_wrapper)
+                await app(scope, receive, send_wrapper)
             except Exception:
                 # Never a bare 500 page: answer with an OpenAI-shaped body and the contract headers.
                 if started:

@@ -214,6 +214,7 @@ class Metrics:
         )
         self._request_children: dict[tuple[Any, ...], Any] = {}
         self._route_children: dict[str, tuple[Any, ...]] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> child, see _child
         self._scrape = ScrapeCollector()
         r.register(self._scrape)
         if process:
@@ -256,20 +257,28 @@ class Metrics:
         if ttfb_s is not None:
             hists[3].observe(ttfb_s)
         if route.startswith("/v1/"):
-            self.key_requests.labels(ctx.key_id or "anonymous", ctx.tenant or "default").inc()
+            self._child(self.key_requests, ctx.key_id or "anonymous", ctx.tenant or "default").inc()
             capability = _ROUTE_CAPABILITY.get(route, route)
             if ctx.cache in ("hit", "miss"):
-                self.cache_requests.labels(capability, ctx.cache).inc()
+                self._child(self.cache_requests, capability, ctx.cache).inc()
             usage = ctx.extra.get("usage") if ctx.extra else None
             if usage:
                 self._usage(capability, provider, model, usage)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, resolved once per label set (a lookup costs microseconds)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _usage(self, capability: str, provider: str, model: str, usage: dict[str, Any]) -> None:
         """Volumes from the request's usage row (``gateway.usage.record``): one source for both."""
         if usage.get("tokens_in"):
-            self.tokens_total.labels(provider, model, "prompt").inc(usage["tokens_in"])
+            self._child(self.tokens_total, provider, model, "prompt").inc(usage["tokens_in"])
         if usage.get("tokens_out"):
-            self.tokens_total.labels(provider, model, "completion").inc(usage["tokens_out"])
+            self._child(self.tokens_total, provider, model, "completion").inc(usage["tokens_out"])
         if usage.get("characters"):
             self.characters_total.labels(provider, model).inc(usage["characters"])
         if usage.get("audio_seconds"):

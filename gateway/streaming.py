@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import APIError, from_provider_error
+from gateway.sse_response import LastChunk
 from policies.routing import StreamInterrupted
 from providers.base import ChatChunk, ProviderError, Usage
 
@@ -180,7 +181,7 @@ async def chat_sse(
     end = pending + writer.finish(finish_reason)
     if include_usage:
         end += writer.usage(usage or Usage())
-    yield end + DONE
+    yield LastChunk(end + DONE)
     meter.finished = True  # resumed: the last bytes went out
     if on_done is not None:
         on_done("".join(parts), finish_reason, usage)

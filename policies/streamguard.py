@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from policies.retry import bounded
 from providers.base import ErrorKind, ProviderError
 
 log = logging.getLogger("talkgate.routing")
@@ -58,6 +57,53 @@ async def close_quietly(iterator: Any) -> None:
             log.debug("closing an abandoned upstream stream failed", exc_info=True)
 
 
+class StallWatch:
+    """The stall timeout of one stream, armed with one event-loop timer per stream instead of
+    one ``asyncio.timeout`` per chunk (each arms and disarms a timer: under uvloop that was a
+    fifth of a streamed request's event-loop time). Each wait records its deadline; when the
+    timer fires it either finds the current wait past its deadline and cancels the waiting task,
+    or re-arms itself for the deadline in force (or not at all between waits)."""
+
+    __slots__ = ("_deadline", "_handle", "_loop", "_stall_s", "_task", "fired")
+
+    def __init__(self, stall_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stall_s = stall_s
+        self._deadline = 0.0
+        self._task: asyncio.Task | None = None  # the task waiting now, None between waits
+        self._handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    def waiting(self) -> None:
+        """Call before each wait for the next chunk."""
+        self._task = asyncio.current_task()
+        self._deadline = self._loop.time() + self._stall_s
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._deadline, self._check)
+
+    def done_waiting(self) -> None:
+        self._task = None
+
+    def stalled(self) -> bool:
+        """After a CancelledError in the wait: True if it was this watch's (and only its) doing."""
+        return self.fired and self._task is not None and self._task.uncancel() == 0
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._task is None:
+            return  # between waits: the next wait re-arms
+        if self._loop.time() >= self._deadline:
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(self._deadline, self._check)
+
+
 async def guarded_stream(
     first: Any,
     rest: AsyncIterator,
@@ -73,19 +119,27 @@ async def guarded_stream(
     the router count the break (metrics, circuit breaker) before the caller sees it.
     """
     yield first
+    watch = StallWatch(stall_s)
     try:
         while True:
+            watch.waiting()
             try:
-                item = await bounded(rest.__anext__, stall_s)
+                item = await rest.__anext__()
             except StopAsyncIteration:
                 return
-            except (ProviderError, asyncio.CancelledError):
+            except asyncio.CancelledError:
+                if watch.stalled():
+                    raise ProviderError(ErrorKind.TIMEOUT, f"no answer within {stall_s:.2f}s") from None
+                raise
+            except ProviderError:
                 raise
             except Exception as exc:
                 log.exception("stream from %s raised an unclassified error", target)
                 raise ProviderError(
                     ErrorKind.RETRYABLE, f"{type(exc).__name__} in the upstream stream"
                 ) from exc
+            finally:
+                watch.done_waiting()
             yield item
     except ProviderError as exc:
         exc.provider = exc.provider or target
@@ -93,4 +147,5 @@ async def guarded_stream(
         await on_break(exc)
         raise StreamInterrupted(exc) from exc
     finally:
+        watch.close()
         await close_quietly(rest)

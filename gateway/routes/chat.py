@@ -13,14 +13,16 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
+from starlette.types import Send
 
 from gateway import response_cache
-from gateway.auth import Principal, require_scope
+from gateway.auth import Principal, require_scope, run_admitted
 from gateway.context import RequestContext, get_context
 from gateway.errors import APIError, no_provider_error
 from gateway.schemas import ChatCompletionRequest, parse_json_body, read_body, validate
 from gateway.services import Services
+from gateway.sse_response import SSEResponse
 from gateway.streaming import SSE_HEADERS, ChunkWriter, StreamMeter, chat_sse, usage_dict
 from gateway.usage import record
 from providers.base import ChatRequest, ChatResult, ProviderError, Usage
@@ -99,6 +101,24 @@ def new_completion_id() -> str:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, principal: Principal = require_scope("chat")) -> Response:
+    return await chat_response(request)
+
+
+async def chat_completions_lean(request: Request, send: Send) -> None:
+    """The same route without FastAPI's routing and dependency solving (gateway/fastpath.py)."""
+
+    async def respond(_: Principal) -> None:
+        response = await chat_response(request)
+        await response(request.scope, request.receive, send)
+
+    await run_admitted(request, "chat", respond)
+
+
+chat_completions.lean_endpoint = chat_completions_lean  # type: ignore[attr-defined]
+
+
+async def chat_response(request: Request) -> Response:
+    """The chat answer for an admitted caller (auth, limits and usage are the caller's job)."""
     services: Services = request.app.state.services
     body: ChatCompletionRequest = validate(
         ChatCompletionRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))
@@ -137,11 +157,7 @@ async def chat_completions(request: Request, principal: Principal = require_scop
                 )
             ),
         )
-        return StreamingResponse(
-            chat_sse(chunks, writer, include_usage, on_done, meter),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
+        return SSEResponse(chat_sse(chunks, writer, include_usage, on_done, meter), headers=SSE_HEADERS)
 
     try:
         result = await services.router.chat(chat_request, ctx)
