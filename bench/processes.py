@@ -29,8 +29,10 @@ _GATEWAY_CODE = textwrap.dedent(
     from gateway.app import create_app
     from gateway.settings import Settings
     logging.basicConfig(level=logging.{log_level})
-    uvicorn.run(create_app(Settings()), host="127.0.0.1", port={port},
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    settings = Settings()
+    uvicorn.run(create_app(settings), host="127.0.0.1", port={port},
+                loop="uvloop", http="httptools", log_level="warning", access_log=False,
+                timeout_keep_alive=int(settings.keep_alive_s))  # as `talkgate serve` does
     """
 )
 

@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=int(settings.keep_alive_s),
     )
     return 0
 

@@ -267,6 +267,9 @@ class Settings(BaseSettings):
     max_tokens_ceiling: int = 4096
     max_tts_chars: int = 20000
     upstream_timeout_s: float = 30.0
+    #: Idle keep-alive of client connections (uvicorn's default is 5 s). Longer than the usual
+    #: load-balancer idle timeout (60 s) so clients and proxies do not reconnect between bursts.
+    keep_alive_s: float = 75.0
     log_json: bool = True
     log_level: str = "INFO"
     #: After start-up, freeze the surviving objects out of the GC's reach (gateway/gc_tuning.py).
