@@ -33,7 +33,12 @@ router = APIRouter()
 def build_chat_request(body: ChatCompletionRequest, services: Services) -> ChatRequest:
     """Check what the schema cannot express and translate to the provider-facing request."""
     if body.n is not None and body.n != 1:
-        raise APIError(400, "n must be 1: talkgate returns a single choice per request.", param="n")
+        raise APIError(
+            400,
+            "n must be 1: talkgate returns a single choice per request.",
+            param="n",
+            code="unsupported_parameter",
+        )
     if not body.messages:
         raise APIError(400, "messages must contain at least one message.", param="messages")
     messages: list[dict[str, Any]] = []

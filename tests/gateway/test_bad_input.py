@@ -118,6 +118,7 @@ def test_n_greater_than_one(client: httpx.Client) -> None:
     err = error_of(client.post(CHAT, json={"model": "default", "messages": USER, "n": 2}), 400)
     assert "n must be 1" in err["message"]
     assert err["param"] == "n"
+    assert err["code"] == "unsupported_parameter"
 
 
 def test_max_tokens_above_ceiling(client: httpx.Client) -> None:
