@@ -16,6 +16,9 @@ import yaml
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from policies.circuit import BreakerSettings
+from policies.retry import RetrySettings
+
 
 class RouteConfig(BaseModel):
     """Routing for one capability.
@@ -116,11 +119,10 @@ class LocalModelsConfig(BaseModel):
     workers: int = 2  # bounded thread pool shared by CPU-bound model calls
 
 
-class RetryConfig(BaseModel):
-    attempts: int = 3
-    base_delay_s: float = 0.2
-    max_delay_s: float = 4.0
-    max_retry_after_s: float = 10.0
+#: The retry and breaker sections are the policies' own frozen dataclasses, so their defaults
+#: live in one place; pydantic validates them from YAML, the environment or a dict like a model.
+RetryConfig = RetrySettings
+BreakerConfig = BreakerSettings
 
 
 class DeadlineConfig(BaseModel):
@@ -130,16 +132,6 @@ class DeadlineConfig(BaseModel):
     asr: float = 60.0
     tts: float = 60.0
     first_byte: float = 15.0
-
-
-class BreakerConfig(BaseModel):
-    window_s: float = 30.0
-    min_calls: int = 10
-    failure_ratio: float = 0.5
-    consecutive_failures: int = 5
-    cooldown_s: float = 5.0
-    max_cooldown_s: float = 120.0
-    cooldown_multiplier: float = 2.0
 
 
 class CacheConfig(BaseModel):

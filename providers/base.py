@@ -101,6 +101,12 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def sampling(self) -> dict[str, Any]:
+        """The sampling values the client set (temperature, top_p, seed); an unset one is left
+        out so that each backend keeps its own default for it."""
+        values = {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+        return {name: value for name, value in values.items() if value is not None}
+
 
 @dataclass(slots=True)
 class ChatResult:

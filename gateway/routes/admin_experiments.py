@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,6 +43,20 @@ def _not_found(exp_id: str) -> APIError:
     return APIError(404, f"No experiment '{exp_id}'.", type="not_found_error")
 
 
+@contextmanager
+def _as_api_errors(exp_id: str) -> Iterator[None]:
+    """One mapping of the store's errors to HTTP for every write: unknown id → 404, clash → 409,
+    invalid change → 400."""
+    try:
+        yield
+    except KeyError:
+        raise _not_found(exp_id) from None
+    except ExperimentConflict as exc:
+        raise APIError(409, str(exc), type="conflict_error") from None
+    except (ExperimentInvalid, ValueError) as exc:
+        raise APIError(400, str(exc)) from None
+
+
 @router.get("")
 async def list_experiments(request: Request, principal: Principal = require_scope("admin")) -> Any:
     return {"object": "list", "data": _experiments(request).all()}
@@ -51,10 +67,8 @@ async def create_experiment(
     spec: ExperimentSpec, request: Request, principal: Principal = require_scope("admin")
 ) -> JSONResponse:
     experiments = _experiments(request)
-    try:
+    with _as_api_errors(spec.id):
         experiments.create(spec)
-    except ExperimentConflict as exc:
-        raise APIError(409, str(exc), type="conflict_error") from None
     await _share(request, experiments)
     return JSONResponse(experiments.describe(spec.id), status_code=201)
 
@@ -72,14 +86,8 @@ async def patch_experiment(
     exp_id: str, patch: ExperimentPatch, request: Request, principal: Principal = require_scope("admin")
 ) -> Any:
     experiments = _experiments(request)
-    try:
+    with _as_api_errors(exp_id):
         experiments.update(exp_id, patch.model_dump(exclude_none=True))
-    except KeyError:
-        raise _not_found(exp_id) from None
-    except ExperimentConflict as exc:
-        raise APIError(409, str(exc), type="conflict_error") from None
-    except (ExperimentInvalid, ValueError) as exc:
-        raise APIError(400, str(exc)) from None
     await _share(request, experiments)
     return experiments.describe(exp_id)
 
@@ -89,11 +97,7 @@ async def delete_experiment(
     exp_id: str, request: Request, principal: Principal = require_scope("admin")
 ) -> Any:
     experiments = _experiments(request)
-    try:
+    with _as_api_errors(exp_id):
         experiments.delete(exp_id)
-    except KeyError:
-        raise _not_found(exp_id) from None
-    except ExperimentConflict as exc:
-        raise APIError(409, str(exc), type="conflict_error") from None
     await _share(request, experiments)
     return {"id": exp_id, "object": "experiment", "deleted": True}

@@ -9,6 +9,7 @@ is healthy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -67,6 +68,6 @@ async def admin_providers(request: Request, principal: Principal = require_scope
     return {
         "cloud_enabled": services.settings.cloud_enabled,
         "breaker_backend": services.router.breakers.backend,
-        "breaker_settings": services.settings.breaker.model_dump(),
+        "breaker_settings": dataclasses.asdict(services.settings.breaker),
         "capabilities": capabilities,
     }

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.sim.admission import Call, admit
-from gateway.sim.generation import bad_max_tokens
+from gateway.sim.generation import Answer, bad_max_tokens
 from gateway.sim.http_common import SimStream, json_response, sleep_ms
 from gateway.sim.models import is_generation_model
 from gateway.sim.state import SimState
-from gateway.sim.text import answer_for, last_user_text, prompt_tokens, truncate
+from gateway.sim.text import last_user_text
 
 PATH = "/compatible-mode/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"
@@ -79,15 +79,11 @@ async def chat_completions(request: Request) -> Response:
             call.record["status"] = 400
             return compat_error(400, "InvalidParameter", problem.replace("max_tokens", name), call.request_id)
     messages = [m for m in messages if isinstance(m, dict)]
-    pieces, finish_reason = truncate(
-        answer_for(state.config, last_user_text(messages)), _max_tokens(call.body)
-    )
-    n_in = prompt_tokens(messages)
+    answer = Answer.build(state.config, messages, last_user_text(messages), _max_tokens(call.body))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    config = state.config
     if not call.stream:
-        await sleep_ms(config.ttft_ms + config.token_delay_ms * max(len(pieces) - 1, 0))
+        await answer.wait_whole(state.config)
         return json_response(
             {
                 "id": completion_id,
@@ -97,31 +93,25 @@ async def chat_completions(request: Request) -> Response:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(pieces)},
-                        "finish_reason": finish_reason,
+                        "message": {"role": "assistant", "content": "".join(answer.pieces)},
+                        "finish_reason": answer.finish_reason,
                         "logprobs": None,
                     }
                 ],
-                "usage": _usage(n_in, len(pieces)),
+                "usage": _usage(answer.prompt_tokens, len(answer.pieces)),
                 "system_fingerprint": None,
             }
         )
     options = call.body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    return _stream(call, state, pieces, finish_reason, n_in, completion_id, created, include_usage)
+    return _stream(call, state, answer, completion_id, created, include_usage)
 
 
 def _stream(
-    call: Call,
-    state: SimState,
-    pieces: list[str],
-    finish_reason: str,
-    n_in: int,
-    completion_id: str,
-    created: int,
-    include_usage: bool,
+    call: Call, state: SimState, answer: Answer, completion_id: str, created: int, include_usage: bool
 ) -> Response:
     config = state.config
+    pieces, finish_reason, n_in = answer.pieces, answer.finish_reason, answer.prompt_tokens
     model = call.model
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:

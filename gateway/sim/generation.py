@@ -7,12 +7,14 @@ events with cumulative usage, ``finish_reason`` the string "null" until the last
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.sim.admission import Call, admit
+from gateway.sim.config import SimConfig
 from gateway.sim.http_common import (
     SimStream,
     cut_error_event,
@@ -46,6 +48,26 @@ def _parse_input(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str] | Non
 def _max_tokens(params: dict[str, Any]) -> int | None:
     value = params.get("max_tokens")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The canned reply to one generation call, shared by the native and compatible-mode APIs."""
+
+    pieces: list[str]
+    finish_reason: str
+    prompt_tokens: int
+
+    @classmethod
+    def build(
+        cls, config: SimConfig, messages: list[dict[str, Any]], user_text: str, max_tokens: int | None
+    ) -> Answer:
+        pieces, finish_reason = truncate(answer_for(config, user_text), max_tokens)
+        return cls(pieces, finish_reason, prompt_tokens(messages))
+
+    async def wait_whole(self, config: SimConfig) -> None:
+        """Sleep as long as streaming every piece would take (for a non-streamed reply)."""
+        await sleep_ms(config.ttft_ms + config.token_delay_ms * max(len(self.pieces) - 1, 0))
 
 
 def bad_max_tokens(value: Any) -> str | None:
@@ -93,32 +115,23 @@ async def text_generation(request: Request) -> Response:
         call.record["status"] = 400
         return native_error(400, "InvalidParameter", problem, call.request_id)
     result_format = "message" if params.get("result_format") == "message" else "text"
-    pieces, finish_reason = truncate(answer_for(state.config, user_text), _max_tokens(params))
-    n_in = prompt_tokens(messages)
-    config = state.config
+    answer = Answer.build(state.config, messages, user_text, _max_tokens(params))
     if not call.stream:
-        await sleep_ms(config.ttft_ms + config.token_delay_ms * max(len(pieces) - 1, 0))
+        await answer.wait_whole(state.config)
         return json_response(
             {
-                "output": _output("".join(pieces), finish_reason, result_format),
-                "usage": _usage(n_in, len(pieces)),
+                "output": _output("".join(answer.pieces), answer.finish_reason, result_format),
+                "usage": _usage(answer.prompt_tokens, len(answer.pieces)),
                 "request_id": call.request_id,
             }
         )
-    return _stream(call, state, pieces, finish_reason, n_in, result_format, params.get("incremental_output"))
+    return _stream(call, state, answer, result_format, params.get("incremental_output"))
 
 
-def _stream(
-    call: Call,
-    state: SimState,
-    pieces: list[str],
-    finish_reason: str,
-    n_in: int,
-    result_format: str,
-    incremental: Any,
-) -> Response:
+def _stream(call: Call, state: SimState, answer: Answer, result_format: str, incremental: Any) -> Response:
     incremental = incremental is True
     config = state.config
+    pieces, finish_reason, n_in = answer.pieces, answer.finish_reason, answer.prompt_tokens
 
     async def events() -> AsyncIterator[bytes]:
         await sleep_ms(config.ttft_ms)

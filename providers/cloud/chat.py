@@ -43,12 +43,7 @@ def build_body(request: ChatRequest, ceiling: int, *, stream: bool) -> dict[str,
     }
     if stream:
         params["incremental_output"] = True
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    if request.top_p is not None:
-        params["top_p"] = request.top_p
-    if request.seed is not None:
-        params["seed"] = request.seed
+    params.update(request.sampling())
     if request.stop:
         params["stop"] = list(request.stop)
     for key, value in request.extra.items():

@@ -137,12 +137,7 @@ class LlamaCppChatProvider(LocalModels[LlamaModel]):
         }
         # Unset sampling values keep llama-cpp-python's chat defaults (0.2 / 0.95), which suit
         # small models far better than OpenAI's temperature 1.0.
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
-        if request.seed is not None:
-            params["seed"] = request.seed
+        params.update(request.sampling())
         return params, prompt_tokens
 
     def _complete(
