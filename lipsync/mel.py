@@ -9,12 +9,12 @@ REFLECT padding), magnitude, Slaney mel (80 bins, 55–7600 Hz, Slaney area norm
 from __future__ import annotations
 
 from functools import lru_cache
-from math import gcd
 
 import numpy as np
-from scipy.signal import lfilter, resample_poly
+from scipy.signal import lfilter
 
 from providers.wav import pcm16_to_float as pcm16_to_float  # re-exported: lipsync.talk imports it here
+from providers.wav import resample as resample  # re-exported: lipsync.render imports it here
 
 SAMPLE_RATE = 16000
 N_FFT = 800
@@ -29,14 +29,6 @@ MIN_LEVEL_DB = -100.0
 MAX_ABS = 4.0
 MEL_STEP = 16  # mel columns per video frame window
 MEL_FPS = SAMPLE_RATE / HOP  # 80 mel columns per second
-
-
-def resample(signal: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """Polyphase resampling (e.g. piper's 22.05 kHz → 16 kHz); identity when rates match."""
-    if src_rate == dst_rate or signal.size == 0:
-        return np.asarray(signal, dtype=np.float32)
-    g = gcd(int(src_rate), int(dst_rate))
-    return resample_poly(signal, dst_rate // g, src_rate // g).astype(np.float32)
 
 
 # Slaney's mel scale: linear (f / (200/3)) below 1 kHz, logarithmic above.

@@ -89,3 +89,15 @@ def pcm16_to_float(pcm: bytes | np.ndarray) -> np.ndarray:
 def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
     """Float audio in [-1, 1] → int16 samples; out-of-range values are clipped, not wrapped."""
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
+def resample(signal: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Polyphase resampling of float audio (e.g. piper's 22.05 kHz → 16 kHz); identity when rates match."""
+    if src_rate == dst_rate or signal.size == 0:
+        return np.asarray(signal, dtype=np.float32)
+    from math import gcd
+
+    from scipy.signal import resample_poly  # lazy: keeps scipy out of gateway start-up
+
+    g = gcd(int(src_rate), int(dst_rate))
+    return resample_poly(signal, dst_rate // g, src_rate // g).astype(np.float32)

@@ -18,7 +18,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from math import gcd
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from providers.base import (
 )
 from providers.local.lifecycle import LocalModels
 from providers.local.models import PiperFiles, piper_files
+from providers.wav import float_to_pcm16, resample
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 # espeak-ng (piper's phonemizer) keeps global state and is not thread-safe.
@@ -131,9 +131,4 @@ def _synthesize(voice: Any, job: _Job) -> Iterator[bytes]:
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         if peak > 1e-8:  # normalise each sentence to full scale, as piper does
             audio = audio / peak
-        if job.sample_rate != native:
-            from scipy.signal import resample_poly
-
-            g = gcd(job.sample_rate, native)
-            audio = resample_poly(audio, job.sample_rate // g, native // g)
-        yield (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        yield float_to_pcm16(resample(audio, native, job.sample_rate)).tobytes()

@@ -23,6 +23,7 @@ from providers.base import (
 )
 from providers.local.lifecycle import LocalModels
 from providers.local.models import multilingual_base_dir, whisper_dir
+from providers.wav import pcm16_to_float, resample
 
 WHISPER_RATE = 16000
 
@@ -81,15 +82,7 @@ class FasterWhisperProvider(LocalModels[Any]):
 
 def pcm_to_whisper(pcm: bytes, sample_rate: int) -> np.ndarray:
     """s16le PCM at any rate → float32 in [-1, 1] at 16 kHz."""
-    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float32) / 32768.0
-    if sample_rate != WHISPER_RATE and samples.size:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(WHISPER_RATE, sample_rate)
-        samples = resample_poly(samples, WHISPER_RATE // g, sample_rate // g).astype(np.float32)
-    return samples
+    return resample(pcm16_to_float(pcm[: len(pcm) - len(pcm) % 2]), sample_rate, WHISPER_RATE)
 
 
 def _transcribe(model: Any, config: Any, request: TranscribeRequest, language: str | None) -> Transcript:
