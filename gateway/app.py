@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway.context import RequestContextMiddleware
 from gateway.errors import install_error_handlers
+from gateway.fastpath import GatewayApp
 from gateway.fastpath import collect as collect_fast_paths
 from gateway.gc_tuning import settle_after_startup
 from gateway.jsonresponse import OrjsonResponse
@@ -16,7 +17,7 @@ from gateway.services import Services, build_services
 from gateway.settings import Settings
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> GatewayApp:
     settings = settings or Settings()
     services = services or build_services(settings)
 
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             await services.stop()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="talkgate",
         version="0.1.0",
         lifespan=lifespan,
@@ -38,12 +39,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.state.settings = settings
     install_error_handlers(app)
-    fast_paths: dict = {}  # filled below, once the routes exist
-    app.add_middleware(RequestContextMiddleware, fast_paths=fast_paths)
+    app.add_middleware(RequestContextMiddleware)
+    app.serve_lean(RequestContextMiddleware)
 
     from gateway.routes import ROUTERS
 
     for router in ROUTERS:
         app.include_router(router)
-    fast_paths.update(collect_fast_paths([r for router in ROUTERS for r in router.routes]))  # no prefixes
+    app.fast_paths.update(collect_fast_paths([r for router in ROUTERS for r in router.routes]))  # no prefixes
     return app

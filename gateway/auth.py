@@ -213,6 +213,18 @@ async def _admit(
     return state
 
 
+def _settle_stream(ctx: RequestContext) -> dict[str, Any]:
+    """The usage measurements so far; a streamed chat books its tokens however it ended (499 if cut)."""
+    pending = ctx.extra.get("usage") or {}
+    meter = ctx.extra.get("stream_meter")
+    if meter is not None:
+        try:
+            meter.settle(pending)
+        except Exception:
+            log.exception("booking a stream's tokens failed")
+    return pending
+
+
 async def _finish(
     request: HTTPConnection,
     principal: Principal,
@@ -223,14 +235,7 @@ async def _finish(
 ) -> None:
     """Release the slot, reconcile tokens, book the usage row. Must never raise."""
     services = request.app.state.services
-    extra = ctx.extra
-    pending = extra.get("usage") or {}
-    meter = extra.get("stream_meter")  # a streamed chat: its tokens however it ended, 499 if cut
-    if meter is not None:
-        try:
-            meter.settle(pending)
-        except Exception:
-            log.exception("booking a stream's tokens failed")
+    pending = _settle_stream(ctx)
     limits = state.get("limits")
     try:
         if state.get("slot"):
@@ -241,6 +246,36 @@ async def _finish(
                 await services.limiter.adjust_tokens(principal.key_id, limits, actual - state["charged"])
     except Exception:
         log.exception("releasing rate-limit state failed")
+    _book(request, principal, ctx, pending, status, started_ms)
+
+
+async def _close(
+    request: HTTPConnection,
+    principal: Principal,
+    ctx: RequestContext,
+    state: dict[str, Any],
+    status: int | None,
+    started_ms: int,
+) -> None:
+    """After the response: free the limiter state and book the row, even for a cancelled request."""
+    limits = state.get("limits")
+    if state.get("slot") or (limits is not None and limits.tpm):
+        # Shielded: a cancelled (disconnected) request still frees its slot and books its row.
+        await asyncio.shield(_finish(request, principal, ctx, state, status, started_ms))
+    else:
+        # Nothing to await, so nothing a cancellation could cut: no task for the shield.
+        _book(request, principal, ctx, _settle_stream(ctx), status, started_ms)
+
+
+def _book(
+    request: HTTPConnection,
+    principal: Principal,
+    ctx: RequestContext,
+    pending: dict[str, Any],
+    status: int | None,
+    started_ms: int,
+) -> None:
+    services = request.app.state.services
     if services.usage is None:
         return
     route = request.scope.get("route")
@@ -287,7 +322,7 @@ async def run_admitted(
         status = _status_of(exc)
         raise
     finally:
-        await asyncio.shield(_finish(request, principal, ctx, state, status, started_ms))
+        await _close(request, principal, ctx, state, status, started_ms)
 
 
 def require_scope(scope: str) -> Any:
@@ -308,8 +343,7 @@ def require_scope(scope: str) -> Any:
             status = _status_of(exc)
             raise
         finally:
-            # Shielded: a cancelled (disconnected) request still frees its slot and books its row.
-            await asyncio.shield(_finish(request, principal, ctx, state, status, started_ms))
+            await _close(request, principal, ctx, state, status, started_ms)
 
     dependency.talkgate_scope = scope  # type: ignore[attr-defined]  # lets tests audit every route
     return Depends(dependency, scope="request")

@@ -73,10 +73,8 @@ def get_context(request: Request) -> RequestContext:
 class RequestContextMiddleware:
     """Creates the RequestContext and adds x-request-id and x-talkgate-* headers to /v1 responses."""
 
-    def __init__(self, app: ASGIApp, fast_paths: dict[tuple[str, str], ASGIApp] | None = None) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        #: ``(method, path) -> app`` served without FastAPI's routing (gateway/fastpath.py)
-        self.fast_paths = fast_paths if fast_paths is not None else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,8 +93,6 @@ class RequestContextMiddleware:
         path = scope.get("path", "")
         is_v1 = path.startswith("/v1/")
         app = self.app
-        if self.fast_paths and not scope.get("root_path"):
-            app = self.fast_paths.get((scope.get("method", ""), path), app)
         rid_token = request_id_var.set(ctx.request_id)
         client_token = client_request_id_var.set(rid) if rid is not None else None
 

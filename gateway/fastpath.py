@@ -1,10 +1,11 @@
 """A lean ASGI path for the hottest route, beside (not instead of) its FastAPI route.
 
 Under load one event loop spends about half of a chat request's CPU in FastAPI's per-request
-plumbing: three middleware layers inside ours, route matching, dependency solving and exit
-stacks. ``RequestContextMiddleware`` hands an exact ``(method, path)`` match straight to the
-lean endpoint registered here; the FastAPI route stays registered for OpenAPI, for tests that
-audit routes, and for anything the lean path does not take (other methods, a root_path).
+plumbing: its outer middleware (server errors, telemetry, body limit), route matching,
+dependency solving and exit stacks. ``GatewayApp`` hands an exact ``(method, path)`` match,
+wrapped only in ``RequestContextMiddleware``, straight to the lean endpoint registered here; the
+FastAPI route stays registered for OpenAPI, for tests that audit routes, and for anything the
+lean path does not take (other methods, a root_path).
 
 A lean endpoint does what the route and its ``require_scope`` dependency did: it calls the same
 functions (``gateway.auth.run_admitted``) and answers errors with the app's own exception
@@ -17,6 +18,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,6 +26,42 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: ``endpoint(request, send)``: sends the whole response; raises what the route would raise.
 LeanEndpoint = Callable[[Request, Send], Awaitable[None]]
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, with the lean paths served before FastAPI's own middleware stack.
+
+    A lean request still goes through ``RequestContextMiddleware`` (request id, contract
+    headers, metrics, an OpenAI-shaped 500 for anything that escapes); everything else takes
+    the normal FastAPI path, where the same middleware sits inside FastAPI's outer layers.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: ``(method, path) -> lean app``; filled by the factory once the routes exist (collect()).
+        self.fast_paths: dict[tuple[str, str], ASGIApp] = {}
+        self._lean_stack: ASGIApp | None = None
+
+    def serve_lean(self, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+        """``wrap(dispatch)`` is the stack a lean request goes through (the context middleware)."""
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.fast_paths[(scope["method"], scope["path"])](scope, receive, send)
+
+        self._lean_stack = wrap(dispatch)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self._lean_stack is not None
+            and scope["type"] == "http"
+            and (scope["method"], scope["path"]) in self.fast_paths
+            and not scope.get("root_path")
+            and not self.root_path
+        ):
+            scope["app"] = self
+            await self._lean_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _handler_for(handlers: dict[Any, Callable[..., Any]], exc: Exception) -> Callable[..., Any] | None:

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from gateway.app import create_app
 from gateway.sse_response import LastChunk, SSEResponse
 
@@ -100,6 +102,29 @@ def test_disconnect_cancels_the_stream_quietly_and_closes_the_iterator() -> None
 def test_chat_completions_is_served_by_the_lean_path(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TALKGATE_DATA_DIR", str(tmp_path))
     app = create_app()
-    fast = [m.kwargs.get("fast_paths") for m in app.user_middleware if m.kwargs.get("fast_paths") is not None]
-    assert fast and ("POST", "/v1/chat/completions") in fast[0]
-    assert ("GET", "/v1/chat/completions") not in fast[0]
+    assert ("POST", "/v1/chat/completions") in app.fast_paths
+    assert ("GET", "/v1/chat/completions") not in app.fast_paths
+
+
+def test_the_lean_path_bypasses_fastapi_middleware_but_keeps_the_contract(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TALKGATE_DATA_DIR", str(tmp_path))
+    app = create_app()
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            bad = await client.post(
+                "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+            )
+            # FastAPI builds its middleware stack on the first request it serves: still unbuilt.
+            assert app.middleware_stack is None
+            assert bad.status_code == 400
+            assert bad.json()["error"]["type"] == "invalid_request_error"
+            for header in ("x-request-id", "x-talkgate-provider", "x-talkgate-overhead-ms"):
+                assert header in bad.headers
+            models = await client.get("/v1/models")
+            assert models.status_code == 200
+            assert app.middleware_stack is not None
+            assert "x-request-id" in models.headers
+
+    asyncio.run(main())
