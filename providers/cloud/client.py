@@ -19,6 +19,7 @@ import orjson
 
 from providers.base import ErrorKind, ProviderError
 from providers.cloud import errors
+from providers.cloud.http1 import Http1Pool
 
 #: Largest SSE event we accept (base64 audio chunks can be big); guards memory.
 MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
@@ -26,6 +27,11 @@ MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
 MAX_WS_MESSAGE_BYTES = 32 * 1024 * 1024
 #: DashScope closes an idle inference WebSocket 60 s after its task ends; reuse well before that.
 WS_IDLE_REUSE_S = 45.0
+#: Open connections of the plain-call pool (providers/cloud/http1.py), as aiohttp's connector had.
+HTTP_POOL_LIMIT = 512
+#: An idle keep-alive connection older than this is closed rather than reused.
+HTTP_IDLE_REUSE_S = 30.0
+USER_AGENT = "talkgate"
 #: Idle WebSockets kept for reuse (each saves a TLS + upgrade handshake on the next task).
 WS_POOL_SIZE = 8
 
@@ -101,6 +107,8 @@ class DashScopeClient:
         self.ws_url = settings.dashscope_websocket_base_url.rstrip("/")
         self.timeout_s = float(settings.upstream_timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._http: Http1Pool | None = None
+        self._heads: dict[str, bytes] = {}  # path -> request head for post_json
         self._users = 0
         self._idle_ws: list[tuple[aiohttp.ClientWebSocketResponse, float]] = []
         auth = {"Authorization": f"Bearer {self.api_key or ''}"}
@@ -109,6 +117,7 @@ class DashScopeClient:
             **auth,
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json; charset=utf-8",
+            "User-Agent": USER_AGENT,
         }
         self._sse_headers = {
             **auth,
@@ -144,6 +153,9 @@ class DashScopeClient:
                 await ws.close()
             session, self._session = self._session, None
             await session.close()
+        if self._users == 0 and self._http is not None:
+            pool, self._http = self._http, None
+            await pool.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -156,6 +168,14 @@ class DashScopeClient:
             )
         return self._session
 
+    @property
+    def http(self) -> Http1Pool:
+        """The keep-alive pool for plain JSON calls (``post_json``)."""
+        if self._http is None or self._http.closed:
+            self._http = Http1Pool(self.http_base, limit=HTTP_POOL_LIMIT, idle_s=HTTP_IDLE_REUSE_S)
+            self._heads = {}
+        return self._http
+
     def url(self, path: str) -> str:
         return f"{self.http_base}/{path.lstrip('/')}"
 
@@ -164,16 +184,14 @@ class DashScopeClient:
     async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a native request; returns the parsed reply or raises a classified ProviderError."""
         with errors.translated():
-            async with self.session.post(
-                self.url(path),
-                data=orjson.dumps(body),
-                headers=self._json_headers,
-                timeout=self._plain_timeout,
-            ) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise errors.http_error(resp.status, _json_or_bytes(raw), resp.headers)
-                reply = orjson.loads(raw)
+            pool = self.http
+            head = self._heads.get(path)
+            if head is None:
+                head = self._heads[path] = pool.request_head(path, self._json_headers)
+            answer = await pool.post(head, orjson.dumps(body), self.timeout_s)
+            if answer.status != 200:
+                raise errors.http_error(answer.status, _json_or_bytes(answer.body), answer.headers)
+            reply = orjson.loads(answer.body)
         if isinstance(reply, dict) and reply.get("code") and not reply.get("output"):
             raise errors.http_error(200, reply, None)  # business error sent with HTTP 200
         if not isinstance(reply, dict):

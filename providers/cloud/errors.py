@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from providers.base import ErrorKind, ProviderError
+from providers.cloud import http1
 
 K = ErrorKind
 
@@ -188,7 +189,7 @@ def from_exception(exc: BaseException) -> ProviderError:
         return handshake_error(exc.status, exc.message)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return ProviderError(K.TIMEOUT, f"DashScope did not answer in time ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | http1.ConnectError):
         return ProviderError(K.UNAVAILABLE, f"cannot connect to DashScope: {exc}")
     if isinstance(exc, aiohttp.ClientResponseError):
         return ProviderError(kind_for_status(exc.status), f"DashScope HTTP {exc.status}: {exc.message}")
