@@ -1,9 +1,10 @@
 """One keep-alive HTTP + WebSocket client for all Bailian providers.
 
-Why aiohttp: one ``ClientSession`` gives both a pooled keep-alive HTTP client and a
-WebSocket client, and its stream reader lets SSE be split by hand without a per-line
-await. The session is opened by the first provider's ``load()`` and closed by the last
-``unload()`` (reference counted), never per request.
+JSON calls, whole or streamed as SSE, go through ``Http1Pool`` (providers/cloud/http1.py),
+which costs far less CPU per call than aiohttp's ``ClientSession`` on the chat hot path; the
+inference WebSocket and result downloads use one aiohttp ``ClientSession``. Both are opened
+by the first provider's ``load()`` and closed by the last ``unload()`` (reference counted),
+never per request.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class DashScopeClient:
         self.timeout_s = float(settings.upstream_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._http: Http1Pool | None = None
-        self._heads: dict[str, bytes] = {}  # path -> request head for post_json
+        self._heads: dict[tuple[str, bool], bytes] = {}  # (path, sse) -> request head
         self._users = 0
         self._idle_ws: list[tuple[aiohttp.ClientWebSocketResponse, float]] = []
         auth = {"Authorization": f"Bearer {self.api_key or ''}"}
@@ -124,6 +125,7 @@ class DashScopeClient:
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "text/event-stream",
             "X-DashScope-SSE": "enable",
+            "User-Agent": USER_AGENT,
         }
         t = self.timeout_s
         self._plain_timeout = aiohttp.ClientTimeout(total=t, sock_connect=t)
@@ -170,11 +172,18 @@ class DashScopeClient:
 
     @property
     def http(self) -> Http1Pool:
-        """The keep-alive pool for plain JSON calls (``post_json``)."""
+        """The keep-alive pool for JSON calls, whole (``post_json``) or streamed (``stream_sse``)."""
         if self._http is None or self._http.closed:
             self._http = Http1Pool(self.http_base, limit=HTTP_POOL_LIMIT, idle_s=HTTP_IDLE_REUSE_S)
             self._heads = {}
         return self._http
+
+    def _head(self, path: str, *, sse: bool) -> bytes:
+        head = self._heads.get((path, sse))
+        if head is None:
+            headers = self._sse_headers if sse else self._json_headers
+            head = self._heads[(path, sse)] = self.http.request_head(path, headers)
+        return head
 
     def url(self, path: str) -> str:
         return f"{self.http_base}/{path.lstrip('/')}"
@@ -184,11 +193,7 @@ class DashScopeClient:
     async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a native request; returns the parsed reply or raises a classified ProviderError."""
         with errors.translated():
-            pool = self.http
-            head = self._heads.get(path)
-            if head is None:
-                head = self._heads[path] = pool.request_head(path, self._json_headers)
-            answer = await pool.post(head, orjson.dumps(body), self.timeout_s)
+            answer = await self.http.post(self._head(path, sse=False), orjson.dumps(body), self.timeout_s)
             if answer.status != 200:
                 raise errors.http_error(answer.status, _json_or_bytes(answer.body), answer.headers)
             reply = orjson.loads(answer.body)
@@ -201,15 +206,18 @@ class DashScopeClient:
     async def stream_sse(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """POST a streaming request; yields each event's data. ``event:error`` raises ProviderError."""
         with errors.translated():
-            async with self.session.post(
-                self.url(path), data=orjson.dumps(body), headers=self._sse_headers
-            ) as resp:
-                if resp.status != 200:
-                    raise errors.http_error(resp.status, _json_or_bytes(await resp.read()), resp.headers)
-                async for event in iter_sse(resp.content.iter_any()):
+            stream = await self.http.stream(self._head(path, sse=True), orjson.dumps(body), self.timeout_s)
+            try:
+                if stream.status != 200:
+                    raise errors.http_error(
+                        stream.status, _json_or_bytes(await stream.read()), stream.headers
+                    )
+                async for event in iter_sse(stream.chunks()):
                     if event.event == "error":
-                        raise errors.http_error(event.status or 400, event.data, resp.headers)
+                        raise errors.http_error(event.status or 400, event.data, stream.headers)
                     yield event.data
+            finally:
+                stream.close()
 
     async def download(self, url: str) -> bytes:
         """GET a result file (an OSS URL in production): no Authorization, it would break the signature."""

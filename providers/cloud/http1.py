@@ -1,4 +1,4 @@
-"""A keep-alive HTTP/1.1 client for the one call on the hot path: a JSON POST and its whole reply.
+"""A keep-alive HTTP/1.1 client for the calls on the hot path: a JSON POST, answered whole or streamed.
 
 Why not aiohttp here: ``ClientSession.post`` costs about 80 µs of event-loop CPU per call on our
 2-core VM (URL building, cookie jar, payload registry, tracing hooks, timer handles), twice what
@@ -6,8 +6,9 @@ the socket work itself costs (``bench/RESULTS.md``). For a plain chat request th
 of the gateway's whole CPU time. This client does only what that call needs: a pooled
 connection per origin, one write of prebuilt headers plus the body, httptools (the parser
 uvicorn uses) for the reply, a deadline, and a retry on a fresh connection when a reused one
-turns out to have been closed by the server before it answered. Streams (SSE), WebSockets and
-downloads stay on aiohttp.
+turns out to have been closed by the server before it answered. A streamed reply (SSE) is
+handed over chunk by chunk as it arrives, with an idle-read timeout and back-pressure.
+WebSockets and downloads stay on aiohttp.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ssl
 import time
 import zlib
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -24,6 +26,11 @@ import httptools
 
 #: A reply larger than this is refused (guards memory; DashScope JSON replies are small).
 MAX_REPLY_BYTES = 64 * 1024 * 1024
+#: A streamed reply stops reading from the socket while this much is waiting for its consumer.
+STREAM_HIGH_WATER = 1024 * 1024
+#: A stream closed before its end (its reader had what it needed, e.g. the last SSE event) keeps
+#: its connection this long for the rest of the reply, so the connection can be reused.
+STREAM_DRAIN_S = 2.0
 
 
 class ConnectError(OSError):
@@ -48,19 +55,34 @@ class Reply:
 
 
 class _Connection(asyncio.Protocol):
-    """One socket; at most one exchange at a time."""
+    """One socket; at most one exchange at a time.
+
+    A whole reply resolves the send() future at its end. A streamed one resolves it when the
+    headers are in; the body is then read with next_chunk().
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
+        self.reusable = False
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Reply] | None = None
+        self._reset(stream=False)
+
+    def _reset(self, *, stream: bool) -> None:
+        self._stream = stream
         self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._size = 0
+        self._body: deque[bytes] = deque()
+        self._size = 0  # bytes received (whole reply) or buffered (stream)
         self._replied = False
         self._framed = False  # Content-Length or chunked: the end is known without EOF
         self._headers_done = False
+        self._ended = False
+        self._error: Exception | None = None
+        self._more: asyncio.Future[None] | None = None  # a stream's consumer waiting for data
+        self._paused = False
+        self._on_end: Callable[[], None] | None = None  # set while draining a closed stream
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.reusable = False
 
     # --- asyncio.Protocol
@@ -76,17 +98,15 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if self._ended:
             return
-        if self._parser.get_status_code() and not self._framed and self._headers_done:
-            self._complete()  # a reply delimited by the end of the connection
+        if self._headers_done and not self._framed:
+            self.on_message_complete()  # a reply delimited by the end of the connection
             return
         reason = f": {exc}" if exc else ""
-        dropped = ConnectionDropped(
-            f"connection closed before the reply ended{reason}", replied=self._replied
+        self._fail(
+            ConnectionDropped(f"connection closed before the reply ended{reason}", replied=self._replied)
         )
-        waiter.set_exception(dropped)
 
     # --- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -99,20 +119,32 @@ class _Connection(asyncio.Protocol):
         self._framed = "content-length" in self._headers or "chunked" in self._headers.get(
             "transfer-encoding", ""
         )
+        if self._stream and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(Reply(self._parser.get_status_code(), self._headers, b""))
 
     def on_body(self, body: bytes) -> None:
+        if self._on_end is not None:
+            return  # draining: nobody reads this any more
         self._size += len(body)
-        if self._size > MAX_REPLY_BYTES:
-            self._fail(ConnectionDropped(f"reply larger than {MAX_REPLY_BYTES} bytes", replied=True))
-            return
         self._body.append(body)
+        if not self._stream:
+            if self._size > MAX_REPLY_BYTES:
+                self._fail(ConnectionDropped(f"reply larger than {MAX_REPLY_BYTES} bytes", replied=True))
+            return
+        self._wake()
+        if self._size > STREAM_HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
         self.reusable = self._framed and self._parser.should_keep_alive()
-        self._complete()
-
-    # --- exchange
-    def _complete(self) -> None:
+        if self._stream:
+            self._wake()
+            self._drained()
+            return
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
@@ -122,33 +154,139 @@ class _Connection(asyncio.Protocol):
             try:
                 body = zlib.decompress(body, 47 if encoding == "gzip" else zlib.MAX_WBITS)
             except zlib.error as exc:
+                self.reusable = False
                 waiter.set_exception(ConnectionDropped(f"bad {encoding} body: {exc}", replied=True))
                 return
         waiter.set_result(Reply(self._parser.get_status_code(), self._headers, body))
 
+    # --- exchange
+    def _wake(self) -> None:
+        if self._more is not None and not self._more.done():
+            self._more.set_result(None)
+
     def _fail(self, exc: Exception) -> None:
         self.reusable = False
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
+        if not self._ended:
+            self._ended = True
+            self._error = exc
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_exception(exc)
+            self._wake()
+            self._drained()
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, data: bytes) -> asyncio.Future[Reply]:
-        """Write one request; the future resolves with its reply."""
+    def finish_in_background(self, on_end: Callable[[], None], within_s: float) -> None:
+        """Discard the rest of a streamed body; ``on_end()`` once the reply has ended (the
+        connection is then reusable) or the connection has closed, after ``within_s`` at most."""
+        self._body.clear()
+        self._size = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        if self._ended:
+            on_end()
+            return
+        self._on_end = on_end
+        self._drain_timer = asyncio.get_running_loop().call_later(within_s, self.close)
+
+    def _drained(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if on_end is not None:
+            on_end()
+
+    def send(self, data: bytes, *, stream: bool = False) -> asyncio.Future[Reply]:
+        """Write one request; the future resolves with its reply (a stream's: at the headers)."""
         assert self.transport is not None
+        self._reset(stream=stream)
         self._waiter = asyncio.get_running_loop().create_future()
-        self._headers, self._body, self._size = {}, [], 0
-        self._replied = self._framed = self._headers_done = self.reusable = False
         self.transport.write(data)
         return self._waiter
+
+    async def next_chunk(self, idle_s: float) -> bytes:
+        """The next piece of a streamed body as it arrived; ``b""`` at its end."""
+        while not self._body:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return b""
+            self._more = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(idle_s):
+                    await self._more
+            except TimeoutError:
+                self._fail(ConnectionDropped(f"no data for {idle_s:.1f}s", replied=True))
+                raise
+            finally:
+                self._more = None
+        chunk = self._body.popleft()
+        self._size -= len(chunk)
+        if self._paused and self._size <= STREAM_HIGH_WATER // 4 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
 
     @property
     def open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
+        self.reusable = False
         if self.transport is not None:
             self.transport.close()
+
+
+class Stream:
+    """A streamed reply: ``status`` and ``headers`` now, the body from ``chunks()``.
+
+    The connection goes back to the pool once the body has been read to its end; ``close()``
+    (always call it, e.g. in ``finally``) drops it if the reader stopped early.
+    """
+
+    def __init__(self, pool: Http1Pool, conn: _Connection, reply: Reply, idle_s: float) -> None:
+        self.status = reply.status
+        self.headers = reply.headers
+        self._pool = pool
+        self._conn: _Connection | None = conn
+        self._idle_s = idle_s
+        self._finished = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            return
+        while chunk := await conn.next_chunk(self._idle_s):
+            yield chunk
+        self._finished = True
+        self.close()
+
+    async def read(self, limit: int = MAX_REPLY_BYTES) -> bytes:
+        """The rest of the body (e.g. an error reply), at most ``limit`` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if size > limit:
+                self.close()
+                raise ConnectionDropped(f"reply larger than {limit} bytes", replied=True)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._finished or not conn.open:
+            self._done(conn)
+        else:  # the reader stopped early: let the rest of the reply arrive, then reuse or drop
+            conn.finish_in_background(lambda: self._done(conn), STREAM_DRAIN_S)
+
+    def _done(self, conn: _Connection) -> None:
+        self._pool._release(conn)
+        self._pool._limit.release()
 
 
 class Http1Pool:
@@ -183,28 +321,43 @@ class Http1Pool:
 
     async def post(self, head: bytes, body: bytes, timeout_s: float) -> Reply:
         """Send ``head`` (from ``request_head``) with ``body``; the whole reply within ``timeout_s``."""
+        async with asyncio.timeout(timeout_s), self._limit:
+            conn, reply = await self._exchange(head, body, stream=False)
+            self._release(conn)
+            return reply
+
+    async def stream(self, head: bytes, body: bytes, timeout_s: float) -> Stream:
+        """Send the request; returns at the reply's headers (within ``timeout_s``). The body then
+        arrives through ``Stream.chunks()``, each wait for data also bounded by ``timeout_s``."""
+        await self._limit.acquire()
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn, reply = await self._exchange(head, body, stream=True)
+        except BaseException:
+            self._limit.release()
+            raise
+        return Stream(self, conn, reply, timeout_s)
+
+    async def _exchange(self, head: bytes, body: bytes, *, stream: bool) -> tuple[_Connection, Reply]:
         if self.closed:
             raise ConnectError("the HTTP pool is closed")
         data = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
-        async with asyncio.timeout(timeout_s), self._limit:
-            conn, reused = await self._acquire()
-            try:
-                reply = await conn.send(data)
-            except ConnectionDropped as exc:
-                conn.close()
-                if not (reused and not exc.replied):
-                    raise
-                conn, reused = await self._connect(), False  # the server had closed it while idle
-                try:
-                    reply = await conn.send(data)
-                except BaseException:
-                    conn.close()
-                    raise
-            except BaseException:  # timeout, cancellation: the exchange's state is unknown
-                conn.close()
+        conn, reused = await self._acquire()
+        try:
+            return conn, await conn.send(data, stream=stream)
+        except ConnectionDropped as exc:
+            conn.close()
+            if not reused or exc.replied:
                 raise
-            self._release(conn)
-            return reply
+        except BaseException:  # timeout, cancellation: the exchange's state is unknown
+            conn.close()
+            raise
+        conn = await self._connect()  # the server had closed the idle connection: send again
+        try:
+            return conn, await conn.send(data, stream=stream)
+        except BaseException:
+            conn.close()
+            raise
 
     async def _acquire(self) -> tuple[_Connection, bool]:
         now = time.monotonic()

@@ -191,3 +191,90 @@ def test_base_urls() -> None:
     assert pool.request_head("services/a", {}).startswith(b"POST /api/v1/services/a HTTP/1.1\r\n")
     with pytest.raises(ValueError):
         Http1Pool("ws://example.com")
+
+
+async def open_stream(pool: Http1Pool, timeout_s: float = 2.0):
+    head = pool.request_head("/services/x", {"Accept": "text/event-stream"})
+    return await pool.stream(head, b"{}", timeout_s)
+
+
+async def test_a_stream_arrives_piece_by_piece_and_its_connection_is_reused() -> None:
+    gate = asyncio.Event()
+
+    async def sse(reader, writer, n):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"6\r\ndata:1\r\n")
+        await writer.drain()
+        await gate.wait()  # the client must see the first piece before the second is sent
+        writer.write(b"6\r\ndata:2\r\n0\r\n\r\n")
+
+    server = Server(sse)
+    async with server as pool:
+        stream = await open_stream(pool)
+        assert stream.status == 200
+        pieces = stream.chunks()
+        assert await anext(pieces) == b"data:1"
+        gate.set()
+        assert [p async for p in pieces] == [b"data:2"]
+        stream.close()
+        assert len(pool._idle) == 1  # read to the end: back in the pool
+        stream = await open_stream(pool)
+        assert await stream.read() == b"data:1data:2"
+    assert server.connections == 1
+
+
+async def test_a_stream_abandoned_early_or_stalled_drops_its_connection() -> None:
+    async def endless(reader, writer, n):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nping\r\n")
+        # then silence: the reader stops early (n == 1) or times out waiting (n == 2)
+
+    server = Server(endless)
+    async with server as pool:
+        stream = await open_stream(pool)
+        assert await anext(stream.chunks()) == b"ping"
+        stream.close()
+        assert not pool._idle
+        stream = await open_stream(pool, timeout_s=0.2)
+        with pytest.raises(TimeoutError):
+            await stream.read()
+        stream.close()
+        assert not pool._idle
+    assert server.connections == 2
+
+
+async def test_a_large_stream_with_a_slow_reader_arrives_whole() -> None:
+    payload = bytes(range(256)) * 16 * 1024  # 4 MiB: the reader pauses the socket past 1 MiB
+
+    async def big(reader, writer, n):
+        writer.write(reply(payload))
+        await writer.drain()
+
+    async with Server(big) as pool:
+        stream = await open_stream(pool)
+        got = bytearray()
+        async for chunk in stream.chunks():
+            got += chunk
+            await asyncio.sleep(0)
+        stream.close()
+        assert bytes(got) == payload
+        assert len(pool._idle) == 1
+
+
+async def test_a_stream_closed_before_its_last_bytes_arrive_still_returns_its_connection() -> None:
+    async def sse(reader, writer, n):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ndata:last\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")  # the terminator comes after the reader has what it wanted
+
+    server = Server(sse)
+    async with server as pool:
+        stream = await open_stream(pool)
+        assert await anext(stream.chunks()) == b"data:last"
+        stream.close()
+        assert not pool._idle
+        await asyncio.sleep(0.2)
+        assert len(pool._idle) == 1
+        stream = await open_stream(pool)
+        assert await stream.read() == b"data:last"
+    assert server.connections == 1
