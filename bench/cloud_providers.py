@@ -1,11 +1,15 @@
 """What the Bailian providers add on top of the wire, measured against the simulator.
 
 Method: the simulator runs in its own process (``talkgate sim``) with zero latency. For each
-case we time N sequential calls two ways on one keep-alive aiohttp session: a bare request
-that only reads the bytes (the floor: simulator + loopback + aiohttp), and the provider call
-(body building, orjson, SSE parsing, error checks, dataclasses). The difference of medians
-is the provider's own cost per call. For the WebSocket TTS we compare a fresh connection per
-task with the provider's pooled connection (the handshake a pool saves).
+chat case we time N sequential calls three ways: a bare request that only reads the bytes,
+once on a keep-alive aiohttp session and once on the provider's own HTTP/1.1 pool
+(``providers/cloud/http1.py``; the floor: simulator + loopback + client), and the provider
+call (body building, orjson, SSE parsing, error checks, dataclasses). The difference of
+medians (provider − bare pool) is the provider's own cost per call. The client CPU per call
+(this process's CPU time over 2,000 calls from 8 concurrent callers, simulator elsewhere)
+compares the two clients directly: it is what each call costs the gateway's event loop. For
+the WebSocket TTS we compare a fresh connection per task with the provider's pooled
+connection (the handshake a pool saves).
 
 Run: ``.venv/bin/python -m bench.cloud_providers [--n 300]``
 """
@@ -45,6 +49,24 @@ async def _timed(n: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
     return out
 
 
+CPU_CALLS = 2000
+CPU_CALLERS = 8
+
+
+async def _cpu_per_call(call: Callable[[], Awaitable[Any]]) -> float:
+    """This process's CPU time per call (µs), with ``CPU_CALLERS`` callers sharing the loop."""
+    await asyncio.gather(*(call() for _ in range(CPU_CALLERS)))  # warm the pool to its size
+    per_caller = CPU_CALLS // CPU_CALLERS
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            await call()
+
+    started = time.process_time()
+    await asyncio.gather(*(caller() for _ in range(CPU_CALLERS)))
+    return (time.process_time() - started) / (per_caller * CPU_CALLERS) * 1e6
+
+
 def _row(name: str, ms: list[float]) -> str:
     ms = sorted(ms)
     p95 = ms[int(len(ms) * 0.95) - 1]
@@ -70,15 +92,29 @@ async def run(port: int, n: int) -> None:
     headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
     sse_headers = {**headers, "X-DashScope-SSE": "enable", "Accept": "text/event-stream"}
     session = client.session
+    pool = client.http
+    plain_head = pool.request_head(GENERATION_PATH, headers)
+    sse_head = pool.request_head(GENERATION_PATH, sse_headers)
 
-    async def raw_plain() -> None:
+    async def aiohttp_plain() -> None:
         async with session.post(url, data=plain_body, headers=headers) as r:
             await r.read()
 
-    async def raw_stream() -> None:
+    async def aiohttp_stream() -> None:
         async with session.post(url, data=stream_body, headers=sse_headers) as r:
             async for _ in r.content.iter_any():
                 pass
+
+    async def pool_plain() -> None:
+        await pool.post(plain_head, plain_body, 30.0)
+
+    async def pool_stream() -> None:
+        stream = await pool.stream(sse_head, stream_body, 30.0)
+        try:
+            async for _ in stream.chunks():
+                pass
+        finally:
+            stream.close()
 
     async def provider_plain() -> None:
         await chat.chat(request)
@@ -88,10 +124,18 @@ async def run(port: int, n: int) -> None:
             pass
 
     results = {
-        "chat plain, bare aiohttp": await _timed(n, raw_plain),
+        "chat plain, bare aiohttp": await _timed(n, aiohttp_plain),
+        "chat plain, bare HTTP/1.1 pool": await _timed(n, pool_plain),
         "chat plain, BailianChatProvider": await _timed(n, provider_plain),
-        "chat stream, bare aiohttp": await _timed(n, raw_stream),
+        "chat stream, bare aiohttp": await _timed(n, aiohttp_stream),
+        "chat stream, bare HTTP/1.1 pool": await _timed(n, pool_stream),
         "chat stream, BailianChatProvider": await _timed(n, provider_stream),
+    }
+    cpu = {
+        "plain, aiohttp": await _cpu_per_call(aiohttp_plain),
+        "plain, HTTP/1.1 pool": await _cpu_per_call(pool_plain),
+        "stream, aiohttp": await _cpu_per_call(aiohttp_stream),
+        "stream, HTTP/1.1 pool": await _cpu_per_call(pool_stream),
     }
     speech = SynthesizeRequest(model="cosyvoice-v2", text="Hello there.", voice="longxiaochun_v2")
     m = max(20, n // 5)
@@ -110,15 +154,17 @@ async def run(port: int, n: int) -> None:
     await chat.unload()
     await tts.unload()
 
-    print(f"Bailian providers vs bare aiohttp, simulator in its own process, n={n} (TTS n={m})")
+    print(f"Bailian providers vs bare clients, simulator in its own process, n={n} (TTS n={m})")
     for name, ms in results.items():
         print(_row(name, ms))
     med = {k: statistics.median(v) for k, v in results.items()}
-    print("provider's own cost (difference of medians):")
-    print(f"  chat plain  {med['chat plain, BailianChatProvider'] - med['chat plain, bare aiohttp']:+.3f} ms")
-    print(
-        f"  chat stream {med['chat stream, BailianChatProvider'] - med['chat stream, bare aiohttp']:+.3f} ms"
-    )
+    print("provider's own cost (difference of medians, provider - bare HTTP/1.1 pool):")
+    for kind in ("plain", "stream"):
+        own = med[f"chat {kind}, BailianChatProvider"] - med[f"chat {kind}, bare HTTP/1.1 pool"]
+        print(f"  chat {kind:<6} {own:+.3f} ms")
+    print(f"client CPU per call ({CPU_CALLS} calls, {CPU_CALLERS} concurrent callers):")
+    for name, us in cpu.items():
+        print(f"  {name:<22} {us:6.1f} µs")
     saved = med["cosyvoice task, fresh WebSocket"] - med["cosyvoice task, pooled WebSocket"]
     print(f"  WebSocket pool saves {saved:.3f} ms per TTS task on loopback (more over TLS to the cloud)")
 

@@ -1,14 +1,17 @@
 """A keep-alive HTTP/1.1 client for the calls on the hot path: a JSON POST, answered whole or streamed.
 
-Why not aiohttp here: ``ClientSession.post`` costs about 80 µs of event-loop CPU per call on our
-2-core VM (URL building, cookie jar, payload registry, tracing hooks, timer handles), twice what
-the socket work itself costs (``bench/RESULTS.md``). For a plain chat request that was a quarter
-of the gateway's whole CPU time. This client does only what that call needs: a pooled
-connection per origin, one write of prebuilt headers plus the body, httptools (the parser
-uvicorn uses) for the reply, a deadline, and a retry on a fresh connection when a reused one
-turns out to have been closed by the server before it answered. A streamed reply (SSE) is
-handed over chunk by chunk as it arrives, with an idle-read timeout and back-pressure.
-WebSockets and downloads stay on aiohttp.
+Why not aiohttp here: on our 2-core VM a bare ``ClientSession.post`` costs 87 µs of client CPU
+per plain call and 146 µs per SSE stream; this pool costs 53 and 108 µs, both including the
+same socket work (``bench/cloud_providers.py``). Inside the loaded gateway the gain was larger:
+its CPU per plain chat request fell from about 305 to 212 µs when post_json moved here
+(``bench/RESULTS.md``). Under load, that CPU time is what requests queue behind on the one
+event loop.
+
+This client does only what those calls need: a pooled connection per origin, one write of
+prebuilt headers plus the body, httptools (the parser uvicorn uses) for the reply, a deadline,
+and a retry on a fresh connection when a reused one turns out to have been closed by the server
+before it answered. A streamed reply (SSE) is handed over chunk by chunk as it arrives, with an
+idle-read timeout and back-pressure. WebSockets and downloads stay on aiohttp.
 """
 
 from __future__ import annotations
