@@ -10,7 +10,6 @@ never per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +45,16 @@ class SseEvent:
     data: Any
 
 
+_EVENT_NAMES = {b"result": "result", b"error": "error"}
+
+
+def _status(digits: bytes) -> int | None:
+    try:
+        return int(digits)
+    except ValueError:
+        return None
+
+
 def parse_sse_block(block: bytes) -> SseEvent | None:
     """Parse one event (the lines between blank lines). Unknown lines and comments are ignored."""
     event = "result"
@@ -56,13 +65,12 @@ def parse_sse_block(block: bytes) -> SseEvent | None:
             piece = line[5:]
             data = piece if data is None else data + b"\n" + piece
         elif line.startswith(b"event:"):
-            event = line[6:].strip().decode("ascii", "replace")
+            name = line[6:].strip()
+            event = _EVENT_NAMES.get(name) or name.decode("ascii", "replace")
         elif line.startswith(b":HTTP_STATUS/"):
-            with contextlib.suppress(ValueError):
-                status = int(line[13:])
+            status = _status(line[13:]) or status
         elif line.startswith(b"status:"):
-            with contextlib.suppress(ValueError):
-                status = int(line[7:])
+            status = _status(line[7:]) or status
     if data is None:
         return None
     return SseEvent(event, status, orjson.loads(data))
