@@ -61,15 +61,16 @@ def parse_sse_block(block: bytes) -> SseEvent | None:
     status: int | None = None
     data: bytes | None = None
     for line in block.split(b"\n"):
-        if line.startswith(b"data:"):
+        first = line[:1]  # one comparison rules out most prefixes (e.g. "id:" lines)
+        if first == b"d" and line.startswith(b"data:"):
             piece = line[5:]
             data = piece if data is None else data + b"\n" + piece
-        elif line.startswith(b"event:"):
+        elif first == b"e" and line.startswith(b"event:"):
             name = line[6:].strip()
             event = _EVENT_NAMES.get(name) or name.decode("ascii", "replace")
-        elif line.startswith(b":HTTP_STATUS/"):
+        elif first == b":" and line.startswith(b":HTTP_STATUS/"):
             status = _status(line[13:]) or status
-        elif line.startswith(b"status:"):
+        elif first == b"s" and line.startswith(b"status:"):
             status = _status(line[7:]) or status
     if data is None:
         return None
@@ -83,16 +84,13 @@ async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SseEvent]:
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n")
         buffer = buffer + chunk if buffer else chunk
-        start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = parse_sse_block(buffer[start:end])
-            start = end + 2
-            if event is not None:
-                yield event
-        buffer = buffer[start:]
+        end = buffer.rfind(b"\n\n")
+        if end >= 0:  # every complete event in this chunk, split in one call
+            complete, buffer = buffer[:end], buffer[end + 2 :]
+            for block in complete.split(b"\n\n"):
+                event = parse_sse_block(block)
+                if event is not None:
+                    yield event
         if len(buffer) > MAX_SSE_EVENT_BYTES:
             raise ProviderError(ErrorKind.RETRYABLE, "DashScope sent an SSE event larger than 16 MiB")
     tail = buffer.strip()

@@ -86,6 +86,9 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._on_end: Callable[[], None] | None = None  # set while draining a closed stream
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None  # a stream's idle-read timeout
+        self._read_deadline = 0.0
+        self._idle_s = 0.0
         self.reusable = False
 
     # --- asyncio.Protocol
@@ -145,6 +148,7 @@ class _Connection(asyncio.Protocol):
         self._ended = True
         self.reusable = self._framed and self._parser.should_keep_alive()
         if self._stream:
+            self._stop_idle_timer()
             self._wake()
             self._drained()
             return
@@ -169,6 +173,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         self.reusable = False
+        self._stop_idle_timer()
         if not self._ended:
             self._ended = True
             self._error = exc
@@ -193,6 +198,21 @@ class _Connection(asyncio.Protocol):
         self._on_end = on_end
         self._drain_timer = asyncio.get_running_loop().call_later(within_s, self.close)
 
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._more is None or self._ended:
+            return  # not waiting now: the next wait re-arms
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._read_deadline:
+            self._fail(TimeoutError(f"no data from the server for {self._idle_s:.1f}s"))
+        else:
+            self._idle_timer = loop.call_at(self._read_deadline, self._check_idle)
+
     def _drained(self) -> None:
         on_end, self._on_end = self._on_end, None
         if self._drain_timer is not None:
@@ -216,13 +236,16 @@ class _Connection(asyncio.Protocol):
                 raise self._error
             if self._ended:
                 return b""
-            self._more = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._more = loop.create_future()
+            # One timer per stream, re-armed lazily (an asyncio.timeout per wait arms and
+            # disarms a timer per SSE event).
+            self._idle_s = idle_s
+            self._read_deadline = loop.time() + idle_s
+            if self._idle_timer is None:
+                self._idle_timer = loop.call_at(self._read_deadline, self._check_idle)
             try:
-                async with asyncio.timeout(idle_s):
-                    await self._more
-            except TimeoutError:
-                self._fail(ConnectionDropped(f"no data for {idle_s:.1f}s", replied=True))
-                raise
+                await self._more
             finally:
                 self._more = None
         chunk = self._body.popleft()
