@@ -223,6 +223,8 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes, *, stream: bool = False) -> asyncio.Future[Reply]:
         """Write one request; the future resolves with its reply (a stream's: at the headers)."""
+        if not self.open:  # closed by the server between connect (or reuse) and now
+            raise ConnectionDropped("connection closed before the request was sent", replied=False)
         assert self.transport is not None
         self._reset(stream=stream)
         self._waiter = asyncio.get_running_loop().create_future()
