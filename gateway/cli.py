@@ -15,8 +15,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings()
-    except ValidationError as exc:
-        # A bad setting stops start-up with the reason, not a traceback.
+    except (ValidationError, ValueError, OSError) as exc:
+        # A bad setting, an unknown key or a missing config file stops start-up with the
+        # reason, not a traceback.
         from gateway.settings import describe_settings_error
 
         print(f"talkgate: invalid configuration: {describe_settings_error(exc)}", file=sys.stderr)

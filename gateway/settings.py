@@ -16,6 +16,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.config_keys import unknown_keys
 from policies.circuit import BreakerSettings
 from policies.retry import RetrySettings
 
@@ -218,6 +219,9 @@ class _YamlSource(PydanticBaseSettingsSource):
             loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
             if not isinstance(loaded, dict):
                 raise ValueError(f"{p}: the top level of the config must be a mapping")
+            unknown = unknown_keys(settings_cls, loaded)
+            if unknown:
+                raise ValueError(f"{p}: unknown setting(s): {'; '.join(unknown)}")
             self._data = loaded
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
@@ -251,6 +255,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     database_url: str | None = None  # None: sqlite+aiosqlite under data_dir
     admin_key: str | None = None
+    #: Bearer token that GET /metrics requires; None: /metrics is open (keep it off public networks).
+    metrics_token: str | None = None
     #: "auto": API keys required on /v1 once TALKGATE_ADMIN_KEY is set; "keys": always; "none": never.
     auth: str = "auto"
     wav2lip_checkpoint: Path | None = None

@@ -127,3 +127,64 @@ def test_unknown_auth_mode_is_refused_naming_the_value(
     for mode in ("auto", "keys", "none"):
         monkeypatch.setenv("TALKGATE_AUTH", mode)
         assert Settings(data_dir=tmp_path / "data").auth == mode
+
+
+def test_unknown_keys_in_the_yaml_config_stop_start_up_naming_each_with_a_suggestion(tmp_path: Path) -> None:
+    config = tmp_path / "typos.yaml"
+    config.write_text(
+        "saas: {usage_flush_intervl_s: 5}\n"
+        'routes: {chat: {chian: ["bailian:qwen-plus"]}}\n'
+        "local: {llm: {smollm2: {n_thread: 2}}}\n"
+        "retry: {attempt: 2}\n"
+        "no_such_section: 1\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ValueError) as info:
+        Settings(config=config, data_dir=tmp_path / "data")
+    message = str(info.value)
+    assert str(config) in message
+    for problem in (
+        "saas.usage_flush_intervl_s (did you mean 'usage_flush_interval_s'?)",
+        "routes.chat.chian (did you mean 'chain'?)",
+        "local.llm.smollm2.n_thread (did you mean 'n_threads'?)",
+        "retry.attempt (did you mean 'attempts'?)",
+        "no_such_section",
+    ):
+        assert problem in message
+
+
+def test_every_documented_kind_of_key_is_accepted(tmp_path: Path) -> None:
+    config = tmp_path / "full.yaml"
+    config.write_text(
+        "DASHSCOPE_API_KEY: sk-test\n"  # the SDK's variable name, as an alias
+        "max_tokens_ceiling: 2048\n"
+        "saas: {usage_flush_interval_s: 2}\n"
+        'routes: {chat: {chain: ["bailian:qwen-plus"], aliases: {fast: qwen-plus}}}\n'
+        "local: {llm: {mine: {n_threads: 1}}, tts: {piper-joe: {voices: [joe]}}}\n"
+        "voices: {local: {'*': joe}}\n"
+        "retry: {attempts: 2}\n"
+        "breaker: {min_calls: 5}\n"
+        "experiments: {anything: {goes: here}}\n",
+        encoding="utf-8",
+    )
+    settings = Settings(config=config, data_dir=tmp_path / "data")
+    assert settings.dashscope_api_key == "sk-test"
+    assert settings.saas.usage_flush_interval_s == 2
+    assert settings.local.llm["mine"].n_threads == 1
+    assert settings.retry.attempts == 2 and settings.breaker.min_calls == 5
+
+
+def test_serve_with_an_unknown_key_exits_with_the_reason(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("cache: {ttl: 60}\n", encoding="utf-8")
+    env = {**os.environ, "TALKGATE_CONFIG": str(config), "TALKGATE_DATA_DIR": str(tmp_path / "d")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "unknown setting(s): cache.ttl (did you mean 'ttl_s'?)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -13,6 +14,7 @@ import openai
 import pytest
 import yaml
 
+from gateway.app import create_app
 from gateway.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -243,3 +245,26 @@ def test_pushed_metrics_and_per_app_registries() -> None:
     assert value(samples, "talkgate_breaker_state", target="bailian:qwen-plus") == 1
     _, _, other = exported(b.render().decode())
     assert value(other, "talkgate_render_frames_total") == 0
+
+
+def test_a_metrics_token_guards_the_scrape(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALKGATE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TALKGATE_METRICS_TOKEN", "scrape-secret-0123456789")
+    app = create_app()
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic c2NyYXBl"}):
+                denied = await client.get("/metrics", headers=headers)
+                assert denied.status_code == 401
+                assert denied.json()["error"]["code"] == "invalid_metrics_token"
+                assert denied.headers["www-authenticate"] == "Bearer"
+                assert "talkgate_requests_total" not in denied.text
+            allowed = await client.get(
+                "/metrics", headers={"authorization": "Bearer scrape-secret-0123456789"}
+            )
+            assert allowed.status_code == 200
+            assert "talkgate_requests_total" in allowed.text
+
+    asyncio.run(main())
