@@ -31,9 +31,12 @@ import httptools
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 #: A streamed reply stops reading from the socket while this much is waiting for its consumer.
 STREAM_HIGH_WATER = 1024 * 1024
-#: A stream closed before its end (its reader had what it needed, e.g. the last SSE event) keeps
-#: its connection this long for the rest of the reply, so the connection can be reused.
-STREAM_DRAIN_S = 2.0
+#: A stream closed before its end keeps its connection this long for the rest of the reply, so
+#: the connection can be reused. The usual case: the reader stopped at the last SSE event and
+#: only the chunked terminator is still in flight (it comes within a millisecond). Short on
+#: purpose: a stream abandoned mid-answer (the client went away) is closed after this, and
+#: closing the connection is what tells the upstream to stop generating billed tokens.
+STREAM_DRAIN_S = 0.25
 
 
 class ConnectError(OSError):
