@@ -59,8 +59,8 @@ def record(request: Request, **fields: Any) -> None:
 _INSERT = insert(UsageRecord.__table__)
 #: Rows per INSERT statement on SQLite (16 columns: 2,048 parameters, far below SQLite's 32,766).
 #: executemany() steps once per row and the sqlite3 module releases and retakes the GIL around
-#: every step, so the driver thread competed with the event loop for the GIL thousands of times
-#: a second under load (gateway CPU +15% per request); one multi-row statement is one step.
+#: every step, so under load the driver thread competed with the event loop for the GIL
+#: thousands of times a second; one multi-row statement is one step.
 _SQLITE_ROWS_PER_STATEMENT = 128
 _SQLITE_ROW = "(" + ",".join("?" * len(COLUMNS)) + ")"
 _SQLITE_HEAD = f"INSERT INTO {UsageRecord.__tablename__} ({','.join(COLUMNS)}) VALUES "
