@@ -29,6 +29,10 @@ T = TypeVar("T")
 RetryObserver = Callable[[int, ProviderError, float], None]
 
 
+#: Time left that already counts as a spent deadline (event-loop timer granularity).
+CLOCK_SLACK_S = 0.002
+
+
 class Deadline:
     """A point on the monotonic clock by which the whole request must be answered."""
 
@@ -43,7 +47,9 @@ class Deadline:
 
     @property
     def expired(self) -> bool:
-        return self.remaining() <= 0.0
+        # A timer armed for the deadline can fire up to a millisecond early (uvloop keeps loop
+        # time in whole milliseconds): an attempt cut off by it must still count as the deadline.
+        return self.remaining() <= CLOCK_SLACK_S
 
 
 @dataclass(frozen=True, slots=True)

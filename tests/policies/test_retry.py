@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
@@ -152,3 +153,14 @@ async def test_spent_deadline_makes_no_call() -> None:
         await policy().call(script, deadline)
     assert info.value.kind is ErrorKind.TIMEOUT
     assert script.calls == 0
+
+
+async def test_a_deadline_timer_firing_a_millisecond_early_still_counts_as_the_deadline() -> None:
+    # uvloop keeps loop time in whole milliseconds, so a timer armed for the deadline may fire
+    # just before the monotonic point; the request must then be reported as out of time.
+    deadline = Deadline(10)
+    assert not deadline.expired
+    deadline.expires_at = time.monotonic() + 0.001
+    assert deadline.expired
+    deadline.expires_at = time.monotonic() + 0.05
+    assert not deadline.expired
