@@ -273,8 +273,11 @@ class _Connection(asyncio.Protocol):
 class Stream:
     """A streamed reply: ``status`` and ``headers`` now, the body from ``chunks()``.
 
-    The connection goes back to the pool once the body has been read to its end; ``close()``
-    (always call it, e.g. in ``finally``) drops it if the reader stopped early.
+    The connection goes back to the pool once the body has been read to its end. ``close()``
+    (always call it, e.g. in ``finally``) handles a reader that stopped early: the rest of the
+    reply may still arrive within ``STREAM_DRAIN_S`` (then the connection is reused), else the
+    connection is closed. The body is passed on as sent: no content decoding (the client does
+    not ask for any).
     """
 
     def __init__(self, pool: Http1Pool, conn: _Connection, reply: Reply, idle_s: float) -> None:
