@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.gateway_overhead import KEY, Target, latencies, openai_body, pct, wait_ready
-from bench.processes import SIM_CODE, gateway_code, start, stop
+from bench.processes import SIM_CODE, gateway_code, gateway_env, start, stop
 from tests.servers import free_port
 
 
@@ -39,13 +39,7 @@ def cpu_seconds(pid: int) -> float:
 async def run(requests: int, repeats: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tg-cpu-"))
     sim_port, gw_port = free_port(), free_port()
-    env = {
-        "DASHSCOPE_API_KEY": KEY,
-        "DASHSCOPE_HTTP_BASE_URL": f"http://127.0.0.1:{sim_port}/api/v1",
-        "DASHSCOPE_WEBSOCKET_BASE_URL": f"ws://127.0.0.1:{sim_port}/api-ws/v1/inference",
-        "TALKGATE_DATA_DIR": str(tmp / "data"),
-        "TALKGATE_LOG_LEVEL": "WARNING",
-    }
+    env = gateway_env(sim_port, KEY, tmp / "data")
     procs = [
         start(SIM_CODE.format(key=KEY, port=sim_port), {}, tmp / "sim.log"),
         start(gateway_code(gw_port), env, tmp / "gateway.log"),

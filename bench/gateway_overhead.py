@@ -38,7 +38,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench.processes import SIM_CODE, gateway_code, start, stop
+from bench.processes import SIM_CODE, gateway_code, gateway_env, start, stop
 from tests.servers import free_port
 
 KEY = "sk-bench"
@@ -215,14 +215,7 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         sim_log, gw_log = tmp / "sim.log", tmp / "gateway.log"
         procs.append(start(SIM_CODE.format(key=KEY, port=sim_port), {}, sim_log))
-        gw_env = {
-            "DASHSCOPE_API_KEY": KEY,
-            "DASHSCOPE_HTTP_BASE_URL": f"http://127.0.0.1:{sim_port}/api/v1",
-            "DASHSCOPE_WEBSOCKET_BASE_URL": f"ws://127.0.0.1:{sim_port}/api-ws/v1/inference",
-            "TALKGATE_DATA_DIR": str(tmp / "data"),
-            "TALKGATE_LOG_LEVEL": "WARNING",
-        }
-        procs.append(start(gateway_code(gw_port), gw_env, gw_log))
+        procs.append(start(gateway_code(gw_port), gateway_env(sim_port, KEY, tmp / "data"), gw_log))
         use_litellm = not args.no_litellm and (LITELLM_VENV / "bin" / "litellm").exists()
         if use_litellm:
             cfg = tmp / "litellm.yaml"

@@ -37,6 +37,17 @@ _GATEWAY_CODE = textwrap.dedent(
 )
 
 
+def gateway_env(sim_port: int, key: str, data_dir: Path | str, log_level: str = "WARNING") -> dict[str, str]:
+    """TALKGATE_* / DASHSCOPE_* variables of a gateway whose Bailian providers call the simulator."""
+    return {
+        "DASHSCOPE_API_KEY": key,
+        "DASHSCOPE_HTTP_BASE_URL": f"http://127.0.0.1:{sim_port}/api/v1",
+        "DASHSCOPE_WEBSOCKET_BASE_URL": f"ws://127.0.0.1:{sim_port}/api-ws/v1/inference",
+        "TALKGATE_DATA_DIR": str(data_dir),
+        "TALKGATE_LOG_LEVEL": log_level,
+    }
+
+
 def gateway_code(port: int, log_level: str = "WARNING") -> str:
     """``python -c`` source of a gateway on ``port``, configured from the TALKGATE_* environment."""
     return _GATEWAY_CODE.format(port=port, log_level=log_level)

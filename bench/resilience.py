@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.processes import SIM_CODE, gateway_code, start, stop
+from bench.processes import SIM_CODE, gateway_code, gateway_env, start, stop
 from gateway.settings import Settings
 from providers.base import ChatRequest, SynthesizeRequest, TranscribeRequest
 from providers.local import build_local_providers
@@ -246,14 +246,7 @@ async def main_async(runs: int, llm_threads: int | None) -> None:
     config = tmp / "talkgate.yaml"
     config.write_text(yaml.safe_dump(gateway_config(llm_threads)))
     procs = [start(SIM_CODE.format(key=KEY, port=sim_port), {}, tmp / "sim.log")]
-    env = {
-        "DASHSCOPE_API_KEY": KEY,
-        "DASHSCOPE_HTTP_BASE_URL": f"http://127.0.0.1:{sim_port}/api/v1",
-        "DASHSCOPE_WEBSOCKET_BASE_URL": f"ws://127.0.0.1:{sim_port}/api-ws/v1/inference",
-        "TALKGATE_CONFIG": str(config),
-        "TALKGATE_DATA_DIR": str(tmp / "data"),
-        "TALKGATE_LOG_LEVEL": "ERROR",
-    }
+    env = {**gateway_env(sim_port, KEY, tmp / "data", "ERROR"), "TALKGATE_CONFIG": str(config)}
     procs.append(start(gateway_code(gw_port, "ERROR"), env, tmp / "gateway.log"))
     try:
         async with httpx.AsyncClient(timeout=5) as probe:

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.processes import stop
+from bench.processes import gateway_env, stop
 
 REDIS = "redis://127.0.0.1:6379/11"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -70,13 +70,9 @@ def bench_cache_hit(n: int = 1000) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="tg-bench-")
     env = {
         **os.environ,
-        "DASHSCOPE_API_KEY": "sk-bench",
-        "DASHSCOPE_HTTP_BASE_URL": f"http://127.0.0.1:{sim_port}/api/v1",
-        "DASHSCOPE_WEBSOCKET_BASE_URL": f"ws://127.0.0.1:{sim_port}/api-ws/v1/inference",
+        **gateway_env(sim_port, "sk-bench", tmp),
         "TALKGATE_ADMIN_KEY": ADMIN_KEY,
         "TALKGATE_REDIS_URL": REDIS,
-        "TALKGATE_DATA_DIR": tmp,
-        "TALKGATE_LOG_LEVEL": "WARNING",
     }
     procs = [
         subprocess.Popen([exe, "sim", "--port", str(sim_port)], env=env, stdout=subprocess.DEVNULL),

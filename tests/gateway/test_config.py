@@ -99,17 +99,22 @@ def test_an_empty_chain_is_refused_at_start_up_naming_the_capability(tmp_path: P
     assert f"routes.{capability}.chain is empty" in str(info.value)
 
 
-def test_serve_with_an_empty_chain_exits_with_the_reason(tmp_path: Path) -> None:
-    config = tmp_path / "empty.yaml"
-    config.write_text("routes: {tts: {chain: []}}\n", encoding="utf-8")
+def serve_with(config_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``talkgate serve`` with this YAML config (it is expected to stop at start-up)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text, encoding="utf-8")
     env = {**os.environ, "TALKGATE_CONFIG": str(config), "TALKGATE_DATA_DIR": str(tmp_path / "d")}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", "9"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_serve_with_an_empty_chain_exits_with_the_reason(tmp_path: Path) -> None:
+    done = serve_with("routes: {tts: {chain: []}}\n", tmp_path)
     assert done.returncode == 2
     assert "invalid configuration" in done.stderr
     assert "routes.tts.chain is empty" in done.stderr
@@ -175,16 +180,7 @@ def test_every_documented_kind_of_key_is_accepted(tmp_path: Path) -> None:
 
 
 def test_serve_with_an_unknown_key_exits_with_the_reason(tmp_path: Path) -> None:
-    config = tmp_path / "typo.yaml"
-    config.write_text("cache: {ttl: 60}\n", encoding="utf-8")
-    env = {**os.environ, "TALKGATE_CONFIG": str(config), "TALKGATE_DATA_DIR": str(tmp_path / "d")}
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", "9"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_with("cache: {ttl: 60}\n", tmp_path)
     assert done.returncode == 2
     assert "unknown setting(s): cache.ttl (did you mean 'ttl_s'?)" in done.stderr
     assert "Traceback" not in done.stderr
