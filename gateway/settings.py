@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, Field, field_validator
@@ -85,6 +85,10 @@ class LlamaModelConfig(BaseModel):
     n_ctx: int = 2048
     n_threads: int | None = None  # None: usable cores - 1, at least 1 (providers/local/llama.py)
     concurrency: int = 1
+    #: llama.cpp weight repacking into extra CPU buffer types: "auto" turns it off where AMX is
+    #: present (it segfaults there, llama.cpp issue 20824), "on"/"off" force it
+    #: (providers/local/llama_cpu.py)
+    extra_buffers: Literal["auto", "on", "off"] = "auto"
 
 
 class WhisperModelConfig(BaseModel):

@@ -7,6 +7,7 @@ configured with ``concurrency: N`` gets N contexts, each used by one call at a t
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +18,10 @@ from typing import Any
 
 from providers.base import ChatChunk, ChatRequest, ChatResult, ErrorKind, ProviderError, Usage
 from providers.local.lifecycle import LocalModels
+from providers.local.llama_cpu import amx_present, model_params_override, use_extra_buffers
 from providers.local.models import gguf_path
 
+log = logging.getLogger("talkgate.local")
 _ROLES = {"system", "user", "assistant"}
 
 
@@ -65,20 +68,32 @@ class LlamaCppChatProvider(LocalModels[LlamaModel]):
         return gguf_path(name, config.path)
 
     def _open(self, name: str, config: Any, files: Path) -> LlamaModel:
+        import llama_cpp.llama_cpp as llama_lib
         from llama_cpp import Llama, llama_chat_format
 
         threads = config.n_threads or default_threads()
+        amx = amx_present(llama_lib)
+        extra = use_extra_buffers(config.extra_buffers, amx=amx)
+        if amx and extra:
+            log.warning(
+                "local chat model %s: llama.cpp extra buffer types forced on with AMX present "
+                "(llama.cpp issue 20824: may segfault)",
+                name,
+            )
+        # False is not llama.cpp's default: only then does the struct need changing.
+        overrides = {} if extra else {"use_extra_bufts": False}
         contexts: queue.Queue[Any] = queue.Queue()
         first: Any = None
         for _ in range(max(1, config.concurrency)):
             try:
-                llm = Llama(
-                    model_path=str(files),
-                    n_ctx=config.n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,  # llama-cpp-python's default is every core
-                    verbose=False,
-                )
+                with model_params_override(llama_lib, **overrides):
+                    llm = Llama(
+                        model_path=str(files),
+                        n_ctx=config.n_ctx,
+                        n_threads=threads,
+                        n_threads_batch=threads,  # llama-cpp-python's default is every core
+                        verbose=False,
+                    )
             except Exception as exc:  # a corrupt or non-GGUF file
                 raise ProviderError(
                     ErrorKind.UNAVAILABLE,

@@ -138,3 +138,19 @@ async def test_router_falls_back_to_local_without_a_cloud_key(tmp_path: Path) ->
         assert result.text and ctx.provider == "local:smollm2" and ctx.fallback
     finally:
         await services.stop()
+
+
+async def test_amx_cpus_load_without_extra_buffer_types(chat: LlamaCppChatProvider) -> None:
+    """On an AMX CPU the AMX repack crashes llama.cpp (issue 20824): ``auto`` must keep it off."""
+    import llama_cpp.llama_cpp as llama_lib
+
+    from providers.local.llama_cpu import amx_present
+
+    model = await chat.model("smollm2")
+    llm = model.checkout()
+    try:
+        assert bool(llm.model_params.use_extra_bufts) is (not amx_present(llama_lib))
+    finally:
+        model.checkin(llm)
+    answer = await chat.chat(ChatRequest(model="smollm2", messages=QUESTION, temperature=0, max_tokens=8))
+    assert answer.usage.completion_tokens > 0
