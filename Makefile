@@ -11,16 +11,26 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 # e.g. make bench BENCH_ARGS=--quick
 BENCH_ARGS ?=
+# Every library version the product runs on is pinned here; `make lock` refreshes it (see README).
+CONSTRAINTS := constraints.txt
+# The peer gateway bench/gateway_overhead.py compares against, pinned, in a venv of its own.
+LITELLM_VENV := .bench/litellm
+LITELLM_STAMP := $(LITELLM_VENV)/.installed
 
-.PHONY: run sim test lint bench clean
+.PHONY: run sim test lint bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip wheel
 	# torch first, pinned, so the extras below do not pick another build (see TORCH_INDEX above).
 	$(BIN)/pip install '$(TORCH_SPEC)' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install -e '.[local,dev]'
+	$(BIN)/pip install -c $(CONSTRAINTS) -e '.[local,dev]'
 	touch $(STAMP)
+
+$(LITELLM_STAMP): bench/requirements-litellm.txt
+	test -d $(LITELLM_VENV) || $(PY) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -r bench/requirements-litellm.txt
+	touch $(LITELLM_STAMP)
 
 run: $(STAMP)
 	$(BIN)/talkgate serve --host $(HOST) --port $(PORT)
@@ -37,8 +47,17 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+bench: $(STAMP) $(LITELLM_STAMP)
+	LITELLM_VENV=$(abspath $(LITELLM_VENV)) $(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
+# Re-resolve the newest releases into constraints.txt (then run `make test` and commit it).
+lock:
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	.lock-venv/bin/pip install --upgrade pip wheel
+	.lock-venv/bin/pip install '$(TORCH_SPEC)' $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	.lock-venv/bin/pip install -e '.[local,dev]'
+	{ head -n 3 $(CONSTRAINTS); .lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^(torch|talkgate)[=@ ]' | sort -f; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .bench .pytest_cache .ruff_cache

@@ -43,7 +43,10 @@ from tests.servers import free_port
 
 KEY = "sk-bench"
 LITELLM_MASTER_KEY = "sk-" + os.urandom(32).hex()
-LITELLM_VENV = Path("/work/litellm-venv")
+#: LiteLLM's own venv; `make bench` installs bench/requirements-litellm.txt (pinned) there.
+LITELLM_VENV = Path(
+    os.environ.get("LITELLM_VENV", Path(__file__).resolve().parent.parent / ".bench" / "litellm")
+)
 PROMPT = "Please summarise our refund policy for order number {n:08d} in two sentences."
 
 
@@ -217,6 +220,12 @@ async def main_async(args: argparse.Namespace) -> None:
         procs.append(start(SIM_CODE.format(key=KEY, port=sim_port), {}, sim_log))
         procs.append(start(gateway_code(gw_port), gateway_env(sim_port, KEY, tmp / "data"), gw_log))
         use_litellm = not args.no_litellm and (LITELLM_VENV / "bin" / "litellm").exists()
+        if not args.no_litellm and not use_litellm:
+            print(
+                f"LiteLLM not found in {LITELLM_VENV}: comparison skipped "
+                "(`make bench` installs bench/requirements-litellm.txt there)",
+                file=sys.stderr,
+            )
         if use_litellm:
             cfg = tmp / "litellm.yaml"
             cfg.write_text(litellm_config(sim_port))

@@ -28,7 +28,6 @@ from gateway.metrics_collectors import (
     GpuProbe,
     ScrapeCollector,
     inflight_family,
-    torch_module_probe,
 )
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "Metrics",
     "inflight_family",
     "split_target",
-    "torch_module_probe",
 ]
 
 log = logging.getLogger("talkgate.metrics")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 log = logging.getLogger("talkgate.metrics")
 
@@ -116,14 +116,39 @@ def inflight_family(rows: Iterable[tuple[str, str, int]]) -> Metric:
     return family
 
 
-def torch_module_probe(device_index: int | None = None) -> GpuProbe:
-    """A GPU probe for a module that owns the process's torch allocations (e.g. the renderer)."""
+def worker_families(stats: Iterable[Any]) -> list[Metric]:
+    """Local engine worker processes per (engine, model): starts, restarts, crashes, up, unhealthy.
 
-    def probe() -> dict[str, float]:
-        torch = sys.modules.get("torch")
-        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-            return {}
-        indices = [device_index] if device_index is not None else range(torch.cuda.device_count())
-        return {f"cuda:{i}": float(torch.cuda.memory_allocated(i)) for i in indices}
-
-    return probe
+    ``stats`` are ``providers.local.workers.supervisor.WorkerStats``; the counters live in the
+    local model pool, so they keep counting across hot swaps.
+    """
+    labels = ["engine", "model"]
+    starts = CounterMetricFamily(
+        "talkgate_local_worker_starts", "Engine worker processes started.", labels=labels
+    )
+    restarts = CounterMetricFamily(
+        "talkgate_local_worker_restarts",
+        "Engine workers started again after one stopped or died.",
+        labels=labels,
+    )
+    crashes = CounterMetricFamily(
+        "talkgate_local_worker_crashes",
+        "Engine workers that died unexpectedly (segfault, abort, OOM kill, hung call killed).",
+        labels=labels,
+    )
+    up = GaugeMetricFamily(
+        "talkgate_local_worker_up", "1 while the model's worker is running.", labels=labels
+    )
+    unhealthy = GaugeMetricFamily(
+        "talkgate_local_worker_unhealthy",
+        "1 while the model crashed too often in the crash window (see /readyz).",
+        labels=labels,
+    )
+    for row in stats:
+        key = [row.engine, row.model]
+        starts.add_metric(key, row.starts)
+        restarts.add_metric(key, row.restarts)
+        crashes.add_metric(key, row.crashes)
+        up.add_metric(key, row.up)
+        unhealthy.add_metric(key, 1 if row.unhealthy else 0)
+    return [starts, restarts, crashes, up, unhealthy]

@@ -38,6 +38,7 @@ class Services:
     renderer: Any = None  # lipsync renderer
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
     quota: Any = None  # policies.quota (SaaS)
+    local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -178,13 +179,16 @@ def _wire_saas(services: Services) -> None:
 def _wire_operations(services: Services) -> None:
     """Metrics (own registry, router events), A/B experiments and the model swap manager."""
     from gateway.hotswap import SwapManager
-    from gateway.metrics import Metrics, inflight_family, torch_module_probe
+    from gateway.metrics import Metrics, inflight_family
+    from gateway.metrics_collectors import worker_families
     from policies.experiments import Experiments
 
     metrics = services.metrics = Metrics()
     services.router.listeners.append(metrics.on_router_event)
-    # torch's CUDA allocations in this process are the Wav2Lip renderer's (llama.cpp etc. use none).
-    metrics.register_gpu_module("lipsync", torch_module_probe())
+    # torch's CUDA allocations are the Wav2Lip worker's (llama.cpp etc. use none); it reports them.
+    metrics.register_gpu_module(
+        "lipsync", lambda: services.renderer.gpu_memory() if services.renderer else {}
+    )
     metrics.init_targets(
         spec
         for route in services.settings.routes.values()
@@ -193,6 +197,12 @@ def _wire_operations(services: Services) -> None:
     services.experiments = Experiments(services.settings)
     swaps = services.swaps = SwapManager(services)
     metrics.add_collector(lambda: [inflight_family(swaps.inflight())])
+
+    def worker_stats() -> list[Any]:
+        pool, renderer = services.local_pool, services.renderer
+        return [*(pool.stats() if pool else ()), *(renderer.worker_stats() if renderer else ())]
+
+    metrics.add_collector(lambda: worker_families(worker_stats()))
 
     async def track_providers() -> None:
         swaps.track_all()

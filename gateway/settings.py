@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.config_keys import unknown_keys
 from policies.circuit import BreakerSettings
 from policies.retry import RetrySettings
+from providers.local.workers.supervisor import RestartPolicy
 
 
 class RouteConfig(BaseModel):
@@ -121,7 +122,13 @@ class LocalModelsConfig(BaseModel):
         default_factory=lambda: {"piper-joe": PiperVoiceModelConfig(voices=["joe"])}
     )
     preload: bool = False
-    workers: int = 2  # bounded thread pool shared by CPU-bound model calls
+    #: local model calls running at once, across all local models (each model runs in its own
+    #: worker process; ``concurrency`` bounds one model)
+    workers: int = 2
+    #: restart back-off, crash window, cancel grace and load timeout of the worker processes
+    supervision: RestartPolicy = Field(default_factory=RestartPolicy)
+    #: unloading (hot swap, shutdown) waits this long for calls in flight before stopping a worker
+    drain_timeout_s: float = 30.0
 
 
 #: The retry and breaker sections are the policies' own frozen dataclasses, so their defaults

@@ -1,4 +1,4 @@
-"""Paste-back through a soft lower-face mask.
+"""Wav2Lip's face input, and the paste-back of its output through a soft lower-face mask.
 
 The reference pastes the upscaled 96×96 prediction as a hard square, which leaves the
 well-known visible box and blurs the eyes. Blending only the lower face through a
@@ -13,6 +13,14 @@ import cv2
 import numpy as np
 
 from lipsync.faces import Box
+
+
+def face_input(crop: np.ndarray) -> np.ndarray:
+    """96×96 BGR crop → (6, 96, 96) float32: [lower half zeroed, full reference] / 255."""
+    masked = crop.copy()
+    masked[crop.shape[0] // 2 :] = 0
+    both = np.concatenate([masked, crop], axis=2).astype(np.float32) / 255.0
+    return np.ascontiguousarray(both.transpose(2, 0, 1))
 
 
 @lru_cache(maxsize=32)

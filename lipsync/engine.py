@@ -33,14 +33,6 @@ def pick_device(preference: str = "auto") -> torch.device:
     return device
 
 
-def face_input(crop: np.ndarray) -> np.ndarray:
-    """96×96 BGR crop → (6, 96, 96) float32: [lower half zeroed, full reference] / 255."""
-    masked = crop.copy()
-    masked[crop.shape[0] // 2 :] = 0
-    both = np.concatenate([masked, crop], axis=2).astype(np.float32) / 255.0
-    return np.ascontiguousarray(both.transpose(2, 0, 1))
-
-
 class Wav2LipEngine:
     def __init__(self, model: Wav2Lip, device: torch.device, *, batch_size: int = 64) -> None:
         self.device = device

@@ -4,7 +4,8 @@
 configured and loads, the procedural renderer otherwise (also when the checkpoint is
 broken: the error is logged and kept in ``load_error`` so the gateway still talks). All
 rendering and encoding runs on a thread pool of ``max_concurrent_renders`` workers, so
-the event loop never blocks and at most that many renders run at once.
+the event loop never blocks and at most that many renders run at once. Wav2Lip's torch
+runs in a supervised worker process (``lipsync/wav2lip_worker.py``), never in the gateway.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import numpy as np
 
 from lipsync.artifacts import ArtifactStore
 from lipsync.avatars import Avatar
-from lipsync.blend import paste
+from lipsync.blend import face_input, paste
 from lipsync.encode import Mp4Writer
 from lipsync.errors import LipsyncError
 from lipsync.mel import SAMPLE_RATE, mel_chunks, melspectrogram, resample
 from lipsync.procedural import ProceduralRenderer
+from lipsync.wav2lip_worker import RemoteWav2Lip
+from providers.base import ProviderError
+from providers.local.workers.supervisor import RestartPolicy
 from providers.wav import float_to_pcm16, pcm_to_wav
 
 log = logging.getLogger("talkgate.lipsync")
@@ -53,7 +57,9 @@ class Wav2LipRenderer:
     name: Literal["wav2lip"] = "wav2lip"
 
     def __init__(self, engine: Any, fps: int = 25) -> None:
-        self.engine = engine  # lipsync.engine.Wav2LipEngine (imports torch)
+        #: ``predict``/``batch_size``: lipsync.wav2lip_worker.RemoteWav2Lip (torch in a worker
+        #: process), or lipsync.engine.Wav2LipEngine in-process (benchmarks)
+        self.engine = engine
         self.fps = fps
 
     def render(
@@ -63,8 +69,6 @@ class Wav2LipRenderer:
         n_frames: int | None = None,
         timings: dict[str, float] | None = None,
     ) -> Iterator[np.ndarray]:
-        from lipsync.engine import face_input
-
         stages = timings if timings is not None else {}
         t0 = time.perf_counter()
         mel = melspectrogram(pcm16k)
@@ -159,8 +163,11 @@ class RenderService:
         device: str = "auto",
         batch_size: int = 64,
         artifacts: ArtifactStore | None = None,
+        policy: RestartPolicy | None = None,
     ) -> None:
         self.fps = fps
+        self.policy = policy or RestartPolicy()
+        self.worker: RemoteWav2Lip | None = None
         self.artifacts = artifacts
         self.checkpoint = checkpoint
         self.device = device
@@ -180,6 +187,7 @@ class RenderService:
             device=cfg.device,
             batch_size=cfg.batch_size,
             artifacts=ArtifactStore(settings.data_dir / "artifacts", cfg.artifact_ttl_s),
+            policy=settings.local.supervision,
         )
 
     # ------------------------------------------------------------------ selection
@@ -198,19 +206,34 @@ class RenderService:
     def _build(self) -> Renderer:
         if self.checkpoint is None:
             return ProceduralRenderer(fps=self.fps)
+        worker = RemoteWav2Lip(
+            self.checkpoint,
+            device=self.device,
+            batch_size=self.batch_size,
+            concurrency=self.max_concurrent,
+            policy=self.policy,
+        )
         try:
-            from lipsync.engine import Wav2LipEngine
-
-            engine = Wav2LipEngine.from_checkpoint(self.checkpoint, self.device, self.batch_size)
-        except LipsyncError as exc:
+            memory = worker.load()
+        except ProviderError as exc:  # a bad checkpoint, torch missing, CUDA asked for without a GPU
             self.load_error = exc.message
-        except Exception as exc:  # e.g. torch missing, CUDA requested without a GPU
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            worker.stop()
         else:
-            log.info("Wav2Lip loaded from %s: %s", self.checkpoint, engine.memory_report())
-            return Wav2LipRenderer(engine, fps=self.fps)
+            log.info("Wav2Lip loaded from %s in worker pid %s: %s", self.checkpoint, worker.pid, memory)
+            self.worker = worker
+            return Wav2LipRenderer(worker, fps=self.fps)
         log.error("Wav2Lip checkpoint not used, falling back to the procedural renderer: %s", self.load_error)
         return ProceduralRenderer(fps=self.fps)
+
+    def worker_stats(self) -> list[Any]:
+        """The Wav2Lip worker's counters (``WorkerStats``), for the metrics; empty without one."""
+        return [self.worker.stats] if self.worker is not None else []
+
+    def gpu_memory(self) -> dict[str, float]:
+        """{device: bytes} torch held in the Wav2Lip worker at its last report."""
+        report = self.worker.memory_report() if self.worker is not None else {}
+        cuda = report.get("cuda")
+        return {report["device"]: float(cuda["allocated_bytes"])} if cuda else {}
 
     def use(self, renderer: Renderer) -> None:
         """Install a specific renderer (benchmarks, tests)."""
@@ -230,6 +253,8 @@ class RenderService:
         if self.artifacts is not None:
             await self.artifacts.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-bound work on the render pool (at most ``max_concurrent`` at once)."""

@@ -209,6 +209,9 @@ class SpeechChunk:
 class Health:
     ok: bool
     detail: str = ""
+    #: models that cannot serve now (e.g. a worker that keeps crashing), name -> why; the
+    #: provider may still be ok through its other models
+    unhealthy_models: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -25,10 +25,13 @@ async def readyz(request: Request) -> OrjsonResponse:
     """
     services = request.app.state.services
     caps: dict[str, list[str]] = {"chat": [], "asr": [], "tts": []}
+    unhealthy: dict[str, str] = {}
     for cap, provider in services.registry.all():
         health = await provider.health()
         if health.ok:
             caps[cap].append(provider.name)
+        for model, why in health.unhealthy_models.items():  # e.g. a worker that keeps crashing
+            unhealthy[f"{cap}:{provider.name}:{model}"] = why
     ready = all(caps.values())
     reasons: list[str] = []
     if not services.settings.cloud_enabled:
@@ -46,6 +49,8 @@ async def readyz(request: Request) -> OrjsonResponse:
         "degraded": mode == "degraded",
         "providers": caps,
     }
+    if unhealthy:
+        body["unhealthy"] = unhealthy
     if reasons:
         body["reason"] = "; ".join(reasons)
     return OrjsonResponse(body, status_code=200 if ready else 503)

@@ -1,12 +1,13 @@
 """Local providers for offline and degraded mode: llama.cpp chat, faster-whisper ASR, piper TTS.
 
-Importing this package is cheap: the engines (llama_cpp, faster_whisper, piper) are
-imported only when a model loads, so gateway start-up stays fast and never needs them.
-The three providers share one bounded worker pool (``settings.local.workers``).
+Importing this package is cheap: the engines (llama_cpp, faster_whisper, piper) are imported
+only inside their worker processes, never by the gateway. The three providers share one pool
+(``settings.local.workers`` slots, and the registry of worker processes).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from providers.local.llama import LlamaCppChatProvider
@@ -29,7 +30,7 @@ def build_local_providers(
     settings: Any, pool: ModelPool | None = None
 ) -> tuple[LlamaCppChatProvider, FasterWhisperProvider, PiperTTSProvider]:
     """The three providers over one shared pool (a new one unless given)."""
-    pool = pool or ModelPool(settings.local.workers)
+    pool = pool or ModelPool(settings.local.workers, policy=settings.local.supervision)
     return (
         LlamaCppChatProvider(settings, pool),
         FasterWhisperProvider(settings, pool),
@@ -39,7 +40,8 @@ def build_local_providers(
 
 def register_local_providers(services: Any) -> None:
     """Register chat/asr/tts providers; load at start-up (a no-op unless ``local.preload``), free at shutdown."""
-    pool = ModelPool(services.settings.local.workers)
+    pool = ModelPool(services.settings.local.workers, policy=services.settings.local.supervision)
+    services.local_pool = pool
     chat, asr, tts = build_local_providers(services.settings, pool)
     for capability, provider in (("chat", chat), ("asr", asr), ("tts", tts)):
         services.registry.register(capability, provider)
@@ -47,7 +49,7 @@ def register_local_providers(services: Any) -> None:
         services.on_shutdown.append(provider.unload)
 
     async def stop_pool() -> None:
-        pool.shutdown()
+        await asyncio.to_thread(pool.shutdown)
 
     # shutdown hooks run in reverse: the pool stops after the providers let go of their models
     services.on_shutdown.insert(0, stop_pool)

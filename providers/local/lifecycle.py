@@ -1,44 +1,52 @@
-"""What the three local providers share: configured models, lazy one-time loading, limits, health.
+"""What the three local providers share: configured models, one worker process per model, limits, health.
 
-A model is loaded once per process (on its first call, or at start-up with
-``local.preload``) and shared by every request; loading runs on the model pool so the
-event loop never waits on disk or on a native library. ``unload`` only drops the
-references: a call still running on a worker keeps its model alive until it returns,
-so unloading can never free a model under a running call.
+Every model runs in its own supervised worker process (``providers/local/workers/``), never
+in the gateway: a segfault, abort or OOM kill in llama.cpp, CTranslate2 or onnxruntime fails
+only the calls that worker was running, as ``unavailable`` (the router then moves on), and the
+worker is restarted with back-off. A model loads when its worker starts (on its first call,
+or at start-up with ``local.preload``). ``unload`` waits for the calls in flight, then stops
+the workers.
+
+A call holds its model's ``concurrency`` slot and one of the pool's ``workers`` slots until
+the worker has really finished it, not merely until its caller went away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
 
 from providers.base import Health, ProviderError
 from providers.local.models import require_module, unavailable
 from providers.local.pool import Limit, ModelPool
+from providers.local.workers.ipc import LoadSpec
+from providers.local.workers.supervisor import WorkerSupervisor
 
 log = logging.getLogger("talkgate.local")
-M = TypeVar("M")
 
 
-class LocalModels(Generic[M]):
+class LocalModels:
     """Base for a local provider serving the models configured under ``settings.local.<section>``."""
 
     name = "local"
     #: key in ``settings.local`` ("llm", "asr", "tts") and the words used in messages
     section = ""
     kind = ""
-    #: the engine's import name and the package that provides it
+    #: the engine's import name and the package that provides it (checked in the gateway)
     engine_module = ""
     engine_package = ""
+    #: "module:Class" the worker process loads (see ``providers/local/workers/child.py``)
+    engine_class = ""
 
     def __init__(self, settings: Any, pool: ModelPool) -> None:
         self.settings = settings
         self.pool = pool
         self._configs: dict[str, Any] = dict(getattr(settings.local, self.section))
         self._limits = {name: Limit(cfg.concurrency, name) for name, cfg in self._configs.items()}
-        self._loaded: dict[str, M] = {}
-        self._load_lock = threading.Lock()
+        self._workers: dict[str, WorkerSupervisor] = {}
 
     # ------------------------------------------------------------------ to implement
 
@@ -46,9 +54,9 @@ class LocalModels(Generic[M]):
         """The model's files; raises ProviderError(UNAVAILABLE) with a helpful message."""
         raise NotImplementedError
 
-    def _open(self, name: str, config: Any, files: Any) -> M:
-        """Load the model from its files (blocking; runs on a worker thread)."""
-        raise NotImplementedError
+    def _options(self, name: str, config: Any) -> dict[str, Any]:
+        """Extra values the engine needs at load time (picklable)."""
+        return {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -68,27 +76,43 @@ class LocalModels(Generic[M]):
         return self._limits[name]
 
     def is_loaded(self, name: str) -> bool:
-        return name in self._loaded
+        worker = self._workers.get(name)
+        return worker is not None and worker.loaded
 
-    def _load_sync(self, name: str) -> M:
-        with self._load_lock:
-            model = self._loaded.get(name)
-            if model is None:
-                config = self.config(name)
-                require_module(self.engine_module, self.engine_package)
-                files = self._locate(name, config)
-                log.info("loading local %s model %s from %s", self.kind, name, files)
-                model = self._open(name, config, files)
-                self._loaded[name] = model
-            return model
+    def worker(self, name: str) -> WorkerSupervisor:
+        """The supervisor of model ``name``'s worker (created, not started, on first use)."""
+        worker = self._workers.get(name)
+        if worker is not None:
+            return worker
+        config = self.config(name)
+        require_module(self.engine_module, self.engine_package)
+        files = self._locate(name, config)
+        spec = LoadSpec(self.engine_class, name, config, files, self._options(name, config))
+        worker = self.pool.supervisor(
+            spec, engine=self.engine_module, label=f"local {self.kind} model '{name}'"
+        )
+        return self._workers.setdefault(name, worker)
 
-    async def model(self, name: str) -> M:
-        """The loaded model, loading it on a worker on first use."""
-        model = self._loaded.get(name)
-        if model is not None:
-            return model
-        self.config(name)  # fail fast, without a pool slot, on an unknown name
-        return await self.pool.run(self._load_sync, name)
+    async def model(self, name: str) -> dict[str, Any]:
+        """Start the model's worker (loading the model) if need be; returns what the engine reported."""
+        worker = self.worker(name)
+        log.debug("loading local %s model %s", self.kind, name)
+        process = await worker.ensure()
+        return process.info
+
+    async def call(self, name: str, method: str, *args: Any) -> Any:
+        """One call on model ``name``'s worker, within the model's and the pool's limits."""
+        worker = self.worker(name)
+        release = await self.pool.acquire((self.limit(name),))
+        return await worker.call(method, *args, on_end=release)  # the worker releases the slots
+
+    async def stream(self, name: str, method: str, *args: Any) -> AsyncIterator[Any]:
+        """A streaming call; items arrive as the worker produces them."""
+        worker = self.worker(name)
+        release = await self.pool.acquire((self.limit(name),))
+        async with aclosing(worker.stream(method, *args, on_end=release)) as items:
+            async for item in items:
+                yield item
 
     async def preload(self) -> None:
         """Load every configured model now."""
@@ -107,23 +131,41 @@ class LocalModels(Generic[M]):
                 log.warning("local %s model %s not loaded: %s", self.kind, name, exc.message)
 
     async def unload(self) -> None:
-        with self._load_lock:
-            self._loaded.clear()
+        """Stop every worker of this instance once its calls in flight have ended.
+
+        A later call (e.g. a hot-swap rollback re-loading this instance) starts a new worker.
+        """
+        workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            await worker.drain(self.settings.local.drain_timeout_s)
+            await asyncio.to_thread(worker.stop)
+            self.pool.forget(worker)
 
     async def health(self) -> Health:
-        """Files present / loaded per model; no network, no loading."""
-        ok = True
+        """Files present / worker state per model; never loads a model or reaches the network.
+
+        A model whose worker keeps crashing is listed in ``unhealthy_models``; the provider stays
+        ok while another of its models can serve.
+        """
+        files_ok = True
         parts: list[str] = []
+        crashing: dict[str, str] = {}
         for name, config in self._configs.items():
-            if name in self._loaded:
-                parts.append(f"{name}: loaded")
-                continue
+            worker = self._workers.get(name)
+            if worker is not None:
+                healthy, state = worker.health()
+                if not healthy:
+                    crashing[name] = state
+                if worker.loaded or not healthy:
+                    parts.append(f"{name}: {state}")
+                    continue
             try:
                 require_module(self.engine_module, self.engine_package)
                 self._locate(name, config)
             except Exception as exc:
-                ok = False
+                files_ok = False
                 parts.append(f"{name}: {getattr(exc, 'message', exc)}")
             else:
                 parts.append(f"{name}: ready (not loaded)")
-        return Health(ok=ok and bool(self._configs), detail="; ".join(parts) or "no models configured")
+        ok = files_ok and len(crashing) < len(self._configs)
+        return Health(ok=ok, detail="; ".join(parts) or "no models configured", unhealthy_models=crashing)

@@ -1,14 +1,18 @@
-"""A bounded worker pool for blocking model calls, with per-model concurrency limits.
+"""Bounds on local model calls, and the registry of the worker processes that run them.
 
-Local models are CPU-bound and their Python bindings block, so every call runs on a
-shared, fixed-size thread pool. Two limits give back-pressure *in the event loop*
-(callers wait on a semaphore instead of piling work into the executor's queue):
+Local models are CPU-bound, so two limits give back-pressure *in the event loop* (callers
+wait on a semaphore instead of piling work onto the workers):
 
-- the pool slot limit (``workers``): at most that many model calls run at once;
+- the pool slot limit (``local.workers``): at most that many model calls run at once,
+  across every local model;
 - a per-model limit (``concurrency`` in the model's config).
 
-A slot is released when the *thread* finishes, not when the awaiting coroutine goes
-away: a cancelled caller cannot free a model that a worker thread is still using.
+A slot is released when the *worker* has finished the call, not when the awaiting coroutine
+goes away: a cancelled caller cannot free a model that is still computing.
+
+The pool also owns every worker supervisor its providers create (hot swaps make new provider
+instances over the same pool), so ``shutdown`` stops them all and the counters of restarts and
+crashes per (engine, model) survive a swap.
 
 Semaphores are created per event loop (asyncio primitives are bound to one loop); the
 gateway runs a single loop, so the limits are global in practice.
@@ -20,15 +24,11 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable
 
-from providers.base import ErrorKind, ProviderError
-
-T = TypeVar("T")
-
-_DONE = object()
+from providers.local.models import unavailable
+from providers.local.workers.ipc import LoadSpec
+from providers.local.workers.supervisor import RestartPolicy, WorkerStats, WorkerSupervisor
 
 
 class Limit:
@@ -54,23 +54,19 @@ class Limit:
 
 
 class ModelPool:
-    """The shared executor plus the slot limit; see the module docstring."""
+    """The slot limit and the worker registry; see the module docstring."""
 
-    def __init__(self, workers: int, *, name: str = "talkgate-local") -> None:
+    def __init__(self, workers: int, *, policy: RestartPolicy | None = None) -> None:
         self.workers = max(1, workers)
+        self.policy = policy or RestartPolicy()
         self._slots = Limit(self.workers, "pool")
-        self._executor: ThreadPoolExecutor | None = None
-        self._name = name
+        self._supervisors: set[WorkerSupervisor] = set()
+        self._stats: dict[tuple[str, str], WorkerStats] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
-    def _get_executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self._name)
-            return self._executor
-
-    async def _acquire(self, limits: tuple[Limit, ...]) -> Callable[[], None]:
-        """Acquire the model limits, then a pool slot; returns a thread-safe release function."""
+    async def acquire(self, limits: tuple[Limit, ...] = ()) -> Callable[[], None]:
+        """Acquire the model limits, then a pool slot; returns an idempotent, thread-safe release."""
         loop = asyncio.get_running_loop()
         acquired: list[asyncio.Semaphore] = []
         try:
@@ -103,98 +99,43 @@ class ModelPool:
 
         return release
 
-    async def run(self, fn: Callable[..., T], *args: Any, limits: tuple[Limit, ...] = ()) -> T:
-        """Run ``fn(*args)`` on a worker thread once the limits allow; await its result."""
-        release = await self._acquire(limits)
-        try:
-            future = self._get_executor().submit(fn, *args)
-        except BaseException:
-            release()
-            raise
-        future.add_done_callback(lambda _f: release())
-        return await asyncio.wrap_future(future)
+    # ------------------------------------------------------------------ workers
 
-    async def iterate(
-        self,
-        make_iter: Callable[[], Iterator[T]],
-        *,
-        limits: tuple[Limit, ...] = (),
-        buffer: int = 8,
-    ) -> AsyncIterator[T]:
-        """Drive a blocking iterator on a worker thread and yield its items here.
+    def supervisor(self, spec: LoadSpec, *, engine: str, label: str) -> WorkerSupervisor:
+        """A new supervisor for one model's worker, registered for shutdown and metrics."""
+        with self._lock:
+            if self._closed:
+                raise unavailable("the local model pool is shut down")
+            stats = self._stats.setdefault((engine, spec.name), WorkerStats(engine, spec.name))
+            worker = WorkerSupervisor(spec, label=label, policy=self.policy, stats=stats)
+            self._supervisors.add(worker)
+            return worker
 
-        The producer may run at most ``buffer`` items ahead of the consumer (back-pressure).
-        When the consumer stops early (break, cancellation, error), the producer stops at
-        its next item and the iterator is closed on its own thread; the slots are released
-        only after that.
-        """
-        loop = asyncio.get_running_loop()
-        release = await self._acquire(limits)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        space = threading.Semaphore(buffer)
-        stop = threading.Event()
+    def forget(self, worker: WorkerSupervisor) -> None:
+        with self._lock:
+            self._supervisors.discard(worker)
 
-        def deliver(item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # loop closed
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+    def stats(self) -> list[WorkerStats]:
+        """Per (engine, model) counters; ``unhealthy`` is refreshed from the live supervisors."""
+        with self._lock:
+            supervisors = list(self._supervisors)
+            stats = list(self._stats.values())
+        for worker in supervisors:
+            worker.health()
+        return stats
 
-        def produce() -> None:
-            try:
-                iterator = make_iter()
-                try:
-                    for item in iterator:
-                        while not space.acquire(timeout=0.05):
-                            if stop.is_set():
-                                return
-                        if stop.is_set():
-                            return
-                        deliver(item)
-                finally:
-                    close = getattr(iterator, "close", None)
-                    if close is not None:
-                        close()
-            except BaseException as exc:  # surfaced to the consumer
-                deliver(_Failure(exc))
-            else:
-                deliver(_DONE)
-
-        try:
-            future: Future[None] = self._get_executor().submit(produce)
-        except BaseException:
-            release()
-            raise
-
-        def on_done(f: Future[None]) -> None:
-            if f.cancelled():  # the pool shut down before the producer started
-                deliver(_Failure(ProviderError(ErrorKind.UNAVAILABLE, "the local model pool is shut down")))
-            release()
-
-        future.add_done_callback(on_done)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.exc
-                space.release()
-                yield item
-        finally:
-            stop.set()
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            supervisors = list(self._supervisors)
+        return [p.pid for w in supervisors if (p := w.process) is not None and p.pid is not None]
 
     def shutdown(self) -> None:
-        """Stop accepting work; running calls finish on their threads."""
+        """Stop every worker (blocking: graceful, then SIGKILL); no new ones start."""
         with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
-
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+            self._closed = True
+            supervisors, self._supervisors = list(self._supervisors), set()
+        for worker in supervisors:
+            worker.stop()
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
-import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.metrics_collectors import ScrapeCollector, inflight_family, torch_module_probe
+from gateway.metrics_collectors import ScrapeCollector, inflight_family, worker_families
 
 
 def test_failing_probes_and_collectors_are_skipped_not_fatal() -> None:
@@ -32,8 +29,20 @@ def test_failing_probes_and_collectors_are_skipped_not_fatal() -> None:
     assert 'talkgate_provider_inflight{capability="tts",provider="bailian"} 0.0' in body
 
 
-def test_torch_probe_reports_nothing_without_initialised_cuda() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        pytest.skip("CUDA is in use in this process: the probe rightly reports it")
-    assert torch_module_probe()() == {}  # and it never imports torch itself
+def test_worker_families_label_by_engine_and_model() -> None:
+    from providers.local.workers.supervisor import WorkerStats
+
+    rows = [
+        WorkerStats("llama_cpp", "smollm2", starts=3, restarts=2, crashes=2, up=1),
+        WorkerStats("torch", "wav2lip", starts=1, unhealthy=True),
+    ]
+    registry = CollectorRegistry()
+    collector = ScrapeCollector()
+    registry.register(collector)
+    collector.extra.append(lambda: worker_families(rows))
+    body = generate_latest(registry).decode()
+    assert 'talkgate_local_worker_crashes_total{engine="llama_cpp",model="smollm2"} 2.0' in body
+    assert 'talkgate_local_worker_restarts_total{engine="llama_cpp",model="smollm2"} 2.0' in body
+    assert 'talkgate_local_worker_starts_total{engine="torch",model="wav2lip"} 1.0' in body
+    assert 'talkgate_local_worker_up{engine="llama_cpp",model="smollm2"} 1.0' in body
+    assert 'talkgate_local_worker_unhealthy{engine="torch",model="wav2lip"} 1.0' in body

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,9 @@ import pytest
 from lipsync.avatars import prepare_avatar
 from lipsync.encode import probe_durations
 from lipsync.render import RenderService
+from providers.base import ErrorKind, ProviderError
 from tests.lipsync.media import astronaut_png
+from tests.providers.local.workers.support import wait_gone
 from tests.sounds import speechlike
 
 
@@ -55,12 +59,25 @@ def test_wav2lip_checkpoint_renders_through_the_pool(tmp_path: Path) -> None:
     async def go() -> None:
         await service.start()
         assert service.name == "wav2lip"
+        pid = service.worker.pid
+        assert pid is not None and pid != os.getpid()  # torch runs in the worker, not here
         avatar = prepare_avatar(astronaut_png())
         builder = await service.run(
             service.render_file, avatar, speechlike(0.6, 16000), 16000, tmp_path / "w.mp4"
         )
         assert builder.timings["model"] > 0 and builder.timings["paste"] > 0
+        # A worker killed (as by the OOM killer) fails the clip it renders, clearly, and the
+        # next clip gets a fresh worker.
+        os.kill(pid, signal.SIGKILL)
+        assert wait_gone(pid)
+        with pytest.raises(ProviderError) as err:
+            await service.run(service.render_file, avatar, speechlike(0.3, 16000), 16000, tmp_path / "x.mp4")
+        assert err.value.kind is ErrorKind.UNAVAILABLE and "SIGKILL" in err.value.message
+        await service.run(service.render_file, avatar, speechlike(0.3, 16000), 16000, tmp_path / "y.mp4")
+        new_pid = service.worker.pid
+        assert new_pid != pid and service.worker_stats()[0].crashes == 1
         await service.stop()
+        assert wait_gone(new_pid)  # no worker is left behind
 
     asyncio.run(go())
     video_s, audio_s = probe_durations(tmp_path / "w.mp4")

@@ -170,7 +170,8 @@ def test_dict_without_state_dict_key(tmp_path: Path) -> None:
 
 
 def test_engine_uses_cached_face_features_consistently(model: Wav2Lip) -> None:
-    from lipsync.engine import Wav2LipEngine, face_input
+    from lipsync.blend import face_input
+    from lipsync.engine import Wav2LipEngine
 
     engine = Wav2LipEngine(model, torch.device("cpu"), batch_size=3)
     crop = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
