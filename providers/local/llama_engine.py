@@ -19,6 +19,7 @@ from typing import Any
 
 from providers.base import ChatChunk, ChatResult, ErrorKind, ProviderError, Usage
 from providers.local.llama_cpu import amx_present, model_params_override, use_extra_buffers
+from providers.local.models import unavailable
 from providers.local.workers.ipc import LoadSpec
 
 log = logging.getLogger("talkgate.local")
@@ -74,10 +75,8 @@ class LlamaEngine:
                         verbose=False,
                     )
             except Exception as exc:  # a corrupt or non-GGUF file
-                raise ProviderError(
-                    ErrorKind.UNAVAILABLE,
-                    f"local chat model '{spec.name}': llama.cpp cannot load {spec.files}: {exc}",
-                    code="ModelUnavailable",
+                raise unavailable(
+                    f"local chat model '{spec.name}': llama.cpp cannot load {spec.files}: {exc}"
                 ) from exc
             first = first or llm
             self.contexts.put(llm)

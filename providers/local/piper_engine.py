@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from providers.base import ErrorKind, ProviderError
+from providers.local.models import unavailable
 from providers.local.workers.ipc import LoadSpec
 from providers.wav import float_to_pcm16, resample
 
@@ -30,10 +30,8 @@ class PiperEngine:
         try:
             self.voice = PiperVoice.load(spec.files.model, config_path=spec.files.config, use_cuda=False)
         except Exception as exc:
-            raise ProviderError(
-                ErrorKind.UNAVAILABLE,
-                f"local TTS model '{spec.name}': piper cannot load {spec.files.model}: {exc}",
-                code="ModelUnavailable",
+            raise unavailable(
+                f"local TTS model '{spec.name}': piper cannot load {spec.files.model}: {exc}"
             ) from exc
 
     def info(self) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from providers.base import ErrorKind, ProviderError, Segment, TranscribeRequest, Transcript, WordTiming
-from providers.local.models import WHISPER_BASE_PACKAGE, multilingual_base_dir
+from providers.base import Segment, TranscribeRequest, Transcript, WordTiming
+from providers.local.models import WHISPER_BASE_PACKAGE, multilingual_base_dir, unavailable
 from providers.local.workers.ipc import LoadSpec
 from providers.wav import pcm16_to_float, resample
 
@@ -47,10 +47,8 @@ class WhisperEngine:
                 local_files_only=True,
             )
         except Exception as exc:
-            raise ProviderError(
-                ErrorKind.UNAVAILABLE,
-                f"local ASR model '{spec.name}': faster-whisper cannot load {files}: {exc}",
-                code="ModelUnavailable",
+            raise unavailable(
+                f"local ASR model '{spec.name}': faster-whisper cannot load {files}: {exc}"
             ) from exc
 
     def info(self) -> dict[str, Any]:

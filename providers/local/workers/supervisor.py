@@ -30,6 +30,8 @@ log = logging.getLogger("talkgate.local.worker")
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
+    """``settings.local.supervision`` (pydantic validates this dataclass like a model)."""
+
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     crash_window_s: float = 60.0
@@ -37,12 +39,6 @@ class RestartPolicy:
     #: a cancelled call must stop within this long, or its worker is killed (a hung native call)
     cancel_grace_s: float = 5.0
     load_timeout_s: float = 120.0
-
-    @classmethod
-    def from_config(cls, config: Any) -> RestartPolicy:
-        return cls(
-            **{name: getattr(config, name) for name in cls.__dataclass_fields__ if hasattr(config, name)}
-        )
 
 
 @dataclass
