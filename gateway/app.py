@@ -12,6 +12,7 @@ from gateway.errors import install_error_handlers
 from gateway.fastpath import GatewayApp
 from gateway.fastpath import collect as collect_fast_paths
 from gateway.gc_tuning import settle_after_startup
+from gateway.inputs.hosts import HostCheck
 from gateway.jsonresponse import OrjsonResponse
 from gateway.services import Services, build_services
 from gateway.settings import Settings
@@ -35,9 +36,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        # The API map is off unless asked for (TALKGATE_DOCS_ENABLED): it lists every admin route.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.services = services
     app.state.settings = settings
+    app.body_idle_timeout_s = settings.limits.body_idle_timeout_s
+    if "*" not in settings.allowed_hosts:
+        app.host_check = HostCheck(settings.allowed_hosts)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.serve_lean(RequestContextMiddleware)

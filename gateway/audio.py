@@ -11,7 +11,7 @@ import asyncio
 import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import av
 import numpy as np
@@ -40,8 +40,12 @@ _ENCODERS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
     "flac": ("flac", "flac", None),
 }
 
-#: Decoded audio longer than this is refused (a small file can expand enormously).
+#: The hard ceiling on decoded audio whatever a caller asks (routes pass their own, smaller,
+#: limits from ``settings.limits``: gateway/inputs/audio.py).
 MAX_DECODED_SECONDS = 4 * 3600
+#: A declared duration within this share of the limit is let through to the exact check made
+#: while decoding (some containers only estimate their duration from the bitrate).
+DECLARED_SLACK = 1.1
 
 T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
@@ -49,6 +53,10 @@ _pool: ThreadPoolExecutor | None = None
 
 class AudioDecodeError(ValueError):
     """The upload is empty, corrupt, or not audio in a format FFmpeg can read."""
+
+
+class AudioTooLong(AudioDecodeError):
+    """The audio is longer than the surface accepts, or expands far beyond its upload size."""
 
 
 async def run_in_codec_pool(fn: Callable[..., T], *args: object) -> T:
@@ -62,13 +70,24 @@ async def run_in_codec_pool(fn: Callable[..., T], *args: object) -> T:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_to_pcm(data: bytes, sample_rate: int = 16000) -> AudioData:
+def decode_to_pcm(
+    data: bytes,
+    sample_rate: int = 16000,
+    *,
+    max_seconds: float = MAX_DECODED_SECONDS,
+    max_expansion: float | None = None,
+) -> AudioData:
     """Decode any container/codec FFmpeg knows into mono s16le PCM at ``sample_rate``.
 
-    Raises AudioDecodeError with a message a client can act on.
+    Length is bounded twice: by the duration the container declares, before anything is
+    decoded, and by counting while decoding (a container may declare nothing, or lie), so at
+    most ``max_seconds`` of PCM, and at most ``max_expansion`` times the upload's size (counted
+    as 16 kHz PCM), is ever held. Raises AudioDecodeError (AudioTooLong for length) with a
+    message a client can act on.
     """
     if not data:
         raise AudioDecodeError("The audio file is empty.")
+    max_seconds = min(max_seconds, MAX_DECODED_SECONDS)
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except av.error.FFmpegError as exc:
@@ -80,9 +99,17 @@ def decode_to_pcm(data: bytes, sample_rate: int = 16000) -> AudioData:
         if not streams:
             raise AudioDecodeError("The file contains no audio stream.")
         stream = streams[0]
+        declared = declared_seconds(container, stream)
+        if declared is not None and declared > max_seconds * DECLARED_SLACK:
+            raise AudioTooLong(
+                f"The audio is {_duration(declared)} long; at most {_duration(max_seconds)} are accepted."
+            )
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
         out = bytearray()
-        limit = MAX_DECODED_SECONDS * sample_rate * 2
+        limit = int(max_seconds * sample_rate * 2)
+        if max_expansion is not None:  # 16 kHz s16 is 32,000 bytes a second
+            expansion_limit = int(max_expansion * len(data) * sample_rate / 16000)
+            limit = min(limit, expansion_limit)
         decoded_frames = 0
         try:
             for frame in container.decode(stream):
@@ -90,9 +117,11 @@ def decode_to_pcm(data: bytes, sample_rate: int = 16000) -> AudioData:
                 for piece in resampler.resample(frame):
                     out += _frame_bytes(piece)
                 if len(out) > limit:
-                    raise AudioDecodeError(f"The audio is longer than {MAX_DECODED_SECONDS // 3600} hours.")
+                    raise _too_long(len(out), sample_rate, max_seconds, max_expansion)
             for piece in resampler.resample(None):
                 out += _frame_bytes(piece)
+            if len(out) > limit:
+                raise _too_long(len(out), sample_rate, max_seconds, max_expansion)
         except av.error.FFmpegError as exc:
             if not out:
                 raise AudioDecodeError(
@@ -103,6 +132,35 @@ def decode_to_pcm(data: bytes, sample_rate: int = 16000) -> AudioData:
         what = "no decodable audio frames" if decoded_frames == 0 else "no audio samples"
         raise AudioDecodeError(f"The audio file contains {what}.")
     return AudioData(pcm=bytes(out), sample_rate=sample_rate)
+
+
+def declared_seconds(container: Any, stream: Any) -> float | None:
+    """The duration the container or stream header states, if any (nothing is decoded)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _too_long(
+    decoded: int, sample_rate: int, max_seconds: float, max_expansion: float | None
+) -> AudioTooLong:
+    seconds = decoded / (sample_rate * 2)
+    if seconds <= max_seconds:
+        return AudioTooLong(
+            f"The audio decodes to more than {max_expansion:g} times its upload size; "
+            "send it in a less extreme encoding."
+        )
+    return AudioTooLong(f"The audio is longer than {_duration(max_seconds)}, the most accepted here.")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:g} s"
 
 
 def _frame_bytes(frame: av.AudioFrame) -> bytes:

@@ -31,6 +31,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.context import RequestContext, get_context
 from gateway.errors import APIError, from_provider_error
+from gateway.schemas import read_body
 from policies.quota import QUOTAS_FOR_SCOPE, QuotaExceeded
 from policies.ratelimit import Limits
 from providers.base import ProviderError
@@ -125,20 +126,60 @@ async def authenticate(request: HTTPConnection, scope: str) -> Principal:
     return Principal(key_id=record.id, tenant=record.tenant, scopes=record.scopes, limits=limits)
 
 
-async def estimate_chat_tokens(request: Request, settings: Any) -> int:
-    """Prompt characters / 4 plus the completion budget; charged up front, reconciled after."""
+def estimate_chat_tokens(body: bytes, settings: Any) -> int:
+    """Prompt characters / 4 plus the completion budget; charged up front, reconciled after.
+
+    Computed from the body itself, whatever its framing (Content-Length or chunked): a missing
+    or lying header must not make a 20,000-word prompt cost the 256-token default.
+    """
     default = settings.saas.default_completion_tokens
-    length = request.headers.get("content-length")
-    if not length or not length.isdigit() or int(length) > settings.max_upload_bytes:
-        return default
     try:
-        body = orjson.loads(await request.body())
-        messages = body.get("messages") or []
+        parsed = orjson.loads(body)
+        messages = parsed.get("messages") or []
         chars = sum(len(orjson.dumps(m.get("content", ""))) for m in messages if isinstance(m, dict))
-        budget = body.get("max_completion_tokens") or body.get("max_tokens") or default
-        return chars // 4 + len(messages) * 4 + int(budget)
+        budget = parsed.get("max_completion_tokens") or parsed.get("max_tokens") or default
+        return chars // 4 + len(messages) * 4 + max(0, int(budget))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return default  # the route answers the bad body with a 400
+
+
+def _too_large_for_the_key(tokens: int, tpm: int) -> APIError:
+    return APIError(
+        400,
+        f"This request needs about {tokens} tokens (prompt and max_tokens), more than this API key "
+        f"may use in a minute ({tpm} tokens per minute); shorten the conversation or lower max_tokens.",
+        code="request_too_large",
+    )
+
+
+async def _check_quota(
+    services: Any,
+    principal: Principal,
+    quotas: dict[str, Any],
+    names: tuple[str, ...],
+    needed: dict[str, float] | None = None,
+) -> None:
+    try:
+        await services.quota.check(principal.tenant, quotas, names, needed)
+    except QuotaExceeded as exc:
+        if services.metrics is not None:
+            services.metrics.rate_limited(principal.tenant, "quota")
+        raise APIError(
+            429,
+            str(exc),
+            type="insufficient_quota",
+            code="insufficient_quota",
+            headers={"retry-after": str(exc.retry_after_s())},
+        ) from None
+
+
+async def charge_quota(request: HTTPConnection, principal: Principal, needed: dict[str, float]) -> None:
+    """Refuse (429) a request whose measured size (e.g. the seconds of a decoded upload) does not
+    fit what is left of the tenant's monthly quota, before any provider is called."""
+    services = request.app.state.services
+    quotas = principal.limits.get("quotas") or {}
+    if principal.key_id is not None and services.quota is not None and quotas:
+        await _check_quota(services, principal, quotas, tuple(needed), needed)
 
 
 def _status_of(exc: BaseException) -> int:
@@ -180,36 +221,31 @@ async def _admit(
         return state
     quotas = principal.limits.get("quotas") or {}
     if services.quota is not None and quotas:
-        try:
-            await services.quota.check(principal.tenant, quotas, QUOTAS_FOR_SCOPE.get(scope, ()))
-        except QuotaExceeded as exc:
-            if services.metrics is not None:
-                services.metrics.rate_limited(principal.tenant, "quota")
-            raise APIError(
-                429,
-                str(exc),
-                type="insufficient_quota",
-                code="insufficient_quota",
-                headers={"retry-after": str(exc.retry_after_s())},
-            ) from None
+        await _check_quota(services, principal, quotas, QUOTAS_FOR_SCOPE.get(scope, ()))
     limits = Limits(
         principal.limits.get("rpm"), principal.limits.get("tpm"), principal.limits.get("concurrency")
     )
     if not limits.any or services.limiter is None:
         return state
     tokens = 0
-    # Only JSON chat bodies are read here (Starlette caches them for the route); a multipart body
-    # (/v1/talk) must stay unread for the route's own streaming parser. Others are reconciled after.
+    # A JSON body is read before the key's slot is taken (a slow upload holds no slot) and kept
+    # for the route; a multipart body (/v1/talk, transcriptions) stays unread for the route's
+    # streaming parser, which spools files to disk (its reads are bounded by the body timeout).
     is_json = request.headers.get("content-type", "").startswith("application/json")
-    if limits.tpm and scope == "chat" and is_json and isinstance(request, Request):
-        tokens = await estimate_chat_tokens(request, services.settings)
+    if is_json and isinstance(request, Request):
+        body = await read_body(request, services.settings.max_upload_bytes)
+        request._body = body  # what Starlette's own body() caches: the route reads it from here
+        if limits.tpm and scope == "chat":
+            tokens = estimate_chat_tokens(body, services.settings)
+            if tokens > limits.tpm:  # could never be admitted: a clear 400, not a clamped charge
+                raise _too_large_for_the_key(tokens, limits.tpm)
     decision = await services.limiter.acquire(principal.key_id, limits, tokens)
     if not decision.allowed:
         if services.metrics is not None:
             services.metrics.rate_limited(principal.tenant, decision.reason)
         raise _rate_limited(decision.reason, decision, limits)
     ctx.extra.setdefault("response_headers", {}).update(decision.headers())
-    state.update(limits=limits, slot=decision.slot, charged=min(tokens, limits.tpm or 0))
+    state.update(limits=limits, slot=decision.slot, charged=tokens if limits.tpm else 0)
     return state
 
 

@@ -30,7 +30,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_config = None  # uvicorn's own records then go through our handler (JSON, request id)
     except ImportError:
         pass
+    from gateway.inputs.connections import guarded_http_protocol
+
     app = create_app(settings)
+    limits = settings.limits
     uvicorn.run(
         app,
         host=args.host,
@@ -39,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=log_config,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=guarded_http_protocol(limits.header_timeout_s, limits.max_waiting_connections),
         timeout_graceful_shutdown=30,
         timeout_keep_alive=int(settings.keep_alive_s),
     )
@@ -48,8 +51,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _sim(args: argparse.Namespace) -> int:
     from gateway.sim.app import run_simulator
+    from gateway.sim.exposure import UnsafeExposure
 
-    run_simulator(host=args.host, port=args.port)
+    try:
+        run_simulator(host=args.host, port=args.port)
+    except UnsafeExposure as exc:
+        # Refused before binding: a clear reason and a non-zero exit, not a traceback.
+        print(f"talkgate sim: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -64,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("sim", help="run the Bailian (DashScope) simulator")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address; a non-loopback one needs TALKGATE_SIM_API_KEYS and TALKGATE_SIM_CONTROL_TOKEN",
+    )
     p.add_argument("--port", type=int, default=8100)
     p.set_defaults(func=_sim)
 

@@ -24,6 +24,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.errors import APIError, error_response
+from gateway.inputs.body import BODY_METHODS, guard_body
+from gateway.inputs.hosts import HostCheck
+
 #: ``endpoint(request, send)``: sends the whole response; raises what the route would raise.
 LeanEndpoint = Callable[[Request, Send], Awaitable[None]]
 
@@ -41,6 +45,10 @@ class GatewayApp(FastAPI):
         #: ``(method, path) -> lean app``; filled by the factory once the routes exist (collect()).
         self.fast_paths: dict[tuple[str, str], ASGIApp] = {}
         self._lean_stack: ASGIApp | None = None
+        #: body chunks may pause at most this long (gateway/inputs/body.py); None: no limit
+        self.body_idle_timeout_s: float | None = None
+        #: Host header check (gateway/inputs/hosts.py); None: any host
+        self.host_check: HostCheck | None = None
 
     def serve_lean(self, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
         """``wrap(dispatch)`` is the stack a lean request goes through (the context middleware)."""
@@ -51,6 +59,17 @@ class GatewayApp(FastAPI):
         self._lean_stack = wrap(dispatch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.host_check is not None and scope["type"] in ("http", "websocket"):
+            try:
+                self.host_check.check(scope)
+            except APIError as exc:
+                if scope["type"] == "http":
+                    await error_response(exc)(scope, receive, send)
+                else:
+                    await send({"type": "websocket.close", "code": 1008, "reason": exc.message})
+                return
+        if self.body_idle_timeout_s and scope["type"] == "http" and scope["method"] in BODY_METHODS:
+            receive = guard_body(receive, self.body_idle_timeout_s)
         if (
             self._lean_stack is not None
             and scope["type"] == "http"

@@ -5,6 +5,11 @@ a validation round trip on every response would cost more than the whole routing
 Unknown request fields are ignored (OpenAI SDKs send optional fields we do not use), except
 chat fields that would change the shape of the answer (tools, JSON mode, logprobs): those are
 refused with 400 ``unsupported_parameter`` so a client never gets plain text it did not ask for.
+
+Identifier fields (model, voice, user, name, language) have length limits: they are names, and
+an unbounded name is only a way to make the gateway carry (and, in errors, reflect) megabytes.
+A longer value fails validation like any other bad field (the shared handler in
+``gateway.errors``, which names the field and never quotes the value).
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ from starlette.requests import Request
 
 from gateway.audio import SpeechFormat
 from gateway.errors import APIError
+from gateway.inputs.echo import echo
+
+#: Longest model, voice, user or message name accepted (real ones are a few dozen characters).
+IDENTIFIER_MAX_CHARS = 256
+#: Longest language tag accepted ("en", "zh-CN", "yue"; BCP 47 tags in practice stay short).
+LANGUAGE_MAX_CHARS = 64
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -32,7 +43,7 @@ class _Lenient(BaseModel):
 class ChatMessage(_Lenient):
     role: Role
     content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=IDENTIFIER_MAX_CHARS)
 
     def text(self) -> str:
         """The message content as one string; OpenAI content parts must be text."""
@@ -44,7 +55,7 @@ class ChatMessage(_Lenient):
         for part in self.content:
             kind = part.get("type")
             if kind != "text":
-                raise ValueError(f"content part type {kind!r} is not supported (only 'text')")
+                raise ValueError(f"content part type '{echo(kind)}' is not supported (only 'text')")
             if not isinstance(part.get("text"), str):
                 raise ValueError("a content part of type 'text' needs a 'text' string")
             pieces.append(part["text"])
@@ -80,7 +91,7 @@ def _refuse_shape_changing_fields(payload: dict[str, Any]) -> None:
 
 
 class ChatCompletionRequest(_Lenient):
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=IDENTIFIER_MAX_CHARS)
     messages: list[ChatMessage]
     #: strict: "yes" or 1 must not quietly switch the response to SSE
     stream: bool = Field(default=False, strict=True)
@@ -92,7 +103,7 @@ class ChatCompletionRequest(_Lenient):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1)
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=IDENTIFIER_MAX_CHARS)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
 
@@ -129,9 +140,9 @@ class ChatCompletionRequest(_Lenient):
 
 
 class SpeechRequest(_Lenient):
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=IDENTIFIER_MAX_CHARS)
     input: str
-    voice: str = ""
+    voice: str = Field(default="", max_length=IDENTIFIER_MAX_CHARS)
     response_format: SpeechFormat = "mp3"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     instructions: str | None = None
@@ -143,8 +154,8 @@ TranscriptionFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 class TranscriptionForm(_Lenient):
     """The non-file fields of a multipart transcription request."""
 
-    model: str = Field(min_length=1)
-    language: str | None = None
+    model: str = Field(min_length=1, max_length=IDENTIFIER_MAX_CHARS)
+    language: str | None = Field(default=None, max_length=LANGUAGE_MAX_CHARS)
     prompt: str | None = None
     response_format: TranscriptionFormat = "json"
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -204,7 +215,7 @@ async def read_form(request: Request, limit: int, files: str, max_files: int = 2
     if not content_type.startswith("multipart/form-data"):
         raise APIError(
             400,
-            f"Expected a multipart/form-data body with {files}, got '{content_type or 'none'}'.",
+            f"Expected a multipart/form-data body with {files}, got '{echo(content_type or 'none')}'.",
             code="invalid_content_type",
         )
     body_limit = limit + FORM_OVERHEAD_BYTES
@@ -246,7 +257,7 @@ class _Utf8MultiPartParser(MultiPartParser):
                 bytes(part.data).decode("utf-8")
             except UnicodeDecodeError:
                 raise MultiPartException(
-                    f"The form field '{part.field_name}' is not valid UTF-8 text."
+                    f"The form field '{echo(part.field_name)}' is not valid UTF-8 text."
                 ) from None
         super().on_part_end()
 

@@ -186,6 +186,33 @@ class LipsyncConfig(BaseModel):
     artifact_ttl_s: int = 3600
 
 
+class InputLimitsConfig(BaseModel):
+    """Limits on untrusted media and bodies, checked once, before any expensive work
+    (``gateway/inputs/``); every upload and session surface uses them."""
+
+    #: images (avatars, /v1/talk): refused from the header, before any pixel is decoded
+    image_max_side: int = 4096
+    image_max_megapixels: float = 16.8  # 4096 × 4096
+    #: longest audio per surface, in seconds: from the container's declared duration first,
+    #: then enforced while decoding (never more is materialised)
+    audio_max_seconds: dict[str, float] = Field(
+        default_factory=lambda: {"transcription": 600.0, "talk": 60.0, "default": 600.0}
+    )
+    #: decoded PCM (16-bit mono at 16 kHz) may be at most this many times the uploaded bytes
+    audio_max_expansion: float = 256.0
+    #: a request whose headers are not complete after this long gets 408 and its connection closed
+    header_timeout_s: float = 10.0
+    #: connections still sending their request headers, at most (more are closed at once)
+    max_waiting_connections: int = 1024
+    #: a body that sends no byte for this long is answered 408 (and its key's slot released)
+    body_idle_timeout_s: float = 30.0
+    #: client values quoted back in error messages are cut to this many characters
+    echo_max_chars: int = 128
+
+    def audio_seconds(self, surface: str) -> float:
+        return self.audio_max_seconds.get(surface, self.audio_max_seconds.get("default", 600.0))
+
+
 def describe_settings_error(exc: Exception) -> str:
     """A start-up error message that names the setting and the reason but never echoes values (secrets)."""
     errors = getattr(exc, "errors", None)
@@ -273,6 +300,14 @@ class Settings(BaseSettings):
     wav2lip_checkpoint: Path | None = None
 
     max_upload_bytes: int = 25 * 1024 * 1024
+    limits: InputLimitsConfig = Field(default_factory=InputLimitsConfig)
+    #: serve /docs, /redoc and /openapi.json (off by default: they map the whole API for anyone)
+    docs_enabled: bool = False
+    #: base of the URLs the gateway hands out (e.g. /v1/talk artifacts), e.g.
+    #: "https://talk.example.com"; unset: relative URLs, never built from the Host header
+    public_base_url: str | None = None
+    #: Host header values accepted ("*": any); e.g. ["talk.example.com", "127.0.0.1"]
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["*"])
     max_tokens_ceiling: int = 4096
     max_tts_chars: int = 20000
     upstream_timeout_s: float = 30.0
@@ -306,15 +341,21 @@ class Settings(BaseSettings):
             raise ValueError(f"TALKGATE_AUTH must be one of {', '.join(AUTH_MODES)}, not {value!r}")
         return mode
 
-    @field_validator("admin_key", mode="after")
+    @field_validator("admin_key", "metrics_token", mode="after")
     @classmethod
-    def _strong_admin_key(cls, value: str | None) -> str | None:
-        # The admin key opens every tenant's data and model hot swap: no placeholders, no short keys.
+    def _strong_secret(cls, value: str | None, info: Any) -> str | None:
+        # The admin key opens every tenant's data and model hot swap, the metrics token the
+        # tenant names and key ids: no placeholders, no short secrets. An empty value is unset.
+        if value == "" and info.field_name == "metrics_token":  # e.g. an empty k8s Secret value
+            raise ValueError(
+                "TALKGATE_METRICS_TOKEN is set but empty: /metrics would be open; unset it or set a secret"
+            )
         if value is None or value == "":
             return None
         if value.strip().lower() in PLACEHOLDER_ADMIN_KEYS or len(value) < MIN_ADMIN_KEY_CHARS:
+            name = f"TALKGATE_{info.field_name.upper()}"
             raise ValueError(
-                f"TALKGATE_ADMIN_KEY must be a secret of at least {MIN_ADMIN_KEY_CHARS} characters "
+                f"{name} must be a secret of at least {MIN_ADMIN_KEY_CHARS} characters "
                 "(not a placeholder); generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         return value

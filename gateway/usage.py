@@ -6,6 +6,12 @@ adding tenant, key, route, provider, fallback, cache, latency and status. Nothin
 request path touches the database: ``UsageRecorder.add`` appends to a deque and a background
 task inserts batches (``executemany``). A failed write keeps the batch and retries; shutdown
 flushes everything that is left.
+
+The ``model`` column holds what the client asked for, and the client may send any string; it is
+booked only when it is shaped like a model name (``model_label``), else as ``UNKNOWN_MODEL``,
+and a request refused with 404 ``model_not_found`` books ``UNKNOWN_MODEL`` too
+(``gateway.errors.refuse_unknown_model``): usage is exported as CSV for spreadsheets, where a
+tenant-chosen ``=HYPERLINK(...)`` or a line break must never land.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -36,6 +43,21 @@ COLUMNS = (
     "request_id", "ts_ms", "key_id", "tenant", "route", "provider", "model", "fallback", "cache",
     "tokens_in", "tokens_out", "characters", "audio_seconds", "video_seconds", "latency_ms", "status",
 )  # fmt: skip
+
+
+#: The model booked for a request whose model is not served here, or is not shaped like a name.
+UNKNOWN_MODEL = "(unknown)"
+#: What a model name looks like: a letter or digit, then name characters (``qwen-plus``,
+#: ``bailian:qwen3-tts-flash``, ``org/model@v2``); at most 128 characters (the column's width).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+
+
+def model_label(model: str | None) -> str | None:
+    """The model as booked: the name itself when it looks like one, else ``UNKNOWN_MODEL``
+    (None stays None: no model was involved)."""
+    if model is None or model == "":
+        return None
+    return model if _MODEL_NAME.fullmatch(model) else UNKNOWN_MODEL
 
 
 def record(request: Request, **fields: Any) -> None:
@@ -135,6 +157,7 @@ class UsageRecorder:
         full["tenant"] = full["tenant"] or "default"
         full["route"] = full["route"] or "unknown"
         full["request_id"] = full["request_id"] or ""
+        full["model"] = model_label(full["model"])
         if len(self._buffer) >= self.buffer_rows:
             self._buffer.popleft()
             self.dropped += 1

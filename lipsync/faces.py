@@ -7,6 +7,7 @@ the usual pads (top, bottom, left, right; default 0, 10, 0, 0) are applied.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ CALIBRATION = (0.0, 0.12, -0.04, -0.04)
 #: A padded box may stick out of the image by this fraction of its area before it is refused.
 MAX_OUTSIDE_FRACTION = 0.10
 MAX_IMAGE_SIDE = 4096
+# OpenCV's own cap on decoded pixels (read at its first decode), a second line behind the
+# gateway's header check (gateway/inputs/images.py): its default allows 1 gigapixel.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_SIDE * MAX_IMAGE_SIDE))
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,17 +41,26 @@ return 1
 
 
 class QuotaExceeded(Exception):
-    def __init__(self, tenant: str, quota: str, used: float, limit: float, resets_at: datetime) -> None:
+    def __init__(
+        self, tenant: str, quota: str, used: float, limit: float, resets_at: datetime, needed: float = 0.0
+    ) -> None:
         self.tenant = tenant
         self.quota = quota
         self.used = used
         self.limit = limit
         self.resets_at = resets_at
         reset = resets_at.isoformat().replace("+00:00", "Z")
-        super().__init__(
-            f"Tenant '{tenant}' has used its monthly quota of {_UNITS[quota]} "
-            f"({_fmt(used)} of {_fmt(limit)}). The quota resets at {reset}."
-        )
+        if needed and used < limit:
+            message = (
+                f"Tenant '{tenant}' has {_fmt(limit - used)} of its monthly {_fmt(limit)} "
+                f"{_UNITS[quota]} left; this request needs {_fmt(needed)}. The quota resets at {reset}."
+            )
+        else:
+            message = (
+                f"Tenant '{tenant}' has used its monthly quota of {_UNITS[quota]} "
+                f"({_fmt(used)} of {_fmt(limit)}). The quota resets at {reset}."
+            )
+        super().__init__(message)
 
     def retry_after_s(self) -> int:
         return max(1, int((self.resets_at - datetime.now(UTC)).total_seconds()))
@@ -89,8 +98,16 @@ class QuotaTracker:
     def _key(self, tenant: str, month: str) -> str:
         return f"{self.prefix}:{{{tenant}}}:{month}"
 
-    async def check(self, tenant: str, quotas: dict[str, float | None], names: Iterable[str]) -> None:
-        """Raises QuotaExceeded when any of ``names`` is set for the tenant and used up."""
+    async def check(
+        self,
+        tenant: str,
+        quotas: dict[str, float | None],
+        names: Iterable[str],
+        needed: dict[str, float] | None = None,
+    ) -> None:
+        """Raises QuotaExceeded when any of ``names`` is set for the tenant and used up, or,
+        with ``needed`` (e.g. a decoded upload's ASR seconds), would be overrun by this request."""
+        needed = needed or {}
         limited = {n: quotas[n] for n in names if quotas.get(n) is not None}
         if not limited:
             return
@@ -102,8 +119,9 @@ class QuotaTracker:
         for name, limit in limited.items():
             if self.observer is not None:
                 self.observer(tenant, name, used.get(name, 0.0), float(limit))  # type: ignore[arg-type]
-            if used.get(name, 0.0) >= float(limit):  # type: ignore[arg-type]
-                raise QuotaExceeded(tenant, name, used.get(name, 0.0), float(limit), month_bounds()[1])  # type: ignore[arg-type]
+            spent, want = used.get(name, 0.0), needed.get(name, 0.0)
+            if spent >= float(limit) or (want and spent + want > float(limit)):  # type: ignore[arg-type]
+                raise QuotaExceeded(tenant, name, spent, float(limit), month_bounds()[1], want)  # type: ignore[arg-type]
 
     async def used(self, tenant: str) -> dict[str, float]:
         start, end = month_bounds()

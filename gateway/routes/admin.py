@@ -7,8 +7,6 @@ by ``POST /admin/keys``; no listing ever shows a secret or its hash.
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -18,8 +16,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import SCOPES, Principal, require_admin
+from gateway.csv_safe import write_csv
 from gateway.db.queries import CSV_COLUMNS, aggregate_usage
 from gateway.errors import APIError
+from gateway.inputs.echo import echo
 from gateway.keystore import KeyStoreError
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -151,7 +151,7 @@ def parse_time(value: str | None, param: str) -> int | None:
     bad = APIError(
         400,
         f"{param} must be an ISO 8601 time or epoch seconds between 1970-01-01 and 9999-12-31 "
-        f"(UTC), got '{value[:64]}'.",
+        f"(UTC), got '{echo(value, 64)}'.",
         param=param,
     )
     try:
@@ -180,7 +180,10 @@ async def usage(
     format: Literal["json", "csv"] = Query("json"),
     _: Principal = require_admin,
 ) -> Response:
-    """Totals per time bucket and group. Buffered rows of this replica are flushed first."""
+    """Totals per time bucket and group. Buffered rows of this replica are flushed first.
+
+    The CSV form is neutralised for spreadsheets (``gateway.csv_safe``): a group name such as a
+    model is client text."""
     services = request.app.state.services
     if services.usage is not None:
         await services.usage.flush()
@@ -193,12 +196,8 @@ async def usage(
         tenant=tenant,
     )
     if format == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
         return Response(
-            out.getvalue(),
+            write_csv(CSV_COLUMNS, rows),
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="usage-{group_by}-{bucket}.csv"'},
         )

@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from gateway import response_cache
-from gateway.audio import CONTENT_TYPES, AudioDecodeError, StreamEncoder, decode_to_pcm, run_in_codec_pool
-from gateway.auth import Principal, require_scope
+from gateway.audio import CONTENT_TYPES, AudioDecodeError, StreamEncoder, run_in_codec_pool
+from gateway.auth import Principal, charge_quota, require_scope
 from gateway.context import get_context
-from gateway.errors import APIError, no_provider_error
+from gateway.errors import APIError, no_provider_error, refuse_unknown_model
+from gateway.inputs.audio import decode_upload
 from gateway.schemas import (
     SpeechRequest,
     TranscriptionForm,
@@ -36,7 +37,7 @@ from gateway.schemas import (
 )
 from gateway.services import Services
 from gateway.usage import record
-from policies.routing import StreamInterrupted
+from policies.routing import StreamInterrupted, UnknownModelError
 from providers.base import (
     ProviderError,
     Segment,
@@ -161,6 +162,13 @@ def transcription_response(transcript: Transcript, audio_s: float, form: Transcr
 
 @router.post("/v1/audio/transcriptions")
 async def transcriptions(request: Request, principal: Principal = require_scope("asr")) -> Response:
+    try:
+        return await _transcriptions(request, principal)
+    except UnknownModelError as exc:
+        raise refuse_unknown_model(request, exc) from None
+
+
+async def _transcriptions(request: Request, principal: Principal) -> Response:
     services: Services = request.app.state.services
     limit = services.settings.max_upload_bytes
     form = await read_form(request, limit, "a 'file' field", max_files=1)
@@ -184,9 +192,10 @@ async def transcriptions(request: Request, principal: Principal = require_scope(
     if plan is not None and (hit := await plan.get()) is not None:
         return response_cache.cached_response(request, hit)
     try:
-        audio = await run_in_codec_pool(decode_to_pcm, data, ASR_SAMPLE_RATE)
+        audio = await decode_upload(data, ASR_SAMPLE_RATE, services.settings.limits, "transcription")
     except AudioDecodeError as exc:
         raise APIError(400, str(exc), code="invalid_audio", param="file") from None
+    await charge_quota(request, principal, {"asr_seconds": audio.duration_s})
     extra: dict[str, Any] = {}
     if params.temperature is not None:
         extra["temperature"] = params.temperature
@@ -270,6 +279,13 @@ async def encode_speech(
 
 @router.post("/v1/audio/speech")
 async def speech(request: Request, principal: Principal = require_scope("tts")) -> Response:
+    try:
+        return await _speech(request)
+    except UnknownModelError as exc:  # before the first byte: the chain is resolved first
+        raise refuse_unknown_model(request, exc) from None
+
+
+async def _speech(request: Request) -> Response:
     services: Services = request.app.state.services
     body: SpeechRequest = validate(
         SpeechRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))

@@ -16,6 +16,8 @@ from starlette.datastructures import UploadFile
 
 from gateway.auth import Principal, require_scope
 from gateway.errors import APIError
+from gateway.inputs.echo import echo
+from gateway.inputs.images import check_image
 from gateway.schemas import read_form, too_large
 from gateway.services import Services
 from lipsync.errors import FaceError, ImageError
@@ -60,7 +62,9 @@ async def read_image_field(upload: Any, limit: int, field: str = "image") -> byt
 
 
 def _not_found(avatar_id: str) -> APIError:
-    return APIError(404, f"No avatar with id '{avatar_id}'", type="not_found_error", code="avatar_not_found")
+    return APIError(
+        404, f"No avatar with id '{echo(avatar_id)}'", type="not_found_error", code="avatar_not_found"
+    )
 
 
 @router.post("/v1/avatars", status_code=201)
@@ -78,6 +82,7 @@ async def create_avatar(request: Request, principal: Principal = require_scope("
     finally:
         await form.close()
     try:
+        check_image(data, services.settings.limits)  # from the header, before any decoding
         avatar = await anyio.to_thread.run_sync(services.avatars.create, data, face_index, principal.tenant)
     except (FaceError, ImageError) as exc:
         raise lipsync_error(exc) from None

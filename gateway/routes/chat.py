@@ -19,12 +19,13 @@ from starlette.types import Send
 from gateway import response_cache
 from gateway.auth import Principal, require_scope, run_admitted
 from gateway.context import RequestContext, get_context
-from gateway.errors import APIError, no_provider_error
+from gateway.errors import APIError, no_provider_error, refuse_unknown_model
 from gateway.schemas import ChatCompletionRequest, parse_json_body, read_body, validate
 from gateway.services import Services
 from gateway.sse_response import SSEResponse
 from gateway.streaming import SSE_HEADERS, ChunkWriter, StreamMeter, chat_sse, usage_dict
 from gateway.usage import record
+from policies.routing import UnknownModelError
 from providers.base import ChatRequest, ChatResult, ProviderError, Usage
 
 router = APIRouter()
@@ -124,6 +125,13 @@ chat_completions.lean_endpoint = chat_completions_lean  # type: ignore[attr-defi
 
 async def chat_response(request: Request) -> Response:
     """The chat answer for an admitted caller (auth, limits and usage are the caller's job)."""
+    try:
+        return await _chat_response(request)
+    except UnknownModelError as exc:  # before the first byte: streams resolve their chain first
+        raise refuse_unknown_model(request, exc) from None
+
+
+async def _chat_response(request: Request) -> Response:
     services: Services = request.app.state.services
     body: ChatCompletionRequest = validate(
         ChatCompletionRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))

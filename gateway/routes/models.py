@@ -15,7 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.auth import ANY_SCOPE, require_scope
-from gateway.errors import APIError
+from gateway.errors import APIError, echo_limit
+from gateway.inputs.echo import echo, echo_list
 from gateway.services import Services
 from policies.routing import UnknownModelError
 from providers.base import CAPABILITIES
@@ -73,9 +74,11 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
     catalog = model_catalog(request.app.state.services)
     entry = catalog.get(model_id)
     if entry is None:
+        limit = echo_limit(request)
         raise APIError(
             404,
-            f"The model '{model_id}' does not exist. Available: {', '.join(catalog) or 'none'}",
+            f"The model '{echo(model_id, limit)}' does not exist. "
+            f"Available: {echo_list(list(catalog), limit) or 'none'}",
             type="invalid_request_error",
             code="model_not_found",
             param="model",

@@ -21,10 +21,14 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from gateway.audio import AudioDecodeError, decode_to_pcm, run_in_codec_pool
-from gateway.auth import Principal, require_scope
+from gateway.audio import AudioDecodeError
+from gateway.auth import Principal, charge_quota, require_scope
 from gateway.context import get_context
-from gateway.errors import APIError
+from gateway.errors import APIError, refuse_unknown_model
+from gateway.inputs.audio import decode_upload
+from gateway.inputs.echo import echo
+from gateway.inputs.hosts import public_url
+from gateway.inputs.images import check_image
 from gateway.routes.avatars import json_response, lipsync_error, parse_face_index, read_form
 from gateway.schemas import parse_json_body, read_body, too_large, validate
 from gateway.services import Services
@@ -33,6 +37,7 @@ from lipsync.avatars import Avatar
 from lipsync.conversations import ConversationMemory
 from lipsync.errors import FaceError, ImageError, LipsyncError
 from lipsync.talk import TalkError, TalkInput, TalkPipeline, TalkResult
+from policies.routing import UnknownModelError
 
 log = logging.getLogger("talkgate.talk")
 router = APIRouter()
@@ -45,14 +50,14 @@ class TalkBody(BaseModel):
 
     text: str | None = None
     audio: str | None = None  # JSON: base64 or data URL
-    avatar_id: str | None = None
+    avatar_id: str | None = Field(default=None, max_length=256)
     image: str | None = None  # JSON: base64 or data URL
     face_index: int | None = Field(default=None, ge=0)
-    voice: str | None = None
+    voice: str | None = Field(default=None, max_length=256)
     system_prompt: str | None = Field(default=None, max_length=4000)
     conversation_id: str | None = Field(default=None, max_length=128)
-    model: str | None = None
-    language: str | None = None
+    model: str | None = Field(default=None, max_length=256)
+    language: str | None = Field(default=None, max_length=64)
     max_tokens: int | None = Field(default=None, ge=1, le=1024)
 
 
@@ -119,6 +124,7 @@ def _check_choices(body: TalkBody, audio: bytes | None, image: bytes | None) -> 
 async def _avatar(services: Services, body: TalkBody, image: bytes | None, tenant: str) -> Avatar:
     if image is not None:
         try:
+            check_image(image, services.settings.limits)  # from the header, before any decoding
             return await anyio.to_thread.run_sync(services.avatars.prepare, image, body.face_index)
         except (FaceError, ImageError) as exc:
             raise lipsync_error(exc) from None
@@ -127,7 +133,7 @@ async def _avatar(services: Services, body: TalkBody, image: bytes | None, tenan
     if avatar is None:
         raise APIError(
             404,
-            f"No avatar with id '{body.avatar_id}'",
+            f"No avatar with id '{echo(body.avatar_id)}'",
             type="not_found_error",
             code="avatar_not_found",
             param="avatar_id",
@@ -157,7 +163,10 @@ async def talk(request: Request, principal: Principal = require_scope("talk")) -
     # Everything from here to the response body is media work (face preparation, decoding, model
     # calls, rendering, encoding), not gateway overhead: counted into ctx.work_s, see _MediaWork.
     with _MediaWork(ctx):
-        return await _answer(request, services, principal, body, audio_bytes, image)
+        try:
+            return await _answer(request, services, principal, body, audio_bytes, image)
+        except UnknownModelError as exc:  # booked as one label, never the client's string
+            raise refuse_unknown_model(request, exc) from None
 
 
 class _MediaWork:
@@ -190,9 +199,10 @@ async def _answer(
     audio = None
     if audio_bytes is not None:
         try:
-            audio = await run_in_codec_pool(decode_to_pcm, audio_bytes, 16000)
+            audio = await decode_upload(audio_bytes, 16000, settings.limits, "talk")
         except AudioDecodeError as exc:
             raise APIError(400, str(exc), code="invalid_audio", param="audio") from None
+        await charge_quota(request, principal, {"asr_seconds": audio.duration_s})
     voice = body.voice or settings.voices.default
     voice = settings.voices.aliases.get(voice, voice)
     memory = _memory(request)
@@ -258,10 +268,16 @@ def _json(request: Request, result: TalkResult, stem: str) -> dict[str, Any]:
         "renderer": result.renderer,
         "providers": result.providers,
         "fallback": result.fallback,
-        "audio_url": str(request.url_for("talk_artifact", name=f"{stem}.wav")),
-        "video_url": str(request.url_for("talk_artifact", name=f"{stem}.mp4")),
+        # From the configured public base URL, never from the Host header (gateway/inputs/hosts.py).
+        "audio_url": _artifact_url(request, f"{stem}.wav"),
+        "video_url": _artifact_url(request, f"{stem}.mp4"),
         "duration_s": result.duration_s,
     }
+
+
+def _artifact_url(request: Request, name: str) -> str:
+    base = request.app.state.settings.public_base_url
+    return public_url(base, request.app.url_path_for("talk_artifact", name=name))
 
 
 @router.get("/v1/talk/artifacts/{name}", name="talk_artifact")

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,9 +16,10 @@ from starlette.routing import Route, WebSocketRoute
 from gateway.sim import compat, generation, multimodal
 from gateway.sim.config import SimConfig
 from gateway.sim.control import routes as control_routes
+from gateway.sim.exposure import check_exposure, control_token_from_env
 from gateway.sim.http_common import install_log_filter, json_response, new_request_id
 from gateway.sim.state import SimState
-from gateway.sim.ws import inference_ws
+from gateway.sim.ws import WS_MAX_MESSAGE_BYTES, inference_ws
 
 
 async def _health(request: Request) -> Response:
@@ -41,8 +44,12 @@ async def _bad_method(request: Request, exc: Exception) -> Response:
     return json_response(body, 405)
 
 
-def create_app(config: SimConfig | None = None) -> Starlette:
-    """A fresh simulator with its own faults, request log and audio store."""
+def create_app(config: SimConfig | None = None, *, control_token: str | None = None) -> Starlette:
+    """A fresh simulator with its own faults, request log and audio store.
+
+    ``control_token``: when set, the control API (``/sim/faults``, ``/sim/requests``,
+    ``/sim/config``) requires ``Authorization: Bearer <token>``; None leaves it open (loopback use).
+    """
     install_log_filter()
     routes = [
         Route(generation.PATH, generation.text_generation, methods=["POST"]),
@@ -55,11 +62,40 @@ def create_app(config: SimConfig | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _bad_method})
     app.state.sim = SimState(config or SimConfig())
+    app.state.control_token = control_token or None
     return app
 
 
-def run_simulator(host: str = "127.0.0.1", port: int = 8100, config: SimConfig | None = None) -> None:
-    """Serve the simulator until interrupted (``talkgate sim``)."""
+def run_simulator(
+    host: str = "127.0.0.1",
+    port: int = 8100,
+    config: SimConfig | None = None,
+    control_token: str | None = None,
+) -> None:
+    """Serve the simulator until interrupted (``talkgate sim``).
+
+    ``control_token`` None reads ``TALKGATE_SIM_CONTROL_TOKEN``. Raises ``UnsafeExposure`` before
+    binding anything when ``host`` is not loopback and the key list or the control token is missing.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False)
+    config = config or SimConfig()
+    token = control_token if control_token is not None else control_token_from_env()
+    check_exposure(host, config, token)
+    uvicorn.run(
+        create_app(config, control_token=token),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        **server_options(),
+    )
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn settings the simulator's protocol handling relies on (tests start servers with them too).
+
+    ``ws_max_size``: see ``ws.WS_MAX_MESSAGE_BYTES``; uvicorn's own default (16 MiB) would cut a
+    20 MB frame with a connection reset instead of the simulator's task-failed and close 1009.
+    """
+    return {"ws_max_size": WS_MAX_MESSAGE_BYTES}

@@ -1,13 +1,25 @@
-"""The simulator's own control API (no key needed): faults, recorded requests, config, audio files."""
+"""The simulator's own control API: faults, recorded requests, config; plus the audio files.
+
+No Bailian key applies here. With a control token (``TALKGATE_SIM_CONTROL_TOKEN``) the faults,
+requests and config calls need ``Authorization: Bearer <token>``: they expose every recorded
+prompt and let the caller break the simulated cloud. Without one they are open, which
+``gateway.sim.exposure`` allows only on a loopback bind. ``/sim/audio/{name}`` stays open like the
+signed URLs it stands in for (clients fetch it with no credentials); its names are unguessable.
+"""
 
 from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.sim.http_common import json_response, read_json
+from gateway.sim.http_common import bearer_key, json_response, read_json
 from gateway.sim.state import SimState
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _state(request: Request) -> SimState:
@@ -16,6 +28,34 @@ def _state(request: Request) -> SimState:
 
 def _bad(message: str, status: int = 400) -> Response:
     return json_response({"error": {"message": message, "type": "invalid_request_error"}}, status)
+
+
+def _token_ok(request: Request) -> bool:
+    token: str | None = getattr(request.app.state, "control_token", None)
+    if not token:
+        return True
+    given = bearer_key(request.headers) or ""
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def guarded(endpoint: Endpoint) -> Endpoint:
+    """The endpoint, answering 401 first unless the request carries the control token (if one is set)."""
+
+    async def checked(request: Request) -> Response:
+        if not _token_ok(request):
+            body = {
+                "error": {
+                    "message": "The simulator's control API needs 'Authorization: Bearer <token>' "
+                    "(the TALKGATE_SIM_CONTROL_TOKEN it was started with).",
+                    "type": "authentication_error",
+                }
+            }
+            return json_response(body, 401, {"WWW-Authenticate": "Bearer"})
+        return await endpoint(request)
+
+    checked.__name__ = checked.__qualname__ = endpoint.__name__
+    checked.__doc__ = endpoint.__doc__
+    return checked
 
 
 async def add_fault(request: Request) -> Response:
@@ -95,14 +135,14 @@ async def get_audio(request: Request) -> Response:
 
 
 routes = [
-    Route("/sim/faults", add_fault, methods=["POST"]),
-    Route("/sim/faults", list_faults, methods=["GET"]),
-    Route("/sim/faults", clear_faults, methods=["DELETE"]),
-    Route("/sim/faults/{fault_id}", delete_fault, methods=["DELETE"]),
-    Route("/sim/requests", list_requests, methods=["GET"]),
-    Route("/sim/requests", clear_requests, methods=["DELETE"]),
-    Route("/sim/config", get_config, methods=["GET"]),
-    Route("/sim/config", put_config, methods=["PUT"]),
-    Route("/sim/config", reset_config, methods=["DELETE"]),
+    Route("/sim/faults", guarded(add_fault), methods=["POST"]),
+    Route("/sim/faults", guarded(list_faults), methods=["GET"]),
+    Route("/sim/faults", guarded(clear_faults), methods=["DELETE"]),
+    Route("/sim/faults/{fault_id}", guarded(delete_fault), methods=["DELETE"]),
+    Route("/sim/requests", guarded(list_requests), methods=["GET"]),
+    Route("/sim/requests", guarded(clear_requests), methods=["DELETE"]),
+    Route("/sim/config", guarded(get_config), methods=["GET"]),
+    Route("/sim/config", guarded(put_config), methods=["PUT"]),
+    Route("/sim/config", guarded(reset_config), methods=["DELETE"]),
     Route("/sim/audio/{name}", get_audio, methods=["GET"]),
 ]

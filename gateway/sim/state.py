@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import secrets
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -244,10 +245,11 @@ class AudioStore:
     def __init__(self, limit: int = 256) -> None:
         self._files: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         self._limit = limit
-        self._ids = itertools.count(1)
 
     def put(self, data: bytes, media_type: str, ext: str) -> str:
-        name = f"{int(time.time() * 1000):x}{next(self._ids):06d}.{ext}"
+        # Random, like the signed URLs these stand in for: the route needs no credentials, so a
+        # guessable name (time + counter) would let anyone on the network fetch others' speech.
+        name = f"{secrets.token_urlsafe(18)}.{ext}"
         self._files[name] = (data, media_type)
         while len(self._files) > self._limit:
             self._files.popitem(last=False)

@@ -3,13 +3,20 @@
 The key is checked at the handshake (bad key → HTTP 401 on the upgrade, which the SDKs report as a
 handshake failure). After that the client drives tasks with ``run-task``; each task is an ASR
 (Paraformer / Fun-ASR), CosyVoice or Sambert session (``ws_asr`` / ``ws_tts``). A connection can
-run several tasks one after another; a new run-task aborts the current one.
+run several tasks one after another, each with a new task_id; a new run-task aborts the current one.
+
+Whatever a client sends, the answer is protocol-level: a frame the task state machine cannot accept
+(not JSON, no header.action, audio or continue/finish-task with no running task, a task_id other
+than the running one, a reused task_id, an oversized frame) gets ``task-failed`` and then the close,
+as Bailian closes after task-failed; a bug in a handler gets ``task-failed`` InternalError and close
+1011. Only that connection ends; the simulator keeps serving the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, Protocol
 
 import orjson
@@ -30,6 +37,18 @@ from gateway.sim.state import Fault, SimState
 log = logging.getLogger(__name__)
 IDLE_WITHOUT_TASK_S = 60.0
 DRAIN_BEFORE_DROP_S = 0.1
+#: JSON (text) frames are small: CosyVoice allows 20,000 characters per continue-task. A larger one
+#: is refused before it is parsed or kept in the request log: task-failed, then close 1009.
+MAX_TEXT_FRAME_CHARS = 1024 * 1024
+#: The server's WebSocket layer (``run_simulator`` passes it to uvicorn) cuts any message above this
+#: before buffering it. uvicorn then closes the socket at once, so the client usually sees a reset
+#: rather than the 1009 close frame; the limit is therefore well above any real message, so that
+#: oversized ones (up to here) still reach ``_parse`` and get the clean task-failed + 1009 above.
+WS_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+MAX_TASK_ID_CHARS = 128
+#: task_ids used on one connection that a new run-task may not repeat (bounded per connection).
+REMEMBERED_TASK_IDS = 1024
+ACTIONS = ("run-task", "continue-task", "finish-task")
 
 
 class Dropped(Exception):
@@ -99,9 +118,12 @@ class Task(Protocol):
 
 
 class TaskFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    """Ends the task with task-failed ``code``/``message``, then the connection with ``close_code``."""
+
+    def __init__(self, code: str, message: str, close_code: int = 1000, close_reason: str = "") -> None:
         super().__init__(message)
         self.code, self.message = code, message
+        self.close_code, self.close_reason = close_code, close_reason
 
 
 def _deny(status: int, code: str, message: str) -> Response:
@@ -145,6 +167,14 @@ async def inference_ws(websocket: WebSocket) -> None:
         await _drain(websocket, DRAIN_BEFORE_DROP_S)
     except WebSocketDisconnect:
         pass
+    except Exception:
+        # A simulator bug must still look like a failing cloud task, not a hung or reset socket.
+        log.exception("simulator WebSocket task failed unexpectedly")
+        try:
+            await conn.fail("InternalError", "An internal error has occured, please try again later.")
+        except (RuntimeError, WebSocketDisconnect, OSError):
+            pass
+        await _close(websocket, 1011, "internal error")
 
 
 async def _drain(websocket: WebSocket, seconds: float) -> None:
@@ -158,9 +188,9 @@ async def _drain(websocket: WebSocket, seconds: float) -> None:
         pass
 
 
-async def _close(websocket: WebSocket) -> None:
+async def _close(websocket: WebSocket, code: int = 1000, reason: str = "") -> None:
     try:
-        await websocket.close(code=1000)
+        await websocket.close(code=code, reason=reason or None)
     except (RuntimeError, WebSocketDisconnect, OSError):
         pass
 
@@ -168,6 +198,7 @@ async def _close(websocket: WebSocket) -> None:
 async def _serve(websocket: WebSocket, state: SimState, conn: Conn) -> None:
     task: Task | None = None
     hanging = False
+    used_ids: deque[str] = deque(maxlen=REMEMBERED_TASK_IDS)
     while True:
         if hanging:
             timeout = HANG_MAX_S
@@ -184,34 +215,84 @@ async def _serve(websocket: WebSocket, state: SimState, conn: Conn) -> None:
             return
         if hanging:
             continue
-        if message.get("bytes") is not None:
-            if task is not None:
-                await task.on_audio(message["bytes"])
-            continue
         try:
-            data = orjson.loads(message.get("text") or "")
-            header = data["header"]
-            action = header["action"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            await conn.fail("InvalidParameter", "Message is not a valid task JSON with header.action.")
-            await _close(websocket)
-            return
-        try:
-            if action == "run-task":
-                task, hanging = await _run_task(data, state, conn)
-                if task is not None and await task.start():
-                    task = None
-            elif task is None:
-                raise TaskFailed("InvalidParameter", f"'{action}' received without a running task.")
-            elif action in ("continue-task", "finish-task"):
-                if await task.on_message(data):
-                    task = None
-            else:
-                raise TaskFailed("InvalidParameter", f"Unsupported action '{action}'.")
+            task, hanging = await _handle(message, state, conn, task, used_ids)
         except TaskFailed as exc:
             await conn.fail(exc.code, exc.message)
-            await _close(websocket)
+            await _close(websocket, exc.close_code, exc.close_reason)
             return
+
+
+def _task_id_of(header: dict[str, Any]) -> str:
+    """The message's task_id if it is a usable one, else "" (never echo a huge or non-string id)."""
+    value = header.get("task_id")
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_TASK_ID_CHARS else ""
+
+
+def _parse(text: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(message, header, action) of a JSON frame; TaskFailed if it is not a task message."""
+    if len(text) > MAX_TEXT_FRAME_CHARS:
+        raise TaskFailed(
+            "BadRequest.TooLarge",
+            f"Text frame of {len(text)} characters exceeds the limit of {MAX_TEXT_FRAME_CHARS}.",
+            close_code=1009,
+            close_reason="text frame too large",
+        )
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise TaskFailed("InvalidParameter", "Message is not valid JSON.") from None
+    header = data.get("header") if isinstance(data, dict) else None
+    action = header.get("action") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or not isinstance(action, str):
+        raise TaskFailed("InvalidParameter", "Message is not a valid task JSON with header.action.")
+    return data, header, action
+
+
+async def _handle(
+    message: dict[str, Any], state: SimState, conn: Conn, task: Task | None, used_ids: deque[str]
+) -> tuple[Task | None, bool]:
+    """Apply one client frame to the connection's task state; returns (running task, hanging)."""
+    if message.get("bytes") is not None:
+        if task is None:
+            conn.task_id = ""
+            raise TaskFailed(
+                "InvalidParameter",
+                "Binary (audio) frame received without a running task: send run-task and wait for "
+                "task-started first.",
+            )
+        await task.on_audio(message["bytes"])
+        return task, False
+    data, header, action = _parse(message.get("text") or "")
+    if action not in ACTIONS:
+        raise TaskFailed("InvalidParameter", f"Unsupported action '{action[:64]}'.")
+    task_id = _task_id_of(header)
+    if action == "run-task":
+        if task_id and task_id in used_ids:
+            conn.task_id = task_id
+            raise TaskFailed(
+                "InvalidParameter",
+                f"Duplicate task_id '{task_id}': each run-task on a connection needs a new task_id.",
+            )
+        task, hanging = await _run_task(data, state, conn)
+        used_ids.append(conn.task_id)
+        if task is not None and await task.start():
+            task = None
+        return task, hanging
+    if task is None:
+        conn.task_id = task_id
+        raise TaskFailed(
+            "InvalidParameter", f"'{action}' received without a running task (send run-task first)."
+        )
+    if task_id != conn.task_id:
+        running, conn.task_id = conn.task_id, task_id
+        raise TaskFailed(
+            "InvalidParameter",
+            f"'{action}' names task_id '{task_id}', which is not the running task '{running}'.",
+        )
+    if await task.on_message(data):
+        task = None
+    return task, False
 
 
 async def _run_task(data: dict[str, Any], state: SimState, conn: Conn) -> tuple[Task | None, bool]:
@@ -219,9 +300,9 @@ async def _run_task(data: dict[str, Any], state: SimState, conn: Conn) -> tuple[
     from gateway.sim.ws_asr import AsrTask
     from gateway.sim.ws_tts import CosyVoiceTask, SambertTask
 
-    header = data.get("header") or {}
+    header = data["header"]
     payload = data.get("payload")
-    conn.task_id = str(header.get("task_id") or "")
+    conn.task_id = _task_id_of(header)
     payload = payload if isinstance(payload, dict) else {}
     model = payload.get("model") if isinstance(payload.get("model"), str) else None
     kind = payload.get("task")
@@ -234,7 +315,10 @@ async def _run_task(data: dict[str, Any], state: SimState, conn: Conn) -> tuple[
         return TaskFailed(code, message)
 
     if not conn.task_id:
-        raise failed("InvalidParameter", "header.task_id is required.")
+        raise failed(
+            "InvalidParameter",
+            f"header.task_id is required (a string of at most {MAX_TASK_ID_CHARS} characters).",
+        )
     if payload.get("task_group") != "audio" or service == "ws":
         raise failed("InvalidParameter", "Unsupported task_group/task; expected audio asr or tts.")
     if not model:

@@ -50,9 +50,12 @@ class _Speaker:
         self.sample_rate = rate
         self.volume = _number(params, "volume", 50, 0, 100)
         bit_rate = params.get("bit_rate")
-        self.encoder = StreamEncoder(
-            self.format, rate, int(bit_rate * 1000) if isinstance(bit_rate, int) and bit_rate > 0 else None
-        )
+        if bit_rate is not None and (
+            not isinstance(bit_rate, int) or isinstance(bit_rate, bool) or not 6 <= bit_rate <= 510
+        ):
+            # Bounded like the service (opus 6-510 kbps); an absurd value would overflow the encoder.
+            raise TaskFailed("InvalidParameter", "bit_rate must be an integer in [6, 510] (kbps)")
+        self.encoder = StreamEncoder(self.format, rate, bit_rate * 1000 if bit_rate else None)
         self.word_timestamps = params.get("word_timestamp_enabled") is True
         self.samples_out = 0  # audio clock, in samples, across the whole task
         self.characters = 0
@@ -117,10 +120,11 @@ class CosyVoiceTask:
         item: dict[str, Any],
     ) -> None:
         voice = params.get("voice")
-        if voice not in COSYVOICE_VOICES:
+        # isinstance first: a list or object here is unhashable and would crash the set lookup.
+        if not isinstance(voice, str) or voice not in COSYVOICE_VOICES:
             raise TaskFailed(
                 "InvalidParameter",
-                f"voice '{voice}' is not a supported voice of {payload.get('model')}"
+                f"voice '{str(voice)[:64]}' is not a supported voice of {payload.get('model')}"
                 if voice
                 else "parameters.voice is required",
             )

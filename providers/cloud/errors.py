@@ -13,6 +13,14 @@ HTTP status. Decisions that are ours, not Alibaba's:
 - ``ModelNotFound`` / ``Model.NotExist`` → UNAVAILABLE: this upstream cannot serve the
   model (region or account), so another target may; the client's request is not wrong.
 - WebSocket ``CLIENT_ERROR`` (the server's 23 s no-audio timeout) → TIMEOUT.
+
+What the message says: the taxonomy's own wording for the kind plus the upstream's code, cut
+to identifier characters (``safe_code``), e.g. "the upstream refused the request as invalid
+(InvalidParameter)". Never the upstream's text: it is relayed to clients (the gateway's error
+bodies and SSE error events, the router's "every target failed (...)" summaries), and it has
+carried markup (``<script>``), the request quoted back whole, and details of Bailian's
+internals. The text is logged here instead (cut and escaped), where operators look for it.
+Transport failures likewise name the exception type, not its text (addresses, OS errors).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -30,6 +40,7 @@ from providers.base import ErrorKind, ProviderError
 from providers.cloud import http1
 
 K = ErrorKind
+log = logging.getLogger("talkgate.cloud")
 
 #: DashScope error code → kind. Keys are matched exactly, then by prefix (see ``kind_for_code``).
 CODE_KINDS: dict[str, ErrorKind] = {
@@ -85,6 +96,59 @@ _PREFIX_KINDS: tuple[tuple[str, ErrorKind], ...] = (
     ("InvalidParameter", K.BAD_REQUEST),
     ("DataInspection", K.CONTENT_FILTERED),
 )
+
+
+#: What a client is told for each kind of upstream failure (our words; see the module docstring).
+KIND_WORDING: dict[ErrorKind, str] = {
+    K.BAD_REQUEST: "the upstream refused the request as invalid",
+    K.CONTENT_FILTERED: "the upstream's content safety check rejected the request",
+    K.RATE_LIMITED: "the upstream is rate-limiting this account",
+    K.AUTH: "the upstream refused the gateway's credentials or account",
+    K.TIMEOUT: "the upstream did not answer in time",
+    K.RETRYABLE: "the upstream failed to answer",
+    K.UNAVAILABLE: "the upstream cannot serve this request",
+}
+
+#: Longest upstream code repeated to a client (DashScope's are at most about 30 characters).
+CODE_MAX_CHARS = 64
+#: Upstream text kept in a log line.
+LOGGED_TEXT_MAX_CHARS = 500
+_NOT_CODE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Kinds whose upstream text is logged at INFO rather than WARNING (see ``_log_upstream``).
+_ROUTINE_KINDS = frozenset({K.BAD_REQUEST, K.CONTENT_FILTERED, K.RATE_LIMITED})
+
+
+def safe_code(code: Any) -> str | None:
+    """An upstream error code as we repeat it: letters, digits, ``.``, ``_`` and ``-`` only,
+    at most 64 characters; None when nothing is left (``<script>`` becomes ``script``)."""
+    if code is None:
+        return None
+    cleaned = _NOT_CODE.sub("", str(code))[:CODE_MAX_CHARS]
+    return cleaned or None
+
+
+def describe(kind: ErrorKind, code: str | None = None, status: int | None = None) -> str:
+    """The client-facing message: our wording for ``kind``, then the code (or HTTP status)."""
+    detail = code or (f"HTTP {status}" if status else None)
+    return f"{KIND_WORDING[kind]} ({detail})" if detail else KIND_WORDING[kind]
+
+
+def _log_upstream(kind: ErrorKind, code: str | None, status: int | None, text: str | None) -> None:
+    """The upstream's own words, for operators: cut, and repr-escaped so that it cannot forge
+    log lines. Failures the request caused (invalid, filtered) and throttling are routine, so
+    they are logged one level below the upstream's own failures."""
+    if not text:
+        return
+    level = logging.INFO if kind in _ROUTINE_KINDS else logging.WARNING
+    log.log(
+        level,
+        "DashScope error %s (HTTP %s, %s): %r",
+        code or "-",
+        status if status is not None else "-",
+        kind.value,
+        text[:LOGGED_TEXT_MAX_CHARS],
+        extra={"error_code": code, "upstream_status": status},
+    )
 
 
 def kind_for_status(status: int | None) -> ErrorKind:
@@ -150,35 +214,36 @@ def http_error(
     """A non-200 reply (or a 200 whose body carries ``code``) as a ProviderError."""
     code = message = None
     if isinstance(body, dict):
-        code = body.get("code") or None
+        code = safe_code(body.get("code") or None)
         message = body.get("message") or None
-        if code is not None:
-            code = str(code)
     elif isinstance(body, bytes | str):
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        message = text.strip()[:500] or None
+        message = text.strip() or None
     kind = kind_for_code(code, status)
     retry_after = parse_retry_after(headers) if kind is K.RATE_LIMITED else None
-    text = message or f"DashScope returned HTTP {status}"
-    if code:
-        text = f"{code}: {text}"
-    return ProviderError(kind, text, code=code, status=status, retry_after=retry_after)
+    _log_upstream(kind, code, status, None if message is None else str(message))
+    return ProviderError(
+        kind, describe(kind, code, status), code=code, status=status, retry_after=retry_after
+    )
 
 
 def task_failed(header: Mapping[str, Any]) -> ProviderError:
     """A WebSocket ``task-failed`` event header as a ProviderError."""
-    code = header.get("error_code") or None
-    message = header.get("error_message") or "task failed"
+    code = safe_code(header.get("error_code") or None)
     kind = kind_for_code(code, None)
-    return ProviderError(kind, f"{code}: {message}" if code else message, code=code)
+    message = header.get("error_message")
+    _log_upstream(kind, code, None, None if message is None else str(message))
+    return ProviderError(kind, describe(kind, code), code=code)
 
 
 def handshake_error(status: int, message: str = "") -> ProviderError:
-    """A refused WebSocket upgrade (401/403 bad key, 429, 503 ...)."""
+    """A refused WebSocket upgrade (401/403 bad key, 429, 503 ...). The reason phrase is the
+    upstream's words: logged, not repeated."""
     kind = kind_for_status(status)
     if status == 503:
         kind = K.UNAVAILABLE
-    return ProviderError(kind, f"WebSocket handshake refused: HTTP {status} {message}".strip(), status=status)
+    _log_upstream(kind, None, status, message)
+    return ProviderError(kind, f"WebSocket handshake refused: {describe(kind, None, status)}", status=status)
 
 
 def from_exception(exc: BaseException) -> ProviderError:
@@ -187,13 +252,17 @@ def from_exception(exc: BaseException) -> ProviderError:
         return exc
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         return handshake_error(exc.status, exc.message)
+    name = type(exc).__name__
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return ProviderError(K.TIMEOUT, f"DashScope did not answer in time ({type(exc).__name__})")
+        return ProviderError(K.TIMEOUT, f"DashScope did not answer in time ({name})")
+    # The exception's text names hosts, addresses and OS errors: for the log, not the client.
+    log.warning("DashScope transport failure: %s: %r", name, str(exc)[:LOGGED_TEXT_MAX_CHARS])
     if isinstance(exc, aiohttp.ClientConnectorError | http1.ConnectError):
-        return ProviderError(K.UNAVAILABLE, f"cannot connect to DashScope: {exc}")
+        return ProviderError(K.UNAVAILABLE, f"cannot connect to DashScope ({name})")
     if isinstance(exc, aiohttp.ClientResponseError):
-        return ProviderError(kind_for_status(exc.status), f"DashScope HTTP {exc.status}: {exc.message}")
-    return ProviderError(K.RETRYABLE, f"connection to DashScope failed: {type(exc).__name__}: {exc}")
+        kind = kind_for_status(exc.status)
+        return ProviderError(kind, describe(kind, None, exc.status), status=exc.status)
+    return ProviderError(K.RETRYABLE, f"connection to DashScope failed ({name})")
 
 
 @contextlib.contextmanager

@@ -184,3 +184,14 @@ def test_serve_with_an_unknown_key_exits_with_the_reason(tmp_path: Path) -> None
     assert done.returncode == 2
     assert "unknown setting(s): cache.ttl (did you mean 'ttl_s'?)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_metrics_token_must_be_a_real_secret() -> None:
+    from pydantic import ValidationError
+
+    from gateway.settings import Settings
+
+    for weak in ("", "short", "change-me"):
+        with pytest.raises(ValidationError, match="TALKGATE_METRICS_TOKEN"):
+            Settings(metrics_token=weak)
+    assert Settings(metrics_token="a" * 32).metrics_token == "a" * 32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 
 import aiohttp
@@ -89,11 +90,16 @@ def test_unknown_codes_fall_back_by_prefix_then_status(code: str | None, status:
     assert errors.kind_for_code(code, status) is kind
 
 
-def test_non_json_body_keeps_its_text() -> None:
-    err = errors.http_error(502, b"<html>bad gateway</html>")
+def test_non_json_body_text_is_logged_not_relayed(caplog: pytest.LogCaptureFixture) -> None:
+    # The upstream's own text goes to the operator's log; the message (relayed to clients)
+    # is our wording with the HTTP status.
+    with caplog.at_level(logging.WARNING, logger="talkgate.cloud"):
+        err = errors.http_error(502, b"<html>bad gateway</html>")
     assert err.kind is K.RETRYABLE
-    assert "bad gateway" in err.message
+    assert "bad gateway" not in err.message and "<html>" not in err.message
+    assert "HTTP 502" in err.message
     assert err.code is None
+    assert "bad gateway" in caplog.text
 
 
 def test_retry_after_headers() -> None:
@@ -113,9 +119,12 @@ def test_retry_after_only_on_rate_limits() -> None:
     assert failed.retry_after is None
 
 
-def test_task_failed_codes() -> None:
-    err = errors.task_failed({"error_code": "InvalidParameter", "error_message": "bad voice"})
-    assert err.kind is K.BAD_REQUEST and "bad voice" in err.message
+def test_task_failed_codes(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="talkgate.cloud"):
+        err = errors.task_failed({"error_code": "InvalidParameter", "error_message": "bad voice"})
+    assert err.kind is K.BAD_REQUEST and err.code == "InvalidParameter"
+    assert "InvalidParameter" in err.message and "bad voice" not in err.message
+    assert "bad voice" in caplog.text
     assert errors.task_failed({"error_code": "CLIENT_ERROR"}).kind is K.TIMEOUT
     assert errors.task_failed({"error_code": "DataInspectionFailed"}).kind is K.CONTENT_FILTERED
     assert errors.task_failed({}).kind is K.RETRYABLE
