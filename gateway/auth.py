@@ -148,7 +148,7 @@ def _too_large_for_the_key(tokens: int, tpm: int) -> APIError:
         400,
         f"This request needs about {tokens} tokens (prompt and max_tokens), more than this API key "
         f"may use in a minute ({tpm} tokens per minute); shorten the conversation or lower max_tokens.",
-        code="request_too_large",
+        code="request_exceeds_tpm",
     )
 
 

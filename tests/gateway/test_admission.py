@@ -52,7 +52,7 @@ def test_chunked_bodies_do_not_bypass_tokens_per_minute(saas: Any, sim: Any) -> 
         assert sim.requests("generation") == []  # nothing reached the upstream
     r = gw.client(gw.create_key(scopes=["chat"], tpm=2000)["key"]).post("/v1/chat/completions", json=huge)
     error = r.json()["error"]
-    assert error["code"] == "request_too_large" and "2000 tokens per minute" in error["message"]
+    assert error["code"] == "request_exceeds_tpm" and "2000 tokens per minute" in error["message"]
 
     # Requests that fit one at a time: the chunked ones are admitted no more often.
     fitting = prompt(700)  # ~1,100 tokens with max_tokens: one per 2,000-token minute, then 429
