@@ -126,6 +126,10 @@ async def authenticate(request: HTTPConnection, scope: str) -> Principal:
     return Principal(key_id=record.id, tenant=record.tenant, scopes=record.scopes, limits=limits)
 
 
+#: Up-front estimate per image (Qwen-VL bills by tiles of 28×28 px; a typical photo is ~1,000).
+IMAGE_TOKENS = 1024
+
+
 def estimate_chat_tokens(body: bytes, settings: Any) -> int:
     """Prompt characters / 4 plus the completion budget; charged up front, reconciled after.
 
@@ -136,9 +140,20 @@ def estimate_chat_tokens(body: bytes, settings: Any) -> int:
     try:
         parsed = orjson.loads(body)
         messages = parsed.get("messages") or []
-        chars = sum(len(orjson.dumps(m.get("content", ""))) for m in messages if isinstance(m, dict))
+        chars, images = 0, 0
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            content = m.get("content", "")
+            if isinstance(content, list):  # an image part counts as IMAGE_TOKENS, not as its bytes
+                images += sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url")
+                content = [p for p in content if not (isinstance(p, dict) and p.get("type") == "image_url")]
+            chars += len(orjson.dumps(content))
+        tools = parsed.get("tools")
+        if tools:  # tool definitions are billed as input tokens
+            chars += len(orjson.dumps(tools))
         budget = parsed.get("max_completion_tokens") or parsed.get("max_tokens") or default
-        return chars // 4 + len(messages) * 4 + max(0, int(budget))
+        return chars // 4 + len(messages) * 4 + images * IMAGE_TOKENS + max(0, int(budget))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return default  # the route answers the bad body with a 400
 

@@ -210,6 +210,18 @@ class Metrics:
             ["capability", "kind", "status"],
             registry=r,
         )
+        self.tool_calls_total = Counter(
+            "talkgate_chat_tool_calls", "Tool calls returned to clients, by target.", ["target"], registry=r
+        )
+        self.vision_requests = Counter(
+            "talkgate_chat_vision_requests", "Chat requests with images, by target.", ["target"], registry=r
+        )
+        self.schema_violations = Counter(
+            "talkgate_chat_schema_violations",
+            "Answers rejected for breaking the requested shape (tools, JSON schema), by target.",
+            ["target"],
+            registry=r,
+        )
         self._request_children: dict[tuple[Any, ...], Any] = {}
         self._route_children: dict[str, tuple[Any, ...]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> child, see _child
@@ -293,6 +305,8 @@ class Metrics:
             kind = fields.get("error_kind")
             kind = getattr(kind, "value", kind) or ""
             self.attempts.labels(cap, target, outcome, str(kind)).inc()
+            if fields.get("error_code") == "SchemaViolation":
+                self.schema_violations.labels(target).inc()
             seconds = fields.get("seconds")
             if seconds is not None:
                 self.attempt_seconds.labels(cap, target).observe(float(seconds))
@@ -356,6 +370,13 @@ class Metrics:
         """A ``QuotaTracker.observer``: the tenant's use of one quota (tokens, tts_chars, ...)."""
         if limit > 0:
             self.quota_used_ratio.labels(tenant, quota).set(min(used / limit, 1.0))
+
+    def vision(self, target: str | None) -> None:
+        self.vision_requests.labels(target or "unknown").inc()
+
+    def tool_calls(self, target: str | None, count: int) -> None:
+        if count:
+            self.tool_calls_total.labels(target or "unknown").inc(count)
 
     def swap(self, capability: str, kind: str, status: str) -> None:
         self.model_swaps.labels(capability, kind, status).inc()

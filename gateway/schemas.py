@@ -3,8 +3,10 @@
 Only requests are pydantic models: responses are plain dicts serialised with orjson, since
 a validation round trip on every response would cost more than the whole routing hop.
 Unknown request fields are ignored (OpenAI SDKs send optional fields we do not use), except
-chat fields that would change the shape of the answer (tools, JSON mode, logprobs): those are
-refused with 400 ``unsupported_parameter`` so a client never gets plain text it did not ask for.
+chat fields that would change the shape of the answer and that talkgate does not honour (the
+legacy ``functions``/``function_call``, logprobs): those are refused with 400
+``unsupported_parameter`` so a client never gets plain text it did not ask for. Tools, tool
+choice and response formats are checked in ``gateway/structured/requests.py``.
 
 Identifier fields (model, voice, user, name, language) have length limits: they are names, and
 an unbounded name is only a way to make the gateway carry (and, in errors, reflect) megabytes.
@@ -44,22 +46,10 @@ class ChatMessage(_Lenient):
     role: Role
     content: str | list[dict[str, Any]] | None = None
     name: str | None = Field(default=None, max_length=IDENTIFIER_MAX_CHARS)
-
-    def text(self) -> str:
-        """The message content as one string; OpenAI content parts must be text."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        pieces = []
-        for part in self.content:
-            kind = part.get("type")
-            if kind != "text":
-                raise ValueError(f"content part type '{echo(kind)}' is not supported (only 'text')")
-            if not isinstance(part.get("text"), str):
-                raise ValueError("a content part of type 'text' needs a 'text' string")
-            pieces.append(part["text"])
-        return "".join(pieces)
+    #: an assistant message repeating the calls an earlier answer made
+    tool_calls: list[Any] | None = None
+    #: a ``tool`` message: the id of the call it answers
+    tool_call_id: str | None = Field(default=None, max_length=IDENTIFIER_MAX_CHARS)
 
 
 class StreamOptions(_Lenient):
@@ -77,15 +67,12 @@ def _unsupported(field: str, why: str) -> APIError:
 
 def _refuse_shape_changing_fields(payload: dict[str, Any]) -> None:
     """Fields whose effect talkgate cannot honour; ignoring them would silently change the answer."""
-    for field in ("tools", "functions"):
-        if payload.get(field):  # None or [] ask for nothing
-            raise _unsupported(field, "tool and function calling are not available")
-    for field in ("tool_choice", "function_call"):
-        if payload.get(field) not in (None, "none"):
-            raise _unsupported(field, "tool and function calling are not available")
-    fmt = payload.get("response_format")
-    if fmt is not None and fmt != {"type": "text"}:
-        raise _unsupported("response_format", 'only {"type": "text"} is available')
+    if payload.get("functions"):  # None or [] ask for nothing
+        raise _unsupported("functions", "the legacy functions field is not accepted; use 'tools'")
+    if payload.get("function_call") not in (None, "none"):
+        raise _unsupported(
+            "function_call", "the legacy function_call field is not accepted; use 'tool_choice'"
+        )
     if payload.get("logprobs"):
         raise _unsupported("logprobs", "token log-probabilities are not returned")
 
@@ -106,6 +93,11 @@ class ChatCompletionRequest(_Lenient):
     user: str | None = Field(default=None, max_length=IDENTIFIER_MAX_CHARS)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    #: checked in gateway/structured/requests.py (JSON Schema, names), where errors name their path
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: Any = None
 
     @model_validator(mode="before")
     @classmethod

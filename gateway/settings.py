@@ -36,6 +36,9 @@ class RouteConfig(BaseModel):
     chains: dict[str, list[str]] = Field(default_factory=dict)
     #: Cloud models offered beyond those named in chains (shown by /v1/models).
     extra_models: list[str] = Field(default_factory=list)
+    #: chat only: may requests with tools fall back to local models (whose grammar guarantees
+    #: the shape of a call, not the quality of the choice)? false: they fail over cloud only.
+    local_tools: bool = True
 
 
 #: Capabilities that must each have a non-empty default chain (checked when Settings are built).
@@ -53,7 +56,7 @@ def _default_routes() -> dict[str, RouteConfig]:
         "chat": RouteConfig(
             chain=["bailian:qwen-plus", "bailian:qwen-turbo", "local:smollm2"],
             aliases={"default": "qwen-plus", "fast": "qwen-turbo", "local": "smollm2"},
-            extra_models=["qwen-max"],
+            extra_models=["qwen-max", "qwen-vl-max", "qwen-vl-plus"],  # the VL models take images
         ),
         "asr": RouteConfig(
             chain=["bailian:paraformer-realtime-v2", "local:whisper-tiny.en"],
@@ -186,6 +189,19 @@ class LipsyncConfig(BaseModel):
     artifact_ttl_s: int = 3600
 
 
+class VisionConfig(BaseModel):
+    """Images in chat messages (gateway/structured/images.py)."""
+
+    #: hosts image URLs may be fetched from (e.g. ["cdn.example.com", "*.example.org"]);
+    #: empty: only data URLs are accepted
+    url_allow: list[str] = Field(default_factory=list)
+    #: fetch from private, loopback and link-local addresses too (off: no SSRF into your network)
+    allow_private_addresses: bool = False
+    #: largest image accepted, in bytes (Bailian's own limit for an inline image is 10 MB)
+    max_image_bytes: int = 10 * 1024 * 1024
+    fetch_timeout_s: float = 10.0
+
+
 class InputLimitsConfig(BaseModel):
     """Limits on untrusted media and bodies, checked once, before any expensive work
     (``gateway/inputs/``); every upload and session surface uses them."""
@@ -301,6 +317,7 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 25 * 1024 * 1024
     limits: InputLimitsConfig = Field(default_factory=InputLimitsConfig)
+    vision: VisionConfig = Field(default_factory=VisionConfig)
     #: serve /docs, /redoc and /openapi.json (off by default: they map the whole API for anyone)
     docs_enabled: bool = False
     #: base of the URLs the gateway hands out (e.g. /v1/talk artifacts), e.g.

@@ -16,7 +16,7 @@ import orjson
 from gateway.errors import APIError, from_provider_error
 from gateway.sse_response import LastChunk
 from policies.routing import StreamInterrupted
-from providers.base import ChatChunk, ProviderError, Usage
+from providers.base import ChatChunk, ProviderError, ToolCallDelta, Usage
 
 log = logging.getLogger("talkgate.streaming")
 
@@ -58,6 +58,22 @@ class ChunkWriter:
 
     def content(self, text: str) -> bytes:
         return self._choice({"content": text}, None)
+
+    def tool_calls(self, pieces: list[ToolCallDelta]) -> bytes:
+        """Tool-call deltas as the OpenAI SDK merges them: per ``index``, the first piece
+        carries ``id``, ``type`` and ``function.name``; later ones only argument fragments."""
+        out = []
+        for piece in pieces:
+            entry: dict[str, Any] = {"index": piece.index}
+            function: dict[str, Any] = {"arguments": piece.arguments}
+            if piece.id:
+                entry["id"] = piece.id
+                entry["type"] = "function"
+            if piece.name:
+                function["name"] = piece.name
+            entry["function"] = function
+            out.append(entry)
+        return self._choice({"tool_calls": out}, None)
 
     def finish(self, reason: str) -> bytes:
         return self._choice({}, reason)
@@ -146,6 +162,8 @@ async def chat_sse(
             if chunk.delta:
                 parts.append(chunk.delta)
                 pending += writer.content(chunk.delta)
+            if chunk.tool_calls:
+                pending += writer.tool_calls(chunk.tool_calls)
             if chunk.usage is not None:
                 meter.usage = chunk.usage
             if chunk.finish_reason:

@@ -79,7 +79,7 @@ class Router:
         self.settings = settings
         self.registry = registry
         #: Observers (metrics, logs) called as listener(event, fields); events:
-        #: "attempt" (target, capability, outcome "ok"|"error", seconds, error_kind, number),
+        #: "attempt" (target, capability, outcome "ok"|"error", seconds, error_kind, error_code, number),
         #: "retry" (target, capability, attempt, error_kind, delay_s),
         #: "fallback" (capability, from_target, to_target, reason),
         #: "skip" (target, capability, reason) — a target passed over without an upstream call,
@@ -188,6 +188,7 @@ class Router:
         call: Callable[[Any, Any], Awaitable[T]],
         *,
         stream: bool = False,
+        skip: Callable[[Target], str | None] | None = None,
     ) -> T:
         chain = self.resolve(capability, request.model)
         deadline = Deadline(self._budget(capability))
@@ -196,6 +197,10 @@ class Router:
             provider = self.registry.get(capability, target.provider)
             if provider is None:
                 failures.append((target, self._not_configured(target), None))
+                continue
+            reason = skip(target) if skip is not None else None
+            if reason is not None:  # the request needs what this target may not give it
+                failures.append((target, reason, None))
                 continue
             if deadline.expired:
                 failures.append((target, "not tried: the request deadline was spent", None))
@@ -214,9 +219,9 @@ class Router:
                 result = await self._try_target(
                     capability, target, provider, request, ctx, deadline, call, stream, final
                 )
-            except _Skipped as skip:
-                self.emit("skip", target=str(target), capability=capability, reason=skip.state)
-                failures.append((target, skip.reason, None))
+            except _Skipped as skipped:
+                self.emit("skip", target=str(target), capability=capability, reason=skipped.state)
+                failures.append((target, skipped.reason, None))
                 continue
             except ProviderError as exc:
                 exc.provider = exc.provider or str(target)
@@ -268,7 +273,7 @@ class Router:
                 exc.provider = exc.provider or str(target)
                 last_error = exc
                 await breaker.record_error(permit, exc)
-                self._attempted(target, capability, "error", seconds, exc.kind, number)
+                self._attempted(target, capability, "error", seconds, exc.kind, number, exc.code)
                 raise
             seconds = time.perf_counter() - started
             ctx.upstream_s += seconds
@@ -311,6 +316,7 @@ class Router:
         seconds: float,
         kind: ErrorKind | None,
         number: int,
+        code: str | None = None,
     ) -> None:
         self.emit(
             "attempt",
@@ -319,6 +325,7 @@ class Router:
             outcome=outcome,
             seconds=seconds,
             error_kind=kind.value if kind else None,
+            error_code=code,
             number=number,
         )
 
@@ -377,8 +384,42 @@ class Router:
 
     # ------------------------------------------------------------------ public calls
 
-    async def chat(self, request: ChatRequest, ctx: Any) -> ChatResult:
-        return await self._run("chat", request, ctx, lambda p, r: p.chat(r))
+    async def chat(
+        self,
+        request: ChatRequest,
+        ctx: Any,
+        check: Callable[[ChatResult], None] | None = None,
+        skip: Callable[[Target], str | None] | None = None,
+    ) -> ChatResult:
+        """``check(result)`` may raise a ProviderError: the answer then counts as a failed attempt
+        of its target (retried, then the next target), as for answers with a requested shape."""
+
+        async def call(p: Any, r: ChatRequest) -> ChatResult:
+            result = await p.chat(r)
+            if check is not None:
+                check(result)
+            return result
+
+        return await self._run("chat", request, ctx, call, skip=skip)
+
+    async def chat_collected(
+        self,
+        request: ChatRequest,
+        ctx: Any,
+        collect: Callable[[AsyncIterator[ChatChunk]], Awaitable[list[ChatChunk]]],
+        skip: Callable[[Target], str | None] | None = None,
+    ) -> list[ChatChunk]:
+        """A stream gathered whole inside each attempt (``collect`` may raise to fail it): a cut
+        or a rejected answer then falls over before anything reaches the client."""
+
+        async def call(p: Any, r: ChatRequest) -> list[ChatChunk]:
+            stream = p.chat_stream(r)
+            try:
+                return await collect(stream)
+            finally:
+                await close_quietly(stream)
+
+        return await self._run("chat", request, ctx, call, skip=skip)
 
     async def transcribe(self, request: TranscribeRequest, ctx: Any) -> Transcript:
         return await self._run("asr", request, ctx, lambda p, r: p.transcribe(r))
@@ -387,7 +428,12 @@ class Router:
         return await self._run("tts", request, ctx, lambda p, r: p.synthesize(r))
 
     async def _open_stream(
-        self, capability: Capability, request: Any, ctx: Any, method: str
+        self,
+        capability: Capability,
+        request: Any,
+        ctx: Any,
+        method: str,
+        skip: Callable[[Target], str | None] | None = None,
     ) -> AsyncIterator:
         async def first_and_rest(p: Any, r: Any) -> tuple[Any, AsyncIterator]:
             it = getattr(p, method)(r).__aiter__()
@@ -401,11 +447,13 @@ class Router:
                 raise
             return first, it
 
-        return await self._run(capability, request, ctx, first_and_rest, stream=True)
+        return await self._run(capability, request, ctx, first_and_rest, stream=True, skip=skip)
 
-    async def chat_stream(self, request: ChatRequest, ctx: Any) -> AsyncIterator[ChatChunk]:
+    async def chat_stream(
+        self, request: ChatRequest, ctx: Any, skip: Callable[[Target], str | None] | None = None
+    ) -> AsyncIterator[ChatChunk]:
         """Returns once the first chunk is in hand; later failures raise StreamInterrupted."""
-        return await self._open_stream("chat", request, ctx, "chat_stream")
+        return await self._open_stream("chat", request, ctx, "chat_stream", skip)
 
     async def synthesize_stream(self, request: SynthesizeRequest, ctx: Any) -> AsyncIterator[SpeechChunk]:
         return await self._open_stream("tts", request, ctx, "synthesize_stream")

@@ -89,8 +89,37 @@ class Usage:
 
 
 @dataclass(slots=True)
+class ToolCall:
+    """One function call the model asked for. ``arguments`` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+    index: int = 0
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A streamed piece of a call. The first piece of each ``index`` carries ``id`` and ``name``;
+    later pieces carry only ``arguments`` fragments, which concatenate to the JSON text (the
+    order in which the OpenAI SDK assembles calls)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
 class ChatRequest:
-    """An OpenAI-style chat request, already validated; ``model`` is the backend's own name."""
+    """An OpenAI-style chat request, already validated; ``model`` is the backend's own name.
+
+    ``tools`` are OpenAI function tools (``{"type": "function", "function": {"name",
+    "description", "parameters"}}``), ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"``
+    or ``{"type": "function", "function": {"name": ...}}``, and ``response_format`` is OpenAI's
+    (``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {...}}``).
+    Messages may carry assistant ``tool_calls`` and ``tool`` results as in OpenAI's wire format.
+    """
 
     model: str
     messages: list[dict[str, Any]]
@@ -100,6 +129,10 @@ class ChatRequest:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
     def sampling(self) -> dict[str, Any]:
         """The sampling values the client set (temperature, top_p, seed); an unset one is left
@@ -114,6 +147,7 @@ class ChatResult:
     finish_reason: str = "stop"  # "stop" | "length" | "tool_calls" | "content_filter"
     usage: Usage = field(default_factory=Usage)
     model: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -125,6 +159,7 @@ class ChatChunk:
     delta: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- speech

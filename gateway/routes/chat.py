@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -20,13 +22,25 @@ from gateway import response_cache
 from gateway.auth import Principal, require_scope, run_admitted
 from gateway.context import RequestContext, get_context
 from gateway.errors import APIError, no_provider_error, refuse_unknown_model
+from gateway.inputs.echo import echo
 from gateway.schemas import ChatCompletionRequest, parse_json_body, read_body, validate
 from gateway.services import Services
 from gateway.sse_response import SSEResponse
 from gateway.streaming import SSE_HEADERS, ChunkWriter, StreamMeter, chat_sse, usage_dict
+from gateway.structured.answers import AnswerCheck, assemble, collect, is_structured
+from gateway.structured.capabilities import chat_features
+from gateway.structured.images import content_parts, has_images, inline_images
+from gateway.structured.requests import (
+    check_response_format,
+    check_tool_calls,
+    check_tool_choice,
+    check_tool_results,
+    check_tools,
+)
 from gateway.usage import record
 from policies.routing import UnknownModelError
-from providers.base import ChatRequest, ChatResult, ProviderError, Usage
+from policies.targets import Target
+from providers.base import ChatChunk, ChatRequest, ChatResult, ProviderError, Usage
 
 router = APIRouter()
 
@@ -45,18 +59,27 @@ def build_chat_request(body: ChatCompletionRequest, services: Services) -> ChatR
     messages: list[dict[str, Any]] = []
     has_text = False
     for i, m in enumerate(body.messages):
-        try:
-            text = m.text()
-        except ValueError as exc:
-            raise APIError(400, f"messages[{i}]: {exc}", param=f"messages[{i}].content") from exc
-        has_text = has_text or bool(text.strip())
+        if isinstance(m.content, list):  # text parts, and images (gateway/structured/images.py)
+            content: str | list[dict[str, Any]] = content_parts(m.content, f"messages[{i}].content")
+        else:
+            content = m.content or ""
+        has_text = has_text or bool(content if isinstance(content, list) else content.strip())
         role = "system" if m.role == "developer" else m.role
-        msg: dict[str, Any] = {"role": role, "content": text}
+        msg: dict[str, Any] = {"role": role, "content": content}
         if m.name:
             msg["name"] = m.name
+        if m.tool_calls is not None and role == "assistant":
+            msg["tool_calls"] = check_tool_calls(m.tool_calls, f"messages[{i}]")
+            has_text = True
+        if role == "tool":
+            msg["tool_call_id"] = m.tool_call_id
         messages.append(msg)
     if not has_text:
         raise APIError(400, "messages contain no text: every message content is empty.", param="messages")
+    check_tool_results(messages)
+    tools = check_tools(body.tools)
+    tool_choice = check_tool_choice(body.tool_choice, tools)
+    response_format = check_response_format(body.response_format)
     limit = body.token_limit()
     ceiling = services.settings.max_tokens_ceiling
     if limit is not None and limit > ceiling:
@@ -79,6 +102,10 @@ def build_chat_request(body: ChatCompletionRequest, services: Services) -> ChatR
         seed=body.seed,
         stop=body.stop_list(),
         extra=extra,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=response_format,
     )
 
 
@@ -92,13 +119,66 @@ def completion_body(completion_id: str, created: int, model: str, result: ChatRe
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text, "refusal": None},
+                "message": message_body(result),
                 "logprobs": None,
                 "finish_reason": result.finish_reason,
             }
         ],
         "usage": usage_dict(result.usage),
     }
+
+
+def message_body(result: ChatResult) -> dict[str, Any]:
+    """The assistant message of a completion: text, or the tool calls (content null, as OpenAI)."""
+    if not result.tool_calls:
+        return {"role": "assistant", "content": result.text, "refusal": None}
+    return {
+        "role": "assistant",
+        "content": result.text or None,
+        "refusal": None,
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in result.tool_calls
+        ],
+    }
+
+
+async def replay(chunks: list[ChatChunk]) -> AsyncIterator[ChatChunk]:
+    """A checked answer, streamed as it came (the finish reason says ``tool_calls`` when it has calls)."""
+    calls = any(chunk.tool_calls for chunk in chunks)
+    for chunk in chunks:
+        if calls and chunk.finish_reason:
+            chunk = replace(chunk, finish_reason="tool_calls")
+        yield chunk
+
+
+def target_skip(
+    services: Services, request: ChatRequest, images: int
+) -> Callable[[Target], str | None] | None:
+    """Targets a request may not use: with images, those that take none (and a 400 when no target of
+    the chain takes images); with tools and ``routes.chat.local_tools: false``, the local models."""
+    no_local_tools = bool(request.tools) and not services.settings.routes["chat"].local_tools
+    if images:
+        chain = services.router.resolve("chat", request.model)
+        if not any(chat_features(t)["vision"] for t in chain):
+            raise APIError(
+                400,
+                f"The request has images, and no model of the '{echo(request.model)}' chain takes images; "
+                "ask for a vision model (e.g. qwen-vl-max).",
+                param="model",
+                code="model_cannot_see",
+            )
+    if not images and not no_local_tools:
+        return None
+
+    def skip(target: Target) -> str | None:
+        if images and not chat_features(target)["vision"]:
+            return "not tried: it takes no images"
+        if no_local_tools and target.provider == "local":
+            return "not tried: tool calls may not fall back to local models (routes.chat.local_tools)"
+        return None
+
+    return skip
 
 
 def new_completion_id() -> str:
@@ -147,15 +227,33 @@ async def _chat_response(request: Request) -> Response:
     created = int(time.time())
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     # Exact-match cache (gateway/response_cache.py): deterministic requests only, per tenant.
-    plan = response_cache.chat_plan(request, body.model, chat_request)
+    # Tool-call answers are not cached (an entry replays text); the key covers every other field.
+    plan = None if chat_request.tools else response_cache.chat_plan(request, body.model, chat_request)
     if plan is not None and (hit := await plan.get()) is not None:
         return response_cache.chat_hit_response(request, hit, body.model, bool(body.stream), include_usage)
+    check = AnswerCheck(chat_request) if is_structured(chat_request) else None
+    images = (
+        await inline_images(chat_request.messages, services.settings)
+        if has_images(chat_request.messages)
+        else 0
+    )
+    skip = target_skip(services, chat_request, images)
 
     if body.stream:
         try:
-            chunks = await services.router.chat_stream(chat_request, ctx)
+            if check is None:
+                chunks = await services.router.chat_stream(chat_request, ctx, skip)
+            else:  # checked whole before the first byte: see gateway/structured/answers.py
+                collected = await services.router.chat_collected(
+                    chat_request, ctx, lambda s: collect(s, check), skip
+                )
+                if services.metrics is not None:
+                    services.metrics.tool_calls(ctx.provider, len(assemble(collected).tool_calls))
+                chunks = replay(collected)
         except ProviderError as exc:
             raise no_provider_error(services, "chat", exc) from None
+        if images and services.metrics is not None:
+            services.metrics.vision(ctx.provider)
         writer = ChunkWriter(completion_id, created, body.model, include_usage)
         # Booked by the auth dependency after the response, however the stream ends (D3 billing).
         meter = ctx.extra["stream_meter"] = StreamMeter(chat_request.messages)
@@ -173,10 +271,14 @@ async def _chat_response(request: Request) -> Response:
         return SSEResponse(chat_sse(chunks, writer, include_usage, on_done, meter), headers=SSE_HEADERS)
 
     try:
-        result = await services.router.chat(chat_request, ctx)
+        result = await services.router.chat(chat_request, ctx, check, skip)
     except ProviderError as exc:
         raise no_provider_error(services, "chat", exc) from None
     record(request, tokens_in=result.usage.prompt_tokens, tokens_out=result.usage.completion_tokens)
+    if services.metrics is not None:
+        services.metrics.tool_calls(ctx.provider, len(result.tool_calls))
+        if images:
+            services.metrics.vision(ctx.provider)
     content = orjson.dumps(completion_body(completion_id, created, body.model, result))
     if response_cache.storable(plan, ctx):
         assert plan is not None

@@ -18,6 +18,7 @@ from gateway.auth import ANY_SCOPE, require_scope
 from gateway.errors import APIError, echo_limit
 from gateway.inputs.echo import echo, echo_list
 from gateway.services import Services
+from gateway.structured.capabilities import chat_features
 from policies.routing import UnknownModelError
 from providers.base import CAPABILITIES
 
@@ -54,6 +55,8 @@ def model_catalog(services: Services) -> dict[str, dict[str, Any]]:
                     "routes": {},
                 }
             entry["capabilities"].append(capability)
+            if capability == "chat":  # what the first target of the chain takes (tools, JSON, images)
+                entry["features"] = chat_features(chain[0])
             entry["routes"][capability] = {
                 "alias_of": aliases.get(name),
                 "chain": [str(t) for t in chain],

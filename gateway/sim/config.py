@@ -10,6 +10,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from gateway.sim.capabilities import check_override
+
 API_KEYS_ENV = "TALKGATE_SIM_API_KEYS"
 
 # Latency fields, all in milliseconds; 0 means "answer as fast as possible" (no sleep at all).
@@ -43,6 +45,10 @@ class SimConfig:
     record_limit: int = 2000
     # Base URL used in returned audio URLs; None derives it from the request's Host header.
     public_url: str | None = None
+    # Per exact model name, capability flags that override gateway/sim/capabilities.py's table.
+    model_capabilities: dict[str, dict[str, bool]] = field(default_factory=dict)
+    # Non-streamed tool-call replies report finish_reason "stop", as a 2024 capture did.
+    legacy_tool_finish_reason: bool = False
 
     def __post_init__(self) -> None:
         if self.api_keys is None:
@@ -98,6 +104,16 @@ class SimConfig:
                 if not isinstance(value, str):
                     raise ValueError("default_answer_prefix must be a string")
                 self.default_answer_prefix = value
+            elif name == "model_capabilities":
+                for model, flags in check_override(value).items():
+                    if flags is None:
+                        self.model_capabilities.pop(model, None)
+                    else:
+                        self.model_capabilities[model] = {**self.model_capabilities.get(model, {}), **flags}
+            elif name == "legacy_tool_finish_reason":
+                if not isinstance(value, bool):
+                    raise ValueError("legacy_tool_finish_reason must be a boolean")
+                self.legacy_tool_finish_reason = value
             elif name == "record_limit":
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ValueError("record_limit must be a positive integer")

@@ -2,6 +2,9 @@
 
 Plain JSON and SSE (reference §2.2-2.3): ``id:``/``event:result``/``:HTTP_STATUS/200``/``data:``
 events with cumulative usage, ``finish_reason`` the string "null" until the last event, no [DONE].
+``tools``/``tool_choice``/``response_format`` are decided in ``reply`` and tool calls are written
+by ``tool_wire``; a tool-call reply always uses the ``message`` result format (``output.text``
+cannot carry calls).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.sim import tool_wire
 from gateway.sim.admission import Call, admit
 from gateway.sim.config import SimConfig
+from gateway.sim.errors import SimRequestError
 from gateway.sim.http_common import (
     SimStream,
     cut_error_event,
@@ -24,8 +29,10 @@ from gateway.sim.http_common import (
     sse_event,
 )
 from gateway.sim.models import is_generation_model
+from gateway.sim.reply import plan_reply
 from gateway.sim.state import SimState
 from gateway.sim.text import answer_for, last_user_text, prompt_tokens, truncate
+from gateway.sim.tools import ToolCall
 
 PATH = "/api/v1/services/aigc/text-generation/generation"
 
@@ -62,8 +69,15 @@ class Answer:
     def build(
         cls, config: SimConfig, messages: list[dict[str, Any]], user_text: str, max_tokens: int | None
     ) -> Answer:
-        pieces, finish_reason = truncate(answer_for(config, user_text), max_tokens)
-        return cls(pieces, finish_reason, prompt_tokens(messages))
+        return cls.from_text(answer_for(config, user_text), messages, max_tokens)
+
+    @classmethod
+    def from_text(
+        cls, text: str, messages: list[dict[str, Any]], max_tokens: int | None, extra_input: int = 0
+    ) -> Answer:
+        """An answer with the given text (tool-result replies, JSON-mode content, descriptions)."""
+        pieces, finish_reason = truncate(text, max_tokens)
+        return cls(pieces, finish_reason, prompt_tokens(messages) + extra_input)
 
     async def wait_whole(self, config: SimConfig) -> None:
         """Sleep as long as streaming every piece would take (for a non-streamed reply)."""
@@ -115,7 +129,15 @@ async def text_generation(request: Request) -> Response:
         call.record["status"] = 400
         return native_error(400, "InvalidParameter", problem, call.request_id)
     result_format = "message" if params.get("result_format") == "message" else "text"
-    answer = Answer.build(state.config, messages, user_text, _max_tokens(params))
+    try:
+        plan = plan_reply(state.config, call.model, messages, user_text, params, call.fault)
+    except SimRequestError as exc:
+        call.record["status"] = exc.status
+        return native_error(exc.status, exc.code, exc.message, call.request_id)
+    if plan.calls:
+        n_in = prompt_tokens(messages) + plan.tool_tokens
+        return await _tool_reply(call, state, plan.calls, n_in, params.get("incremental_output") is True)
+    answer = Answer.from_text(plan.text, messages, _max_tokens(params), plan.tool_tokens)
     if not call.stream:
         await answer.wait_whole(state.config)
         return json_response(
@@ -126,6 +148,35 @@ async def text_generation(request: Request) -> Response:
             }
         )
     return _stream(call, state, answer, result_format, params.get("incremental_output"))
+
+
+async def _tool_reply(
+    call: Call, state: SimState, calls: list[ToolCall], n_in: int, incremental: bool
+) -> Response:
+    def body(entries: list[dict[str, Any]], finish: str, n_out: int) -> dict[str, Any]:
+        message = {"role": "assistant", "content": "", "tool_calls": entries}
+        return {
+            "output": {"choices": [{"finish_reason": finish, "message": message}]},
+            "usage": _usage(n_in, n_out),
+            "request_id": call.request_id,
+        }
+
+    config = state.config
+    if not call.stream:
+        await tool_wire.wait_whole(calls, config)
+        n_out = tool_wire.output_tokens(calls)
+        return json_response(body(tool_wire.entries(calls), tool_wire.finish_reason(config), n_out))
+    return _sse(call, tool_wire.tool_events(calls, incremental, config, body), config)
+
+
+def _sse(call: Call, events: Any, config: SimConfig) -> Response:
+    fault = call.fault
+    return SimStream(
+        events,
+        cut_after=fault.cut_after if fault else None,
+        error_chunk=cut_error_event(fault, call.request_id),
+        watch_disconnect=config.token_delay_ms > 0 or config.ttft_ms > 0,
+    )
 
 
 def _stream(call: Call, state: SimState, answer: Answer, result_format: str, incremental: Any) -> Response:
@@ -154,11 +205,4 @@ def _stream(call: Call, state: SimState, answer: Answer, result_format: str, inc
         }
         yield sse_event(len(pieces) + 1, final)
 
-    fault = call.fault
-    error_chunk = cut_error_event(fault, call.request_id)
-    return SimStream(
-        events,
-        cut_after=fault.cut_after if fault else None,
-        error_chunk=error_chunk,
-        watch_disconnect=config.token_delay_ms > 0 or config.ttft_ms > 0,
-    )
+    return _sse(call, events, config)

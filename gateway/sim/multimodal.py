@@ -1,9 +1,10 @@
-"""``POST /api/v1/services/aigc/multimodal-generation/generation``: qwen3-asr-flash and qwen-tts.
+"""``POST /api/v1/services/aigc/multimodal-generation/generation``: qwen3-asr-flash, qwen-tts, Qwen-VL.
 
 ASR takes a base64 data-URL (or a URL this simulator served) in the user message and answers with
 the configured transcript (reference §4.2). TTS answers plain calls with ``audio.url`` pointing at
 ``GET /sim/audio/{name}`` and SSE calls with base64 PCM chunks, then a final chunk with the URL
-(reference §5.3).
+(reference §5.3). Models with the ``vision`` capability (``capabilities``) are answered by
+``vl_chat``: image description, tools and JSON mode; their faults count as "generation".
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from starlette.responses import Response
 
 from gateway.sim.admission import Call, admit
 from gateway.sim.audio_codec import audio_duration, wav_file
+from gateway.sim.capabilities import capabilities
+from gateway.sim.errors import SimRequestError as InputError
 from gateway.sim.http_common import (
     SimStream,
     cut_error_event,
@@ -33,6 +36,7 @@ from gateway.sim.http_common import (
 from gateway.sim.models import HTTP_ASR_PREFIXES, HTTP_TTS_PREFIXES
 from gateway.sim.state import SimState
 from gateway.sim.text import default_transcript, strip_markup, tokens
+from gateway.sim.vl_chat import vl_chat
 from gateway.sim.voice import synthesize
 
 PATH = "/api/v1/services/aigc/multimodal-generation/generation"
@@ -41,18 +45,16 @@ QWEN_TTS_RATE = 24000
 PCM_CHUNK_S = 0.1
 
 
-class InputError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def _is_multimodal_model(model: str) -> bool:
+def _is_speech_model(model: str) -> bool:
     return model.startswith(HTTP_ASR_PREFIXES + HTTP_TTS_PREFIXES)
 
 
 def _service_of(model: str | None) -> str:
-    return "tts" if model and model.startswith(HTTP_TTS_PREFIXES) else "asr"
+    if model and model.startswith(HTTP_TTS_PREFIXES):
+        return "tts"
+    if model and model.startswith(HTTP_ASR_PREFIXES):
+        return "asr"
+    return "generation"
 
 
 def _redact(body: dict[str, Any]) -> Any:
@@ -108,13 +110,19 @@ def _load_audio(state: SimState, ref: str) -> tuple[bytes, str | None]:
 
 async def multimodal_generation(request: Request) -> Response:
     state: SimState = request.app.state.sim
-    call = await admit(request, state, _service_of, _is_multimodal_model, native_error, redact=_redact)
+
+    def model_ok(model: str) -> bool:
+        return _is_speech_model(model) or capabilities(model, state.config.model_capabilities).vision
+
+    call = await admit(request, state, _service_of, model_ok, native_error, redact=_redact)
     if isinstance(call, Response):
         return call
     try:
         if call.model.startswith(HTTP_TTS_PREFIXES):
             return await _tts(call, state, request)
-        return await _asr(call, state)
+        if call.model.startswith(HTTP_ASR_PREFIXES):
+            return await _asr(call, state)
+        return await vl_chat(call, state)
     except InputError as exc:
         call.record["status"] = exc.status
         return native_error(exc.status, exc.code, exc.message, call.request_id)

@@ -56,6 +56,8 @@ class Fault:
     cut_after: int | None = None
     hang: bool = False
     retry_after: float | None = None
+    # The call succeeds but its JSON-mode content / tool arguments are invalid (gateway/sim/jsonmode.py).
+    invalid_output: bool = False
     hits: int = 0
 
     def matches(self, service: str, model: str | None) -> bool:
@@ -84,6 +86,7 @@ class Fault:
             "cut_after": self.cut_after,
             "hang": self.hang,
             "retry_after": self.retry_after,
+            "invalid_output": self.invalid_output,
             "hits": self.hits,
         }
 
@@ -121,6 +124,7 @@ class FaultBook:
             "cut_after",
             "hang",
             "retry_after",
+            "invalid_output",
         }
     )
 
@@ -143,8 +147,10 @@ class FaultBook:
             if spec.get(name) is not None and not isinstance(spec[name], str):
                 raise ValueError(f"{name} must be a string")
         hang = spec.get("hang", False)
-        if not isinstance(hang, bool):
-            raise ValueError("hang must be a boolean")
+        invalid_output = spec.get("invalid_output", False)
+        for name, flag in (("hang", hang), ("invalid_output", invalid_output)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be a boolean")
         fault = Fault(
             id=next(self._ids),
             service=service,
@@ -157,9 +163,18 @@ class FaultBook:
             cut_after=_opt_int(spec, "cut_after", 0),
             hang=hang,
             retry_after=_opt_number(spec, "retry_after"),
+            invalid_output=invalid_output,
         )
-        if not (fault.status or fault.latency_ms or fault.cut_after is not None or fault.hang):
-            raise ValueError("a fault needs at least one of status, latency_ms, cut_after, hang")
+        if not (
+            fault.status
+            or fault.latency_ms
+            or fault.cut_after is not None
+            or fault.hang
+            or fault.invalid_output
+        ):
+            raise ValueError(
+                "a fault needs at least one of status, latency_ms, cut_after, hang, invalid_output"
+            )
         self._faults.append(fault)
         return fault
 

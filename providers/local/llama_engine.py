@@ -6,23 +6,34 @@ thread-safe, so a model configured with ``concurrency: N`` gets N contexts, each
 call at a time. Cancellation: generation checks the call's ``cancelled`` event after every
 token (a whole answer is generated as a stream as well), so barge-in or a client going away
 stops it within one token.
+
+Structured requests (tools, JSON mode, JSON Schema; planned by ``llama_structured.py``) get
+format instructions in the system message and a grammar compiled once per schema and cached
+here. JSON answers stream as generated; answers that may be tool calls are buffered until
+complete and then replayed, because only the parsed JSON says whether they are text or calls.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from providers.base import ChatChunk, ChatResult, ErrorKind, ProviderError, Usage
 from providers.local.llama_cpu import amx_present, model_params_override, use_extra_buffers
+from providers.local.llama_structured import grammar_text, read_answer, replay, with_instructions
 from providers.local.models import unavailable
 from providers.local.workers.ipc import LoadSpec
 
 log = logging.getLogger("talkgate.local")
+#: Compiled grammars a worker keeps (least recently used dropped first).
+GRAMMAR_CACHE_SIZE = 64
 
 
 def default_threads() -> int:
@@ -81,6 +92,8 @@ class LlamaEngine:
             first = first or llm
             self.contexts.put(llm)
         self.n_ctx = first.n_ctx()
+        self._grammars: OrderedDict[str, Any] = OrderedDict()
+        self._grammar_lock = threading.Lock()
         self.formatter = None
         template = first.metadata.get("tokenizer.chat_template")
         if template:
@@ -102,20 +115,44 @@ class LlamaEngine:
         """The whole answer; generated as a stream so that a cancel stops it between tokens."""
         text: list[str] = []
         last = ChatChunk()
-        for chunk in self.stream(messages, job, cancelled=cancelled):
+        for chunk in self._generate(messages, job, cancelled):
             if chunk.delta:
                 text.append(chunk.delta)
             last = chunk
-        return ChatResult(
-            text="".join(text),
-            finish_reason=last.finish_reason or "stop",
-            usage=last.usage or Usage(0, 0),
-            model=self.name,
-        )
+        usage = last.usage or Usage(0, 0)
+        finish = last.finish_reason or "stop"
+        structured = job.get("structured")
+        if structured is None or cancelled.is_set():  # nobody reads a cancelled answer
+            return ChatResult(text="".join(text), finish_reason=finish, usage=usage, model=self.name)
+        result = read_answer("".join(text), structured, finish, self.name, usage.completion_tokens)
+        result.usage = usage
+        return result
 
     def stream(
         self, messages: list[dict[str, str]], job: dict[str, Any], *, cancelled: threading.Event
     ) -> Iterator[ChatChunk]:
+        """Text and JSON answers stream as generated; an answer that may be a tool call is held
+        back until it is complete, since only the parsed JSON says which it is (text or calls)."""
+        structured = job.get("structured")
+        if structured is not None and structured["mode"] == "tools":
+            result = self.complete(messages, job, cancelled=cancelled)
+            if not cancelled.is_set():
+                yield from replay(result)
+            return
+        text: list[str] = []
+        for chunk in self._generate(messages, job, cancelled):
+            if chunk.finish_reason is not None and structured is not None and not cancelled.is_set():
+                # The deltas are out already; a cut-short JSON answer ends the stream with an error.
+                tokens = chunk.usage.completion_tokens if chunk.usage else 0
+                read_answer("".join(text), structured, chunk.finish_reason, self.name, tokens)
+                chunk.finish_reason = "stop"
+            text.append(chunk.delta)
+            yield chunk
+
+    def _generate(
+        self, messages: list[dict[str, str]], job: dict[str, Any], cancelled: threading.Event
+    ) -> Iterator[ChatChunk]:
+        """Text deltas as llama.cpp produces them, then one chunk with finish_reason and usage."""
         llm = self.contexts.get()
         try:
             params, prompt_tokens = self._params(llm, messages, job)
@@ -140,6 +177,9 @@ class LlamaEngine:
     def _params(
         self, llm: Any, messages: list[dict[str, str]], job: dict[str, Any]
     ) -> tuple[dict[str, Any], int]:
+        structured = job.get("structured")
+        if structured is not None:
+            messages = with_instructions(messages, structured["instructions"])
         prompt_tokens = self._count_prompt_tokens(llm, messages)
         room = self.n_ctx - prompt_tokens
         if room < 1:
@@ -157,7 +197,50 @@ class LlamaEngine:
         # Unset sampling values keep llama-cpp-python's chat defaults (0.2 / 0.95), which suit
         # small models far better than OpenAI's temperature 1.0.
         params.update(job["sampling"])
+        if structured is not None:
+            params["grammar"] = self._grammar(llm, structured["schema"])
         return params, prompt_tokens
+
+    def _grammar(self, llm: Any, schema: dict[str, Any]) -> Any:
+        """The compiled grammar for ``schema``, from the cache when this worker has seen it.
+
+        Converting a schema to GBNF is Python work that grows with the schema (tens of tools);
+        it is done once per distinct schema text. llama-cpp-python's ``LlamaGrammar`` only holds
+        the text and llama.cpp parses it when a call's sampler is built, where an invalid grammar
+        would become a NULL sampler and crash the worker: so each new grammar is parsed once
+        here first, and refused as a bad request if llama.cpp rejects it.
+        """
+        import llama_cpp.llama_cpp as llama_lib
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+        with self._grammar_lock:
+            grammar = self._grammars.get(key)
+            if grammar is not None:
+                self._grammars.move_to_end(key)
+                return grammar
+        started = time.perf_counter()
+        text = grammar_text(schema)
+        sampler = llama_lib.llama_sampler_init_grammar(llm._model.vocab, text.encode("utf-8"), b"root")
+        if not sampler:
+            raise ProviderError(
+                ErrorKind.BAD_REQUEST,
+                "llama.cpp rejected the grammar built from the requested JSON Schema",
+                code="UnsupportedSchema",
+            )
+        llama_lib.llama_sampler_free(sampler)
+        grammar = LlamaGrammar.from_string(text, verbose=False)
+        log.debug(
+            "local chat model %s: grammar of %d rules compiled in %.1f ms",
+            self.name,
+            text.count("::="),
+            (time.perf_counter() - started) * 1000,
+        )
+        with self._grammar_lock:
+            self._grammars[key] = grammar
+            while len(self._grammars) > GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)
+        return grammar
 
     def _count_prompt_tokens(self, llm: Any, messages: list[dict[str, str]]) -> int:
         """Prompt tokens as llama.cpp will see them (template applied), to fit max_tokens to n_ctx."""

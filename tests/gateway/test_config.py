@@ -74,7 +74,11 @@ def test_a_route_config_keeps_its_own_aliases(tmp_path: Path) -> None:
     )
     settings = Settings(config=config, data_dir=tmp_path / "data")
     assert settings.routes["chat"].aliases == {"best": "qwen-max"}
-    assert settings.routes["chat"].extra_models == ["qwen-max"]  # kept from the default route
+    assert settings.routes["chat"].extra_models == [
+        "qwen-max",
+        "qwen-vl-max",
+        "qwen-vl-plus",
+    ]  # kept from the default
 
 
 @pytest.mark.parametrize("key", ["change-me", "short-key", "   "])

@@ -372,3 +372,41 @@ async def test_tts_fallback_maps_the_cloud_voice_to_a_local_voice() -> None:
     await router.synthesize(SynthesizeRequest(model="cosyvoice-v2", text="hi", voice="longxiaochun_v2"), c)
     assert cloud.voices == ["longxiaochun_v2"] and local.voices == ["joe"]
     assert c.provider == "local:piper-joe"
+
+
+async def test_a_rejected_answer_is_a_failed_attempt_retried_then_failed_over() -> None:
+    """``check`` (an answer of the wrong shape) works like an upstream error of its kind."""
+    router, _cloud, _local, events = make_router()
+    rejected: list[str] = []
+
+    def check(result: ChatResult) -> None:
+        if result.text.startswith("bailian"):
+            rejected.append(result.text)
+            raise ProviderError(ErrorKind.RETRYABLE, "not JSON", code="SchemaViolation")
+
+    c = ctx()
+    result = await router.chat(ChatRequest(model="qwen-plus", messages=[]), c, check)
+    assert result.text == "local:smollm2" and c.fallback
+    assert len(rejected) == 6  # three attempts on each cloud target
+    codes = [f.get("error_code") for e, f in events if e == "attempt" and f["outcome"] == "error"]
+    assert codes == ["SchemaViolation"] * 6
+
+
+async def test_skipped_targets_are_never_called_and_a_cut_collected_stream_fails_over() -> None:
+    router, cloud, _local, _ = make_router()
+    c = ctx()
+
+    def skip(target: Any) -> str | None:
+        return "not tried: it takes no images" if target.model == "qwen-plus" else None
+
+    result = await router.chat(ChatRequest(model="qwen-plus", messages=[]), c, skip=skip)
+    assert result.text == "bailian:qwen-turbo" and cloud.calls == ["qwen-turbo"]
+
+    cloud.chunks_before_cut["qwen-plus"] = 2  # every attempt on qwen-plus is cut after 2 chunks
+
+    async def collect(stream: AsyncIterator[ChatChunk]) -> list[ChatChunk]:
+        return [chunk async for chunk in stream]
+
+    chunks = await router.chat_collected(ChatRequest(model="qwen-plus", messages=[]), ctx(), collect)
+    assert "".join(ch.delta for ch in chunks) == "bailian0 bailian1 bailian2 bailian3 bailian4 "
+    assert cloud.calls[-1] == "qwen-turbo"  # the cut stream never reached a client: it failed over

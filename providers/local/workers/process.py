@@ -117,7 +117,8 @@ class EngineProcess:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and not self._dead
+        # poll(): a worker that has just died is not alive even before its reader has seen it
+        return self._proc is not None and not self._dead and self._proc.poll() is None
 
     @property
     def busy(self) -> int:

@@ -133,9 +133,8 @@ class WorkerSupervisor:
                     code="WorkerRestarting",
                     retry_after=wait,
                 )
-            process = EngineProcess(
-                self.spec, label=self.label, cancel_grace_s=self.policy.cancel_grace_s, on_exit=self._exited
-            )
+            process = EngineProcess(self.spec, label=self.label, cancel_grace_s=self.policy.cancel_grace_s)
+            process.on_exit = lambda expected, reason: self._exited(process, expected, reason)
             if self._ever_started:
                 self.stats.restarts += 1
             self._ever_started = True
@@ -146,9 +145,10 @@ class WorkerSupervisor:
             log.info("%s: worker pid %s ready", self.label, process.pid)
             return process
 
-    def _exited(self, expected: bool, reason: str) -> None:
-        """From the dead worker's reader thread."""
-        self.stats.up = 0
+    def _exited(self, process: EngineProcess, expected: bool, reason: str) -> None:
+        """From the dead worker's reader thread (a fresh worker may already be running)."""
+        if self._process is process:
+            self.stats.up = 0
         if expected or self._stopped:
             return
         now = time.monotonic()
