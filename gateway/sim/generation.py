@@ -166,10 +166,11 @@ async def _tool_reply(
         await tool_wire.wait_whole(calls, config)
         n_out = tool_wire.output_tokens(calls)
         return json_response(body(tool_wire.entries(calls), tool_wire.finish_reason(config), n_out))
-    return _sse(call, tool_wire.tool_events(calls, incremental, config, body), config)
+    return sse_response(call, tool_wire.tool_events(calls, incremental, config, body), config)
 
 
-def _sse(call: Call, events: Any, config: SimConfig) -> Response:
+def sse_response(call: Call, events: Any, config: SimConfig) -> Response:
+    """A native SSE reply with the call's fault (a cut after N chunks) applied."""
     fault = call.fault
     return SimStream(
         events,
@@ -205,4 +206,4 @@ def _stream(call: Call, state: SimState, answer: Answer, result_format: str, inc
         }
         yield sse_event(len(pieces) + 1, final)
 
-    return _sse(call, events, config)
+    return sse_response(call, events, config)

@@ -21,8 +21,8 @@ from gateway.sim import tool_wire
 from gateway.sim.admission import Call
 from gateway.sim.capabilities import capabilities
 from gateway.sim.errors import invalid
-from gateway.sim.generation import bad_max_tokens
-from gateway.sim.http_common import SimStream, cut_error_event, json_response, sleep_ms, sse_event
+from gateway.sim.generation import bad_max_tokens, sse_response
+from gateway.sim.http_common import json_response, sleep_ms, sse_event
 from gateway.sim.reply import plan_reply
 from gateway.sim.state import SimState
 from gateway.sim.text import last_user_text, prompt_tokens, truncate
@@ -88,7 +88,7 @@ async def vl_chat(call: Call, state: SimState) -> Response:
             return json_response(
                 tool_body(tool_wire.entries(plan.calls), tool_wire.finish_reason(config), n_out)
             )
-        return _sse(call, state, tool_wire.tool_events(plan.calls, incremental, config, tool_body))
+        return sse_response(call, tool_wire.tool_events(plan.calls, incremental, config, tool_body), config)
 
     max_tokens = params.get("max_tokens") if isinstance(params.get("max_tokens"), int) else None
     pieces, finish_reason = truncate(plan.text, max_tokens)
@@ -111,15 +111,4 @@ async def vl_chat(call: Call, state: SimState) -> Response:
         final = text_message("" if incremental else text)
         yield sse_event(len(pieces) + 1, body(final, finish_reason, len(pieces)))
 
-    return _sse(call, state, events)
-
-
-def _sse(call: Call, state: SimState, events: Any) -> Response:
-    fault = call.fault
-    config = state.config
-    return SimStream(
-        events,
-        cut_after=fault.cut_after if fault else None,
-        error_chunk=cut_error_event(fault, call.request_id),
-        watch_disconnect=config.token_delay_ms > 0 or config.ttft_ms > 0,
-    )
+    return sse_response(call, events, config)

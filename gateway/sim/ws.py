@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from starlette.responses import Response
@@ -32,7 +32,10 @@ from gateway.sim.http_common import (
     new_request_id,
 )
 from gateway.sim.models import SAMBERT_PREFIXES, WS_ASR_PREFIXES, WS_TTS_PREFIXES, model_not_found_message
-from gateway.sim.state import Fault, SimState
+from gateway.sim.state import SimState
+from gateway.sim.ws_asr import AsrTask
+from gateway.sim.ws_conn import Conn, Dropped, Task, TaskFailed
+from gateway.sim.ws_tts import CosyVoiceTask, SambertTask
 
 log = logging.getLogger(__name__)
 IDLE_WITHOUT_TASK_S = 60.0
@@ -49,81 +52,6 @@ MAX_TASK_ID_CHARS = 128
 #: task_ids used on one connection that a new run-task may not repeat (bounded per connection).
 REMEMBERED_TASK_IDS = 1024
 ACTIONS = ("run-task", "continue-task", "finish-task")
-
-
-class Dropped(Exception):
-    """The connection was ended by an injected fault; ``abrupt`` means no close frame."""
-
-    def __init__(self, abrupt: bool) -> None:
-        super().__init__("simulated drop")
-        self.abrupt = abrupt
-
-
-class Conn:
-    """Sends task events and audio frames; enforces a fault's ``cut_after`` frame budget."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self.ws = websocket
-        self.frames = 0
-        self.cut_after: int | None = None
-        self.cut_fault: Fault | None = None
-        self.task_id = ""
-
-    def arm(self, fault: Fault | None) -> None:
-        self.frames = 0
-        self.cut_after = fault.cut_after if fault else None
-        self.cut_fault = fault
-
-    async def _budget(self) -> None:
-        if self.cut_after is None or self.frames < self.cut_after:
-            self.frames += 1
-            return
-        fault = self.cut_fault
-        if fault is not None and fault.status is not None:
-            await self.fail(fault.error_code, fault.error_message)
-            raise Dropped(abrupt=False)
-        raise Dropped(abrupt=True)
-
-    async def event(self, event: str, payload: dict[str, Any], **attributes: Any) -> None:
-        await self._budget()
-        header = {"task_id": self.task_id, "event": event, "attributes": attributes}
-        await self.ws.send_text(orjson.dumps({"header": header, "payload": payload}).decode())
-
-    async def audio(self, data: bytes) -> None:
-        await self._budget()
-        await self.ws.send_bytes(data)
-
-    async def fail(self, code: str, message: str) -> None:
-        """task-failed (never counted against the budget), then the server closes the connection."""
-        header = {
-            "task_id": self.task_id,
-            "event": "task-failed",
-            "error_code": code,
-            "error_message": message,
-            "attributes": {},
-        }
-        await self.ws.send_text(orjson.dumps({"header": header, "payload": {}}).decode())
-
-
-class Task(Protocol):
-    async def on_message(self, message: dict[str, Any]) -> bool:
-        """A JSON message for this task; returns True once the task is over (finished)."""
-        ...
-
-    async def on_audio(self, data: bytes) -> None: ...
-
-    async def start(self) -> bool:
-        """Called after task-started; returns True if the task already finished (one-way tasks)."""
-        ...
-
-
-class TaskFailed(Exception):
-    """Ends the task with task-failed ``code``/``message``, then the connection with ``close_code``."""
-
-    def __init__(self, code: str, message: str, close_code: int = 1000, close_reason: str = "") -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-        self.close_code, self.close_reason = close_code, close_reason
 
 
 def _deny(status: int, code: str, message: str) -> Response:
@@ -297,8 +225,6 @@ async def _handle(
 
 async def _run_task(data: dict[str, Any], state: SimState, conn: Conn) -> tuple[Task | None, bool]:
     """Validate a run-task, record it, apply any fault, send task-started and build the task."""
-    from gateway.sim.ws_asr import AsrTask
-    from gateway.sim.ws_tts import CosyVoiceTask, SambertTask
 
     header = data["header"]
     payload = data.get("payload")

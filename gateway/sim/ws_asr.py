@@ -16,7 +16,7 @@ from gateway.sim.audio_codec import audio_duration
 from gateway.sim.http_common import sleep_ms
 from gateway.sim.state import SimState
 from gateway.sim.text import default_transcript, split_sentences, words_with_spans
-from gateway.sim.ws import Conn, TaskFailed
+from gateway.sim.ws_conn import Conn, TaskFailed
 
 PARTIAL_EVERY_S = 0.4
 RAW_FORMATS = ("pcm", "wav")

@@ -19,7 +19,7 @@ from gateway.sim.models import COSYVOICE_VOICES
 from gateway.sim.state import SimState
 from gateway.sim.text import split_sentences, strip_markup
 from gateway.sim.voice import Speech, WordTiming, synthesize
-from gateway.sim.ws import Conn, TaskFailed
+from gateway.sim.ws_conn import Conn, TaskFailed
 
 FRAME_S = 0.2
 MAX_CONTINUE_CHARS = 20_000
