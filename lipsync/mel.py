@@ -13,7 +13,6 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import lfilter
 
-from providers.wav import pcm16_to_float as pcm16_to_float  # re-exported: lipsync.talk imports it here
 from providers.wav import resample as resample  # re-exported: lipsync.render imports it here
 
 SAMPLE_RATE = 16000

@@ -24,6 +24,8 @@ from starlette.datastructures import UploadFile
 from gateway.audio import AudioDecodeError
 from gateway.auth import Principal, charge_quota, require_scope
 from gateway.context import get_context
+from gateway.conversation.memory import ConversationMemory
+from gateway.conversation.turn import TalkError, TalkInput, TalkPipeline, TalkResult
 from gateway.errors import APIError, refuse_unknown_model
 from gateway.inputs.audio import decode_upload
 from gateway.inputs.echo import echo
@@ -34,9 +36,7 @@ from gateway.schemas import parse_json_body, read_body, too_large, validate
 from gateway.services import Services
 from gateway.usage import record as record_usage
 from lipsync.avatars import Avatar
-from lipsync.conversations import ConversationMemory
 from lipsync.errors import FaceError, ImageError, LipsyncError
-from lipsync.talk import TalkError, TalkInput, TalkPipeline, TalkResult
 from policies.routing import UnknownModelError
 
 log = logging.getLogger("talkgate.talk")

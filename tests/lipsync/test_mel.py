@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from lipsync.mel import chunk_starts, mel_chunks, melspectrogram, pcm16_to_float, resample
+from lipsync.mel import chunk_starts, mel_chunks, melspectrogram, resample
+from providers.wav import pcm16_to_float
 
 
 def _signal(seconds: float = 1.37, sr: int = 16000) -> np.ndarray:

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.conversation.sentences import SentenceSplitter, clean_for_speech, speakable
 from lipsync.avatars import Avatar
-from lipsync.mel import pcm16_to_float
 from lipsync.render import RenderService, VideoBuilder
-from lipsync.sentences import SentenceSplitter, clean_for_speech, speakable
 from policies.routing import StreamInterrupted
 from providers.base import (
     AudioData,
@@ -28,6 +27,7 @@ from providers.base import (
     SynthesizeRequest,
     TranscribeRequest,
 )
+from providers.wav import pcm16_to_float
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly digital human speaking out loud. Answer in a few short spoken sentences, "
