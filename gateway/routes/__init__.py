@@ -22,16 +22,22 @@ _MODULES = (
     "admin_models",
     "admin_experiments",
     "ops",
+    "realtime",
 )
+
+
+#: Route modules that live in their own package (protocol adapters), by short name.
+_ELSEWHERE = {"realtime": "gateway.realtime.route"}
 
 
 def _load() -> list[APIRouter]:
     routers = []
     for name in _MODULES:
+        module = _ELSEWHERE.get(name, f"gateway.routes.{name}")
         try:
-            mod = importlib.import_module(f"gateway.routes.{name}")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name == f"gateway.routes.{name}":
+            if exc.name == module:
                 continue  # not built yet
             raise
         routers.append(mod.router)

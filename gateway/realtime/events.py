@@ -1,0 +1,274 @@
+"""Wire shapes of the OpenAI Realtime GA protocol, as the installed ``openai`` SDK speaks them.
+
+Kept apart from the session so that the session core deals in plain values (text, PCM, ids)
+and a second transport (a WebRTC data channel) can reuse the same parsing and building.
+Only GA names are ever emitted (``response.output_audio.delta``, ``conversation.item.added``...):
+the SDK parses an unknown ``type`` silently as another event, so a beta name would be lost on
+the client without any error (reference/realtime.md §1.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The only PCM layout of the GA protocol: 16-bit mono little-endian at 24 kHz.
+PCM_RATE = 24000
+PCM_FORMAT = {"type": "audio/pcm", "rate": PCM_RATE}
+DEFAULT_VOICE = "alloy"
+MAX_OUTPUT_TOKENS = 4096
+
+
+class BadEvent(Exception):
+    """A client event the session refuses; becomes an ``error`` event, the session stays open."""
+
+    def __init__(
+        self, message: str, code: str, param: str | None = None, event_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        self.event_id = event_id
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def server_event(type_: str, **fields: Any) -> dict[str, Any]:
+    return {"type": type_, "event_id": new_id("event"), **fields}
+
+
+def error_event(
+    message: str,
+    code: str,
+    param: str | None = None,
+    client_event_id: str | None = None,
+    type_: str = "invalid_request_error",
+) -> dict[str, Any]:
+    error = {"type": type_, "code": code, "message": message, "param": param, "event_id": client_event_id}
+    return server_event("error", error=error)
+
+
+def parse_client_event(raw: str | bytes) -> dict[str, Any]:
+    """The event object of one text frame; malformed input raises BadEvent."""
+    try:
+        event = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadEvent(f"The event is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(event, dict):
+        raise BadEvent("An event must be a JSON object.", "invalid_event")
+    event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+    if not isinstance(event.get("type"), str) or not event["type"]:
+        raise BadEvent("The event has no 'type'.", "missing_type", "type", event_id)
+    return event
+
+
+def decode_pcm(value: Any, param: str = "audio", event_id: str | None = None) -> bytes:
+    """Base64 → 16-bit PCM bytes; anything that is not whole samples is refused."""
+    if not isinstance(value, str):
+        raise BadEvent(f"'{param}' must be a base64 string.", "invalid_value", param, event_id)
+    try:
+        pcm = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadEvent(f"'{param}' is not valid base64.", "invalid_base64", param, event_id) from None
+    if len(pcm) % 2:
+        raise BadEvent(
+            f"'{param}' has an odd number of bytes: audio must be 16-bit PCM.",
+            "invalid_audio",
+            param,
+            event_id,
+        )
+    return pcm
+
+
+def encode_pcm(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode("ascii")
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    """What ``session.update`` may change; ``describe`` is the GA ``session`` object sent back."""
+
+    id: str = field(default_factory=lambda: new_id("sess"))
+    model: str = ""
+    instructions: str = ""
+    voice: str = DEFAULT_VOICE
+    output_modalities: list[str] = field(default_factory=lambda: ["audio"])
+    max_output_tokens: int | str = "inf"
+    temperature: float | None = None
+
+    @property
+    def audio_out(self) -> bool:
+        return "audio" in self.output_modalities
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": self.id,
+            "model": self.model,
+            "instructions": self.instructions,
+            "output_modalities": list(self.output_modalities),
+            "audio": {
+                "input": {"format": dict(PCM_FORMAT), "turn_detection": None, "transcription": None},
+                "output": {"format": dict(PCM_FORMAT), "voice": self.voice, "speed": 1.0},
+            },
+            "max_output_tokens": self.max_output_tokens,
+            "temperature": self.temperature,
+            "tools": [],
+            "tool_choice": "auto",
+        }
+
+    def update(self, session: Any, event_id: str | None = None) -> None:
+        """Applies a GA ``session`` object; all-or-nothing, so a refused update changes nothing."""
+        if not isinstance(session, dict):
+            raise BadEvent("'session' must be an object.", "invalid_value", "session", event_id)
+        staged = _Staged(self, event_id)
+        if session.get("type", "realtime") != "realtime":
+            staged.fail("Only realtime sessions are available (not transcription sessions).", "session.type")
+        if "instructions" in session:
+            staged.instructions = staged.string(session["instructions"], "session.instructions")
+        if "output_modalities" in session:
+            staged.output_modalities = staged.modalities(
+                session["output_modalities"], "session.output_modalities"
+            )
+        if "max_output_tokens" in session:
+            staged.max_output_tokens = staged.max_tokens(
+                session["max_output_tokens"], "session.max_output_tokens"
+            )
+        if "temperature" in session:
+            staged.temperature = staged.temperature_of(session["temperature"], "session.temperature")
+        if session.get("tools"):
+            staged.fail("Tools are not available on /v1/realtime yet.", "session.tools")
+        audio = session.get("audio") or {}
+        if not isinstance(audio, dict):
+            staged.fail("'session.audio' must be an object.", "session.audio")
+        inp, out = audio.get("input") or {}, audio.get("output") or {}
+        if inp.get("turn_detection") is not None:
+            staged.fail(
+                "Server-side turn detection (server_vad / semantic_vad) is not available yet: set "
+                "'turn_detection' to null and send input_audio_buffer.commit and response.create.",
+                "session.audio.input.turn_detection",
+                code="unsupported_turn_detection",
+            )
+        for name, part in (("input", inp), ("output", out)):
+            if "format" in part and part["format"] != PCM_FORMAT and part["format"] is not None:
+                fmt = part["format"]
+                if not (
+                    isinstance(fmt, dict)
+                    and fmt.get("type") == "audio/pcm"
+                    and fmt.get("rate", PCM_RATE) == PCM_RATE
+                ):
+                    staged.fail(
+                        "Only {'type': 'audio/pcm', 'rate': 24000} is available.",
+                        f"session.audio.{name}.format",
+                        code="unsupported_audio_format",
+                    )
+        if "voice" in out:
+            voice = out["voice"]
+            voice = voice.get("id") if isinstance(voice, dict) else voice
+            staged.voice = staged.string(voice, "session.audio.output.voice", empty=False)
+        staged.commit()
+
+
+class _Staged:
+    """The new values of one update, checked before any is applied."""
+
+    def __init__(self, config: SessionConfig, event_id: str | None) -> None:
+        self.config = config
+        self.event_id = event_id
+        self.instructions = config.instructions
+        self.voice = config.voice
+        self.output_modalities = list(config.output_modalities)
+        self.max_output_tokens = config.max_output_tokens
+        self.temperature = config.temperature
+
+    def fail(self, message: str, param: str, code: str = "invalid_value") -> None:
+        raise BadEvent(message, code, param, self.event_id)
+
+    def string(self, value: Any, param: str, empty: bool = True) -> str:
+        if not isinstance(value, str) or (not empty and not value.strip()) or len(value) > 16384:
+            self.fail(f"'{param}' must be a{' non-empty' if not empty else ''} string.", param)
+        return value
+
+    def modalities(self, value: Any, param: str) -> list[str]:
+        return parse_modalities(value, param, self.event_id)
+
+    def max_tokens(self, value: Any, param: str) -> int | str:
+        return parse_max_tokens(value, param, self.event_id)
+
+    def temperature_of(self, value: Any, param: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+            self.fail(f"'{param}' must be a number between 0 and 2.", param)
+        return float(value)
+
+    def commit(self) -> None:
+        c = self.config
+        c.instructions, c.voice, c.output_modalities = self.instructions, self.voice, self.output_modalities
+        c.max_output_tokens, c.temperature = self.max_output_tokens, self.temperature
+
+
+def parse_modalities(value: Any, param: str, event_id: str | None = None) -> list[str]:
+    if not isinstance(value, list) or not value or any(m not in ("text", "audio") for m in value):
+        raise BadEvent(f"'{param}' must be ['text'] or ['audio'].", "invalid_value", param, event_id)
+    return ["audio"] if "audio" in value else ["text"]
+
+
+def parse_max_tokens(value: Any, param: str, event_id: str | None = None) -> int | str:
+    if value == "inf":
+        return "inf"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_OUTPUT_TOKENS:
+        raise BadEvent(
+            f"'{param}' must be 1 to {MAX_OUTPUT_TOKENS} or 'inf'.", "invalid_value", param, event_id
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- items and responses
+
+
+def message_item(
+    item_id: str, role: str, text: str, *, status: str = "completed", kind: str = "text"
+) -> dict[str, Any]:
+    """A conversation item. ``kind``: text | audio (assistant audio: transcript) | input_audio."""
+    if role == "assistant":
+        part = (
+            {"type": "output_audio", "transcript": text}
+            if kind == "audio"
+            else {"type": "output_text", "text": text}
+        )
+    elif kind == "input_audio":
+        part = {"type": "input_audio", "transcript": text or None}
+    else:
+        part = {"type": "input_text", "text": text}
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": role,
+        "status": status,
+        "content": [part],
+    }
+
+
+def usage_object(tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    return {
+        "total_tokens": tokens_in + tokens_out,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "input_token_details": {
+            "text_tokens": tokens_in,
+            "audio_tokens": 0,
+            "image_tokens": 0,
+            "cached_tokens": 0,
+        },
+        "output_token_details": {"text_tokens": tokens_out, "audio_tokens": 0},
+    }

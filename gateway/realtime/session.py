@@ -1,0 +1,305 @@
+"""One realtime connection: its configuration, conversation, input audio buffer and response task.
+
+The session turns client events into state changes and model calls, and reports through a
+``send`` callback; it never touches the socket, so the same core can serve a WebRTC data
+channel later. Refused events become ``error`` events and the session stays open: a client
+bug in one event should not cost the conversation. The conversation lives in memory for the
+life of the connection (a realtime session is sticky to one replica, design.md round 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.context import RequestContext
+from gateway.conversation.turn import DEFAULT_SYSTEM_PROMPT
+from gateway.realtime.events import (
+    PCM_RATE,
+    BadEvent,
+    SessionConfig,
+    decode_pcm,
+    error_event,
+    message_item,
+    new_id,
+    parse_client_event,
+    parse_max_tokens,
+    parse_modalities,
+    server_event,
+)
+from gateway.realtime.response import ResponseTurn, Send, error_of, to_rate
+from providers.base import AudioData, TranscribeRequest
+
+#: The ASR providers are fed 16 kHz (what Paraformer and Whisper are trained on).
+ASR_RATE = 16000
+#: Input buffer cap: 2 minutes of 24 kHz PCM16 (5.76 MB); longer turns need server VAD.
+MAX_BUFFER_BYTES = 120 * PCM_RATE * 2
+#: Shortest committable audio, as OpenAI: 100 ms.
+MIN_COMMIT_BYTES = PCM_RATE // 10 * 2
+#: Items kept in the conversation; older ones drop out of the history sent to the LLM.
+MAX_ITEMS = 200
+#: Not implemented yet, named so the client learns that rather than "unknown event".
+NOT_YET = frozenset({"conversation.item.truncate", "conversation.item.retrieve", "output_audio_buffer.clear"})
+
+
+@dataclass(slots=True)
+class Item:
+    id: str
+    role: str
+    text: str
+    kind: str = "text"  # text | input_audio | audio
+    transcription: asyncio.Task[None] | None = None
+
+
+class RealtimeSession:
+    def __init__(self, send: Send, router: Any, settings: Any, model: str, chat_model: str) -> None:
+        self.send = send
+        self.router = router
+        self.settings = settings
+        self.chat_model = chat_model
+        self.config = SessionConfig(model=model, voice=settings.voices.default)
+        self.conversation_id = new_id("conv")
+        self.items: list[Item] = []
+        self.buffer = bytearray()
+        self.response: ResponseTurn | None = None
+        self.response_task: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.handlers = {
+            "session.update": self._session_update,
+            "input_audio_buffer.append": self._append,
+            "input_audio_buffer.commit": self._commit,
+            "input_audio_buffer.clear": self._clear,
+            "conversation.item.create": self._item_create,
+            "conversation.item.delete": self._item_delete,
+            "response.create": self._response_create,
+            "response.cancel": self._response_cancel,
+        }
+
+    async def start(self) -> None:
+        await self.send(server_event("session.created", session=self.config.describe()))
+
+    async def handle(self, raw: str | bytes) -> None:
+        """One client frame; every refusal is answered with an ``error`` event."""
+        event: dict[str, Any] = {}
+        try:
+            event = parse_client_event(raw)
+            handler = self.handlers.get(event["type"])
+            if handler is None:
+                kind = "is not available yet" if event["type"] in NOT_YET else "is not a known client event"
+                raise BadEvent(f"'{event['type'][:64]}' {kind}.", "unknown_event", "type")
+            await handler(event)
+        except BadEvent as exc:
+            client_id = exc.event_id or (
+                event.get("event_id") if isinstance(event.get("event_id"), str) else None
+            )
+            await self.send(error_event(exc.message, exc.code, exc.param, client_id))
+
+    async def close(self) -> None:
+        """Cancels every task of the session (the response, pending transcriptions)."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _add_item(self, item: Item) -> str | None:
+        previous = self.items[-1].id if self.items else None
+        self.items.append(item)
+        del self.items[:-MAX_ITEMS]
+        return previous
+
+    # ------------------------------------------------------------------ session and items
+
+    async def _session_update(self, event: dict[str, Any]) -> None:
+        self.config.update(event.get("session"), event.get("event_id"))
+        await self.send(server_event("session.updated", session=self.config.describe()))
+
+    async def _item_create(self, event: dict[str, Any]) -> None:
+        item, eid = event.get("item"), event.get("event_id")
+        if not isinstance(item, dict) or item.get("type", "message") != "message":
+            raise BadEvent("Only 'message' items can be created.", "invalid_value", "item.type", eid)
+        role = item.get("role")
+        if role not in ("user", "assistant", "system"):
+            raise BadEvent(
+                "'item.role' must be user, assistant or system.", "invalid_value", "item.role", eid
+            )
+        content = item.get("content")
+        if not isinstance(content, list) or not content:
+            raise BadEvent("'item.content' must be a non-empty list.", "invalid_value", "item.content", eid)
+        texts = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            value = part.get("transcript" if kind == "input_audio" else "text") if kind else None
+            if kind not in ("input_text", "text", "output_text", "input_audio") or not isinstance(value, str):
+                raise BadEvent(
+                    "Content parts must be input_text/output_text with 'text' (or input_audio with a 'transcript').",
+                    "invalid_value",
+                    "item.content",
+                    eid,
+                )
+            texts.append(value)
+        item_id = item.get("id") if isinstance(item.get("id"), str) and item["id"] else new_id("item")
+        if any(i.id == item_id for i in self.items):
+            raise BadEvent(
+                f"An item with id '{item_id[:64]}' exists already.", "duplicate_item_id", "item.id", eid
+            )
+        text = "\n".join(texts)
+        previous = self._add_item(Item(item_id, role, text))
+        wire = message_item(item_id, role, text)
+        if role == "assistant":
+            wire["content"] = [{"type": "output_text", "text": text}]
+        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
+        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
+
+    async def _item_delete(self, event: dict[str, Any]) -> None:
+        item_id = event.get("item_id")
+        found = [i for i in self.items if i.id == item_id]
+        if not found:
+            raise BadEvent(
+                f"No item with id '{str(item_id)[:64]}'.", "item_not_found", "item_id", event.get("event_id")
+            )
+        self.items.remove(found[0])
+        await self.send(server_event("conversation.item.deleted", item_id=item_id))
+
+    # ------------------------------------------------------------------ input audio
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        pcm = decode_pcm(event.get("audio"), "audio", event.get("event_id"))
+        if len(self.buffer) + len(pcm) > MAX_BUFFER_BYTES:
+            raise BadEvent(
+                f"The input audio buffer is full ({MAX_BUFFER_BYTES // (PCM_RATE * 2)} s): commit or clear it.",
+                "input_audio_buffer_full",
+                "audio",
+                event.get("event_id"),
+            )
+        self.buffer += pcm
+
+    async def _clear(self, event: dict[str, Any]) -> None:
+        self.buffer.clear()
+        await self.send(server_event("input_audio_buffer.cleared"))
+
+    async def _commit(self, event: dict[str, Any]) -> None:
+        if len(self.buffer) < MIN_COMMIT_BYTES:
+            ms = len(self.buffer) * 1000 // (PCM_RATE * 2)
+            raise BadEvent(
+                f"Error committing input audio buffer: at least 100 ms of audio is needed, the buffer has {ms} ms.",
+                "input_audio_buffer_commit_empty",
+                None,
+                event.get("event_id"),
+            )
+        pcm, self.buffer = bytes(self.buffer), bytearray()
+        item = Item(new_id("item"), "user", "", kind="input_audio")
+        previous = self._add_item(item)
+        await self.send(
+            server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item.id)
+        )
+        wire = message_item(item.id, "user", "", kind="input_audio")
+        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
+        item.transcription = self._spawn(self._transcribe(item, pcm, previous))
+
+    async def _transcribe(self, item: Item, pcm: bytes, previous: str | None) -> None:
+        """Committed audio → transcript through the ASR chain; the user item's text."""
+        ctx = RequestContext(request_id=uuid.uuid4().hex)
+        audio = AudioData(await asyncio.to_thread(to_rate, pcm, PCM_RATE, ASR_RATE), ASR_RATE)
+        try:
+            result = await self.router.transcribe(TranscribeRequest(model="", audio=audio), ctx)
+        except Exception as exc:
+            type_, code, message = error_of(exc)
+            error = {"type": type_, "code": code, "message": message, "param": None}
+            await self.send(
+                server_event(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=item.id,
+                    content_index=0,
+                    error=error,
+                )
+            )
+            return
+        item.text = result.text.strip()
+        usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
+        await self.send(
+            server_event(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=item.id,
+                content_index=0,
+                transcript=item.text,
+                usage=usage,
+            )
+        )
+        wire = message_item(item.id, "user", item.text, kind="input_audio")
+        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
+
+    # ------------------------------------------------------------------ responses
+
+    async def _response_create(self, event: dict[str, Any]) -> None:
+        eid = event.get("event_id")
+        if self.response_task is not None and not self.response_task.done():
+            raise BadEvent(
+                f"Conversation already has an active response in progress: {self.response.id if self.response else ''}.",
+                "conversation_already_has_active_response",
+                None,
+                eid,
+            )
+        options = event.get("response") or {}
+        if not isinstance(options, dict):
+            raise BadEvent("'response' must be an object.", "invalid_value", "response", eid)
+        if options.get("conversation", "auto") != "auto" or options.get("input") is not None:
+            raise BadEvent(
+                "Out-of-band responses are not available yet.", "unsupported", "response.conversation", eid
+            )
+        config = self.config
+        modalities = config.output_modalities
+        if "output_modalities" in options:
+            modalities = parse_modalities(options["output_modalities"], "response.output_modalities", eid)
+        max_tokens = config.max_output_tokens
+        if "max_output_tokens" in options:
+            max_tokens = parse_max_tokens(options["max_output_tokens"], "response.max_output_tokens", eid)
+        instructions = options.get("instructions", config.instructions)
+        if not isinstance(instructions, str):
+            raise BadEvent(
+                "'response.instructions' must be a string.", "invalid_value", "response.instructions", eid
+            )
+        voice = self.settings.voices.aliases.get(config.voice, config.voice)
+        self.response = ResponseTurn(
+            send=self.send,
+            router=self.router,
+            messages=[{"role": "system", "content": instructions or DEFAULT_SYSTEM_PROMPT}],
+            chat_model=self.chat_model,
+            voice=voice,
+            audio="audio" in modalities,
+            max_output_tokens=None if max_tokens == "inf" else int(max_tokens),
+            temperature=config.temperature,
+            describe={"conversation_id": self.conversation_id},
+        )
+        self.response_task = self._spawn(self._respond(self.response))
+
+    async def _respond(self, turn: ResponseTurn) -> None:
+        async def prepare() -> None:
+            # Spoken questions are answered once transcribed: wait for pending transcriptions.
+            pending = [i.transcription for i in self.items if i.transcription and not i.transcription.done()]
+            if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
+                await asyncio.wait(pending)
+            turn.messages += [{"role": i.role, "content": i.text} for i in self.items if i.text]
+
+        status = await turn.run(prepare)
+        if turn.started and turn.text and status != "failed":
+            self._add_item(Item(turn.item_id, "assistant", turn.text, kind="audio" if turn.audio else "text"))
+
+    async def _response_cancel(self, event: dict[str, Any]) -> None:
+        task, turn = self.response_task, self.response
+        wanted = event.get("response_id")
+        if task is None or task.done() or turn is None or (wanted and wanted != turn.id):
+            raise BadEvent(
+                "Cancellation failed: no active response found.",
+                "response_cancel_not_active",
+                None,
+                event.get("event_id"),
+            )
+        turn.cancel_requested = True
+        task.cancel()
