@@ -21,6 +21,16 @@ PCM_RATE = 24000
 PCM_FORMAT = {"type": "audio/pcm", "rate": PCM_RATE}
 DEFAULT_VOICE = "alloy"
 MAX_OUTPUT_TOKENS = 4096
+#: OpenAI's server_vad defaults (reference/realtime.md §1.4).
+VAD_DEFAULTS: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+    "create_response": True,
+    "interrupt_response": True,
+    "idle_timeout_ms": None,
+}
 
 
 class BadEvent(Exception):
@@ -102,6 +112,7 @@ class SessionConfig:
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     max_output_tokens: int | str = "inf"
     temperature: float | None = None
+    turn_detection: dict[str, Any] | None = None
 
     @property
     def audio_out(self) -> bool:
@@ -116,7 +127,11 @@ class SessionConfig:
             "instructions": self.instructions,
             "output_modalities": list(self.output_modalities),
             "audio": {
-                "input": {"format": dict(PCM_FORMAT), "turn_detection": None, "transcription": None},
+                "input": {
+                    "format": dict(PCM_FORMAT),
+                    "turn_detection": _copy(self.turn_detection),
+                    "transcription": None,
+                },
                 "output": {"format": dict(PCM_FORMAT), "voice": self.voice, "speed": 1.0},
             },
             "max_output_tokens": self.max_output_tokens,
@@ -150,13 +165,8 @@ class SessionConfig:
         if not isinstance(audio, dict):
             staged.fail("'session.audio' must be an object.", "session.audio")
         inp, out = audio.get("input") or {}, audio.get("output") or {}
-        if inp.get("turn_detection") is not None:
-            staged.fail(
-                "Server-side turn detection (server_vad / semantic_vad) is not available yet: set "
-                "'turn_detection' to null and send input_audio_buffer.commit and response.create.",
-                "session.audio.input.turn_detection",
-                code="unsupported_turn_detection",
-            )
+        if "turn_detection" in inp:
+            staged.turn_detection = staged.turn_detection_of(inp["turn_detection"])
         for name, part in (("input", inp), ("output", out)):
             if "format" in part and part["format"] != PCM_FORMAT and part["format"] is not None:
                 fmt = part["format"]
@@ -188,6 +198,7 @@ class _Staged:
         self.output_modalities = list(config.output_modalities)
         self.max_output_tokens = config.max_output_tokens
         self.temperature = config.temperature
+        self.turn_detection = config.turn_detection
 
     def fail(self, message: str, param: str, code: str = "invalid_value") -> None:
         raise BadEvent(message, code, param, self.event_id)
@@ -210,10 +221,48 @@ class _Staged:
             self.fail(f"'{param}' must be a number between 0 and 2.", param)
         return float(value)
 
+    def turn_detection_of(self, value: Any) -> dict[str, Any] | None:
+        """``null`` (manual turns) or server_vad with OpenAI's defaults filled in."""
+        param = "session.audio.input.turn_detection"
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(f"'{param}' must be an object or null.", param)
+        if value.get("type") != "server_vad":
+            self.fail(
+                "Only server_vad turn detection is available (not semantic_vad): set 'type' to "
+                "'server_vad', or 'turn_detection' to null and commit turns yourself.",
+                f"{param}.type",
+                code="unsupported_turn_detection",
+            )
+        merged = {**VAD_DEFAULTS, **{k: v for k, v in value.items() if v is not None}}
+        threshold = merged["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+            self.fail(f"'{param}.threshold' must be a number between 0 and 1.", f"{param}.threshold")
+        for name, top in (("prefix_padding_ms", 5000), ("silence_duration_ms", 10000)):
+            ms = merged[name]
+            if isinstance(ms, bool) or not isinstance(ms, int) or not 0 <= ms <= top:
+                self.fail(f"'{param}.{name}' must be an integer 0 to {top}.", f"{param}.{name}")
+        for name in ("create_response", "interrupt_response"):
+            if not isinstance(merged[name], bool):
+                self.fail(f"'{param}.{name}' must be a boolean.", f"{param}.{name}")
+        if merged["idle_timeout_ms"] is not None:
+            self.fail(
+                "'idle_timeout_ms' is not available yet.",
+                f"{param}.idle_timeout_ms",
+                code="unsupported_turn_detection",
+            )
+        return {key: merged[key] for key in VAD_DEFAULTS} | {"threshold": float(threshold)}
+
     def commit(self) -> None:
         c = self.config
         c.instructions, c.voice, c.output_modalities = self.instructions, self.voice, self.output_modalities
         c.max_output_tokens, c.temperature = self.max_output_tokens, self.temperature
+        c.turn_detection = self.turn_detection
+
+
+def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return dict(value) if value is not None else None
 
 
 def parse_modalities(value: Any, param: str, event_id: str | None = None) -> list[str]:

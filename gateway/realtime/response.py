@@ -80,7 +80,8 @@ class ResponseTurn:
         self.started = False  # output item announced: failures now leave an incomplete item
         self.tokens_in = 0
         self.tokens_out = 0
-        self.cancel_requested = False
+        self.cancel_reason: str | None = None  # client_cancelled | turn_detected, set before cancelling
+        self.audio_bytes = 0  # output audio sent so far (24 kHz PCM16)
 
     # ------------------------------------------------------------------ events
 
@@ -126,9 +127,9 @@ class ResponseTurn:
                 await prepare()
             await self._generate()
         except asyncio.CancelledError:
-            if not self.cancel_requested:
+            if self.cancel_reason is None:
                 raise  # the session is closing: nobody is listening
-            details = {"type": "cancelled", "reason": "client_cancelled"}
+            details = {"type": "cancelled", "reason": self.cancel_reason}
             await self.send(server_event("response.done", response=self._response("cancelled", details)))
             return "cancelled"
         except Exception as exc:
@@ -204,6 +205,7 @@ class ResponseTurn:
             pcm = await asyncio.to_thread(to_rate, result.audio.pcm, result.audio.sample_rate, PCM_RATE)
             for start in range(0, len(pcm), AUDIO_CHUNK_BYTES):
                 chunk = encode_pcm(pcm[start : start + AUDIO_CHUNK_BYTES])
+                self.audio_bytes += min(AUDIO_CHUNK_BYTES, len(pcm) - start)
                 await self.send(server_event("response.output_audio.delta", **self._ids(), delta=chunk))
 
     async def _finish(self) -> None:

@@ -30,6 +30,7 @@ from gateway.realtime.events import (
     server_event,
 )
 from gateway.realtime.response import ResponseTurn, Send, error_of, to_rate
+from gateway.realtime.vad import SpeechDetector
 from providers.base import AudioData, TranscribeRequest
 
 #: The ASR providers are fed 16 kHz (what Paraformer and Whisper are trained on).
@@ -41,7 +42,9 @@ MIN_COMMIT_BYTES = PCM_RATE // 10 * 2
 #: Items kept in the conversation; older ones drop out of the history sent to the LLM.
 MAX_ITEMS = 200
 #: Not implemented yet, named so the client learns that rather than "unknown event".
-NOT_YET = frozenset({"conversation.item.truncate", "conversation.item.retrieve", "output_audio_buffer.clear"})
+NOT_YET = frozenset({"conversation.item.retrieve", "output_audio_buffer.clear"})
+#: Bytes of 24 kHz PCM16 per millisecond.
+BYTES_PER_MS = PCM_RATE * 2 // 1000
 
 
 @dataclass(slots=True)
@@ -50,6 +53,7 @@ class Item:
     role: str
     text: str
     kind: str = "text"  # text | input_audio | audio
+    audio_ms: int = 0  # assistant audio sent, for conversation.item.truncate
     transcription: asyncio.Task[None] | None = None
 
 
@@ -63,6 +67,10 @@ class RealtimeSession:
         self.conversation_id = new_id("conv")
         self.items: list[Item] = []
         self.buffer = bytearray()
+        self.audio_in = 0  # bytes appended in the session; the buffer holds the last of them
+        self.vad: SpeechDetector | None = None
+        self.vad_origin_ms = 0  # session audio time where the detector started
+        self.speech_item: str | None = None  # item id announced by speech_started
         self.response: ResponseTurn | None = None
         self.response_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -73,6 +81,7 @@ class RealtimeSession:
             "input_audio_buffer.clear": self._clear,
             "conversation.item.create": self._item_create,
             "conversation.item.delete": self._item_delete,
+            "conversation.item.truncate": self._item_truncate,
             "response.create": self._response_create,
             "response.cancel": self._response_cancel,
         }
@@ -117,7 +126,17 @@ class RealtimeSession:
     # ------------------------------------------------------------------ session and items
 
     async def _session_update(self, event: dict[str, Any]) -> None:
+        before = self.config.turn_detection
         self.config.update(event.get("session"), event.get("event_id"))
+        vad = self.config.turn_detection
+        if vad != before:
+            self.speech_item = None
+            self.vad = None
+            if vad is not None:
+                self.vad_origin_ms = self.audio_in // BYTES_PER_MS
+                self.vad = await asyncio.to_thread(
+                    SpeechDetector, vad["threshold"], vad["prefix_padding_ms"], vad["silence_duration_ms"]
+                )
         await self.send(server_event("session.updated", session=self.config.describe()))
 
     async def _item_create(self, event: dict[str, Any]) -> None:
@@ -179,9 +198,51 @@ class RealtimeSession:
                 event.get("event_id"),
             )
         self.buffer += pcm
+        self.audio_in += len(pcm)
+        if self.vad is not None:
+            for name, ms in await asyncio.to_thread(self.vad.feed, pcm):
+                await self._vad_event(name, self.vad_origin_ms + ms)
+            if not self.vad.speaking:  # only the prefix padding before speech is ever committed
+                keep = (self.config.turn_detection or {}).get("prefix_padding_ms", 0) + 100
+                self._drop_before(self.audio_in - keep * BYTES_PER_MS)
+
+    def _drop_before(self, offset: int) -> None:
+        """Drops buffered audio before session byte ``offset`` (whole samples)."""
+        cut = offset - (self.audio_in - len(self.buffer))
+        if cut > 0:
+            del self.buffer[: cut - cut % 2]
+
+    async def _vad_event(self, name: str, ms: int) -> None:
+        if name == "speech_started":
+            self._drop_before(ms * BYTES_PER_MS)
+            self.speech_item = new_id("item")
+            await self.send(
+                server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self.speech_item)
+            )
+            task, turn = self.response_task, self.response
+            vad = self.config.turn_detection or {}
+            if vad.get("interrupt_response") and task and not task.done() and turn:
+                turn.cancel_reason = "turn_detected"  # barge-in
+                task.cancel()
+            return
+        item_id, self.speech_item = self.speech_item or new_id("item"), None
+        await self.send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id))
+        end = ms * BYTES_PER_MS - (self.audio_in - len(self.buffer))
+        end = max(0, min(len(self.buffer), end - end % 2))
+        if end < MIN_COMMIT_BYTES:
+            return  # a click, not a turn
+        pcm = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        await self._commit_audio(pcm, item_id)
+        busy = self.response_task is not None and not self.response_task.done()
+        if (self.config.turn_detection or {}).get("create_response") and not busy:
+            await self._response_create({})
 
     async def _clear(self, event: dict[str, Any]) -> None:
         self.buffer.clear()
+        if self.vad is not None:
+            self.vad.reset_speech()
+            self.speech_item = None
         await self.send(server_event("input_audio_buffer.cleared"))
 
     async def _commit(self, event: dict[str, Any]) -> None:
@@ -194,7 +255,13 @@ class RealtimeSession:
                 event.get("event_id"),
             )
         pcm, self.buffer = bytes(self.buffer), bytearray()
-        item = Item(new_id("item"), "user", "", kind="input_audio")
+        item_id, self.speech_item = self.speech_item or new_id("item"), None
+        if self.vad is not None:
+            self.vad.reset_speech()
+        await self._commit_audio(pcm, item_id)
+
+    async def _commit_audio(self, pcm: bytes, item_id: str) -> None:
+        item = Item(item_id, "user", "", kind="input_audio")
         previous = self._add_item(item)
         await self.send(
             server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item.id)
@@ -289,7 +356,8 @@ class RealtimeSession:
 
         status = await turn.run(prepare)
         if turn.started and turn.text and status != "failed":
-            self._add_item(Item(turn.item_id, "assistant", turn.text, kind="audio" if turn.audio else "text"))
+            kind, audio_ms = ("audio", turn.audio_bytes // BYTES_PER_MS) if turn.audio else ("text", 0)
+            self._add_item(Item(turn.item_id, "assistant", turn.text, kind=kind, audio_ms=audio_ms))
 
     async def _response_cancel(self, event: dict[str, Any]) -> None:
         task, turn = self.response_task, self.response
@@ -301,5 +369,37 @@ class RealtimeSession:
                 None,
                 event.get("event_id"),
             )
-        turn.cancel_requested = True
+        turn.cancel_reason = "client_cancelled"
         task.cancel()
+
+    # ------------------------------------------------------------------ truncation
+
+    async def _item_truncate(self, event: dict[str, Any]) -> None:
+        """Cuts an assistant item's remembered text to about what the user heard of its audio."""
+        eid, item_id = event.get("event_id"), event.get("item_id")
+        found = [i for i in self.items if i.id == item_id]
+        if not found:
+            raise BadEvent(f"No item with id '{str(item_id)[:64]}'.", "item_not_found", "item_id", eid)
+        item = found[0]
+        if item.role != "assistant" or item.kind != "audio":
+            raise BadEvent("Only assistant audio items can be truncated.", "invalid_value", "item_id", eid)
+        if event.get("content_index") != 0:
+            raise BadEvent("'content_index' must be 0.", "invalid_value", "content_index", eid)
+        end = event.get("audio_end_ms")
+        if isinstance(end, bool) or not isinstance(end, int) or end < 0:
+            raise BadEvent(
+                "'audio_end_ms' must be a non-negative integer.", "invalid_value", "audio_end_ms", eid
+            )
+        if end > item.audio_ms:
+            raise BadEvent(
+                f"Audio content of {item.audio_ms}ms is already shorter than {end}ms.",
+                "invalid_value",
+                "audio_end_ms",
+                eid,
+            )
+        if item.audio_ms:
+            item.text = item.text[: round(len(item.text) * end / item.audio_ms)]
+        item.audio_ms = end
+        await self.send(
+            server_event("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=end)
+        )

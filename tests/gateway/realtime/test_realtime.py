@@ -214,16 +214,17 @@ def test_bad_input_is_answered_with_errors(server: Any) -> None:
         assert ask(json.dumps({"type": "input_audio_buffer.append", "audio": odd}))["code"] == "invalid_audio"
         vad = {
             "type": "session.update",
-            "session": {"audio": {"input": {"turn_detection": {"type": "server_vad"}}}},
+            "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}},
         }
         error = ask(json.dumps(vad))
-        assert error["code"] == "unsupported_turn_detection" and "not available yet" in error["message"]
+        assert error["code"] == "unsupported_turn_detection" and "semantic_vad" in error["message"]
         pcmu = {
             "type": "session.update",
             "session": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}},
         }
         assert ask(json.dumps(pcmu))["code"] == "unsupported_audio_format"
-        assert ask(json.dumps({"type": "conversation.item.truncate"}))["code"] == "unknown_event"
+        assert ask(json.dumps({"type": "conversation.item.truncate"}))["code"] == "item_not_found"
+        assert ask(json.dumps({"type": "conversation.item.retrieve"}))["code"] == "unknown_event"
         bad_item = {
             "type": "conversation.item.create",
             "item": {"type": "message", "role": "user", "content": []},
