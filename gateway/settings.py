@@ -212,7 +212,7 @@ class InputLimitsConfig(BaseModel):
     #: longest audio per surface, in seconds: from the container's declared duration first,
     #: then enforced while decoding (never more is materialised)
     audio_max_seconds: dict[str, float] = Field(
-        default_factory=lambda: {"transcription": 600.0, "talk": 60.0, "default": 600.0}
+        default_factory=lambda: {"transcription": 600.0, "talk": 60.0, "realtime": 120.0, "default": 600.0}
     )
     #: decoded PCM (16-bit mono at 16 kHz) may be at most this many times the uploaded bytes
     audio_max_expansion: float = 256.0

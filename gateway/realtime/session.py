@@ -35,8 +35,9 @@ from providers.base import AudioData, TranscribeRequest
 
 #: The ASR providers are fed 16 kHz (what Paraformer and Whisper are trained on).
 ASR_RATE = 16000
-#: Input buffer cap: 2 minutes of 24 kHz PCM16 (5.76 MB); longer turns need server VAD.
-MAX_BUFFER_BYTES = 120 * PCM_RATE * 2
+#: The input buffer holds at most ``settings.limits.audio_max_seconds["realtime"]`` (120 s by
+#: default: 5.76 MB of 24 kHz PCM16), the shared per-surface audio limit (gateway/inputs/audio.py).
+AUDIO_SURFACE = "realtime"
 #: Shortest committable audio, as OpenAI: 100 ms.
 MIN_COMMIT_BYTES = PCM_RATE // 10 * 2
 #: Items kept in the conversation; older ones drop out of the history sent to the LLM.
@@ -190,9 +191,10 @@ class RealtimeSession:
 
     async def _append(self, event: dict[str, Any]) -> None:
         pcm = decode_pcm(event.get("audio"), "audio", event.get("event_id"))
-        if len(self.buffer) + len(pcm) > MAX_BUFFER_BYTES:
+        seconds = self.settings.limits.audio_seconds(AUDIO_SURFACE)
+        if len(self.buffer) + len(pcm) > seconds * PCM_RATE * 2:
             raise BadEvent(
-                f"The input audio buffer is full ({MAX_BUFFER_BYTES // (PCM_RATE * 2)} s): commit or clear it.",
+                f"The input audio buffer is full ({seconds:g} s): commit or clear it.",
                 "input_audio_buffer_full",
                 "audio",
                 event.get("event_id"),

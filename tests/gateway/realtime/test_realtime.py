@@ -237,6 +237,23 @@ def test_bad_input_is_answered_with_errors(server: Any) -> None:
         assert json.loads(ws.recv(timeout=10))["type"] == "session.updated"
 
 
+def test_the_input_buffer_is_bounded_by_the_shared_audio_limit(
+    gateway_settings: Callable[..., Any], run_gateway: Callable[..., Any]
+) -> None:
+    """``limits.audio_max_seconds.realtime`` (gateway/inputs/audio.py's per-surface limit)."""
+    server = run_gateway(gateway_settings(limits={"audio_max_seconds": {"realtime": 1.0}}))
+    second = base64.b64encode(b"\x00\x01" * 24000).decode()  # 1 s of 24 kHz pcm16
+    with ws_connect(f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime") as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": second}))
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": second[:400]}))
+        error = json.loads(ws.recv(timeout=10))
+        assert error["type"] == "error" and error["error"]["code"] == "input_audio_buffer_full"
+        assert "(1 s)" in error["error"]["message"]
+        ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "input_audio_buffer.cleared"
+
+
 def test_unknown_model_is_refused_at_the_upgrade(server: Any) -> None:
     with pytest.raises(InvalidStatus) as info:
         ws_connect(f"ws://127.0.0.1:{server.port}/v1/realtime?model=no-such-model").close()
