@@ -25,6 +25,7 @@ from gateway.sim.http_common import (
     cut_error_event,
     json_response,
     native_error,
+    paced_pieces,
     sleep_ms,
     sse_event,
 )
@@ -186,12 +187,8 @@ def _stream(call: Call, state: SimState, answer: Answer, result_format: str, inc
     pieces, finish_reason, n_in = answer.pieces, answer.finish_reason, answer.prompt_tokens
 
     async def events() -> AsyncIterator[bytes]:
-        await sleep_ms(config.ttft_ms)
         text = ""
-        for i, piece in enumerate(pieces):
-            if i:
-                await sleep_ms(config.token_delay_ms)
-            text += piece
+        async for i, piece, text in paced_pieces(pieces, config.ttft_ms, config.token_delay_ms):
             chunk = piece if incremental else text
             body = {
                 "output": _output(chunk, "null", result_format),

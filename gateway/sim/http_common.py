@@ -210,5 +210,19 @@ async def sleep_ms(ms: float) -> None:
         await asyncio.sleep(ms / 1000.0)
 
 
+async def paced_pieces(
+    pieces: list[str], ttft_ms: float, token_delay_ms: float
+) -> AsyncIterator[tuple[int, str, str]]:
+    """``(index, piece, text so far)`` for each piece of a streamed answer, at the configured pace
+    (time to first token, then a delay between tokens)."""
+    await sleep_ms(ttft_ms)
+    text = ""
+    for i, piece in enumerate(pieces):
+        if i:
+            await sleep_ms(token_delay_ms)
+        text += piece
+        yield i, piece, text
+
+
 async def apply_fault_latency(fault: Fault | None, extra_ms: float = 0.0) -> None:
     await sleep_ms((fault.latency_ms if fault else 0.0) + extra_ms)

@@ -22,7 +22,7 @@ from gateway.sim.admission import Call
 from gateway.sim.capabilities import capabilities
 from gateway.sim.errors import invalid
 from gateway.sim.generation import bad_max_tokens, sse_response
-from gateway.sim.http_common import json_response, sleep_ms, sse_event
+from gateway.sim.http_common import json_response, paced_pieces, sleep_ms, sse_event
 from gateway.sim.reply import plan_reply
 from gateway.sim.state import SimState
 from gateway.sim.text import last_user_text, prompt_tokens, truncate
@@ -101,12 +101,8 @@ async def vl_chat(call: Call, state: SimState) -> Response:
         return json_response(body(text_message("".join(pieces)), finish_reason, len(pieces)))
 
     async def events() -> AsyncIterator[bytes]:
-        await sleep_ms(config.ttft_ms)
         text = ""
-        for i, piece in enumerate(pieces):
-            if i:
-                await sleep_ms(config.token_delay_ms)
-            text += piece
+        async for i, piece, text in paced_pieces(pieces, config.ttft_ms, config.token_delay_ms):
             yield sse_event(i + 1, body(text_message(piece if incremental else text), "null", i + 1))
         final = text_message("" if incremental else text)
         yield sse_event(len(pieces) + 1, body(final, finish_reason, len(pieces)))
