@@ -38,7 +38,7 @@ from providers.base import ProviderError
 
 log = logging.getLogger("talkgate.auth")
 
-SCOPES = ("chat", "asr", "tts", "talk", "avatars", "admin")
+SCOPES = ("chat", "asr", "tts", "talk", "avatars", "realtime", "admin")
 #: ``require_scope(ANY_SCOPE)``: any valid key (e.g. /v1/models); no limits charged, no usage row.
 ANY_SCOPE = "*"
 
@@ -60,8 +60,17 @@ def invalid_key(message: str) -> APIError:
     return APIError(401, message, type="invalid_request_error", code="invalid_api_key")
 
 
+#: A browser cannot set headers on a WebSocket: OpenAI's protocol lets it send the key as a
+#: subprotocol, ``Sec-WebSocket-Protocol: realtime, openai-insecure-api-key.<key>``.
+SUBPROTOCOL_KEY = "openai-insecure-api-key."
+
+
 def _bearer(request: HTTPConnection) -> str | None:
     value = request.headers.get("authorization")
+    if not value and request.scope.get("type") == "websocket":
+        for offered in request.headers.get("sec-websocket-protocol", "").split(","):
+            if offered.strip().startswith(SUBPROTOCOL_KEY):
+                return offered.strip().removeprefix(SUBPROTOCOL_KEY) or None
     if not value:
         return None
     scheme, _, token = value.partition(" ")
@@ -167,7 +176,7 @@ def _too_large_for_the_key(tokens: int, tpm: int) -> APIError:
     )
 
 
-async def _check_quota(
+async def check_quota(
     services: Any,
     principal: Principal,
     quotas: dict[str, Any],
@@ -194,7 +203,7 @@ async def charge_quota(request: HTTPConnection, principal: Principal, needed: di
     services = request.app.state.services
     quotas = principal.limits.get("quotas") or {}
     if principal.key_id is not None and services.quota is not None and quotas:
-        await _check_quota(services, principal, quotas, tuple(needed), needed)
+        await check_quota(services, principal, quotas, tuple(needed), needed)
 
 
 def _status_of(exc: BaseException) -> int:
@@ -211,7 +220,7 @@ def _status_of(exc: BaseException) -> int:
     return 500
 
 
-def _rate_limited(reason: str, decision: Any, limits: Limits) -> APIError:
+def rate_limited(reason: str, decision: Any, limits: Limits) -> APIError:
     what = {
         "requests": f"{limits.rpm} requests per minute",
         "tokens": f"{limits.tpm} tokens per minute",
@@ -236,7 +245,7 @@ async def _admit(
         return state
     quotas = principal.limits.get("quotas") or {}
     if services.quota is not None and quotas:
-        await _check_quota(services, principal, quotas, QUOTAS_FOR_SCOPE.get(scope, ()))
+        await check_quota(services, principal, quotas, QUOTAS_FOR_SCOPE.get(scope, ()))
     limits = Limits(
         principal.limits.get("rpm"), principal.limits.get("tpm"), principal.limits.get("concurrency")
     )
@@ -258,7 +267,7 @@ async def _admit(
     if not decision.allowed:
         if services.metrics is not None:
             services.metrics.rate_limited(principal.tenant, decision.reason)
-        raise _rate_limited(decision.reason, decision, limits)
+        raise rate_limited(decision.reason, decision, limits)
     ctx.extra.setdefault("response_headers", {}).update(decision.headers())
     state.update(limits=limits, slot=decision.slot, charged=tokens if limits.tpm else 0)
     return state

@@ -39,6 +39,8 @@ class Services:
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
     quota: Any = None  # policies.quota (SaaS)
     local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
+    realtime_metrics: Any = None  # gateway.realtime.metrics.RealtimeMetrics
+    vad_scorer: Any = None  # Silero VAD in a worker (providers/local/vad_engine.py); None: in-process
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -181,9 +183,11 @@ def _wire_operations(services: Services) -> None:
     from gateway.hotswap import SwapManager
     from gateway.metrics import Metrics, inflight_family
     from gateway.metrics_collectors import worker_families
+    from gateway.realtime.metrics import RealtimeMetrics
     from policies.experiments import Experiments
 
     metrics = services.metrics = Metrics()
+    services.realtime_metrics = RealtimeMetrics(metrics.registry)
     services.router.listeners.append(metrics.on_router_event)
     # torch's CUDA allocations are the Wav2Lip worker's (llama.cpp etc. use none); it reports them.
     metrics.register_gpu_module(

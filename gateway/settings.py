@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_keys import unknown_keys
+from gateway.realtime.config import RealtimeConfig
 from policies.circuit import BreakerSettings
 from policies.retry import RetrySettings
 from providers.local.workers.supervisor import RestartPolicy
@@ -318,6 +319,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 25 * 1024 * 1024
     limits: InputLimitsConfig = Field(default_factory=InputLimitsConfig)
     vision: VisionConfig = Field(default_factory=VisionConfig)
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
     #: serve /docs, /redoc and /openapi.json (off by default: they map the whole API for anyone)
     docs_enabled: bool = False
     #: base of the URLs the gateway hands out (e.g. /v1/talk artifacts), e.g.

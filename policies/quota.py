@@ -27,6 +27,7 @@ QUOTAS_FOR_SCOPE: dict[str, tuple[str, ...]] = {
     "asr": ("asr_seconds",),
     "avatars": ("video_seconds",),
     "talk": QUOTAS,
+    "realtime": ("tokens", "tts_chars", "asr_seconds"),
 }
 _UNITS = {"tokens": "tokens", "tts_chars": "TTS characters", "asr_seconds": "ASR seconds",
           "video_seconds": "video seconds"}  # fmt: skip

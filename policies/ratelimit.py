@@ -89,6 +89,8 @@ class RateLimiter(Protocol):
 
     async def adjust_tokens(self, key_id: str, limits: Limits, delta: int) -> None: ...
 
+    async def renew(self, key_id: str, slot: str) -> None: ...
+
 
 def _cost(limits: Limits, tokens: int) -> int:
     """An estimate above the whole per-minute budget is clamped to it (reconciled later)."""
@@ -155,6 +157,17 @@ return 1
 """
 
 
+# KEYS: concurrency zset. ARGV: slot id, lease (us), epoch (s). Extends a held slot's lease.
+_RENEW_LUA = """
+local t = redis.call('TIME')
+local now = (tonumber(t[1]) - tonumber(ARGV[3])) * 1000000 + tonumber(t[2])
+local lease = tonumber(ARGV[2])
+local n = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + lease, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease / 1000) + 1)
+return n
+"""
+
+
 def _windows(limits: Limits, res: list[Any]) -> tuple[Window | None, Window | None]:
     req = Window(limits.rpm, int(res[3]), float(res[4]) / 1e6) if limits.rpm else None
     tok = Window(limits.tpm, int(res[5]), float(res[6]) / 1e6) if limits.tpm else None
@@ -170,6 +183,7 @@ class RedisRateLimiter:
         self.lease_s = lease_s
         self._acquire = redis.register_script(_ACQUIRE_LUA)
         self._adjust = redis.register_script(_ADJUST_LUA)
+        self._renew = redis.register_script(_RENEW_LUA)
 
     def _keys(self, key_id: str) -> list[str]:
         base = f"{self.prefix}:{{{key_id}}}"  # hash tag: one cluster slot per key
@@ -199,6 +213,10 @@ class RedisRateLimiter:
 
     async def release(self, key_id: str, slot: str) -> None:
         await self.redis.zrem(self._keys(key_id)[2], slot)
+
+    async def renew(self, key_id: str, slot: str) -> None:
+        """Extends a held slot's lease (a realtime session holds one for longer than a lease)."""
+        await self._renew(keys=[self._keys(key_id)[2]], args=[slot, int(self.lease_s * 1e6), _EPOCH_S])
 
     async def adjust_tokens(self, key_id: str, limits: Limits, delta: int) -> None:
         if limits.tpm and delta:
@@ -287,6 +305,9 @@ class MemoryRateLimiter:
         else:
             self._tat[name] = tat
 
+    async def renew(self, key_id: str, slot: str) -> None:
+        """Slots here have no lease: nothing to extend."""
+
     def in_flight(self, key_id: str) -> int:
         return len(self._slots.get(key_id, ()))
 
@@ -323,6 +344,14 @@ class FailoverRateLimiter:
         try:
             await self.primary.release(key_id, slot)
         except (OSError, RedisError) as exc:  # the lease frees it later
+            self._warn(exc)
+
+    async def renew(self, key_id: str, slot: str) -> None:
+        if slot.startswith(_LOCAL):
+            return
+        try:
+            await self.primary.renew(key_id, slot)
+        except (OSError, RedisError) as exc:  # the slot may lapse: fewer sessions counted, not more
             self._warn(exc)
 
     async def adjust_tokens(self, key_id: str, limits: Limits, delta: int) -> None:

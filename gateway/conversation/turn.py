@@ -1,8 +1,8 @@
-"""The talk pipeline: (ASR →) LLM → TTS → render, pipelined sentence by sentence.
+"""The talk pipeline: (ASR →) spoken answer → render, pipelined sentence by sentence.
 
-Three stages joined by queues run concurrently: the LLM stream is cut at sentence ends;
-each sentence is synthesised while the next is still being generated; each sentence's
-audio is rendered and appended to one MP4 while the next is synthesised. All model calls
+The spoken answer (gateway/conversation/answer.py, shared with /v1/realtime and the live
+avatar) streams the LLM reply and synthesises each sentence as it completes; here each
+sentence's audio is rendered and appended to one MP4 while the next is synthesised. All model calls
 go through the router, so talk gets the same routing, retries and fallback as the other
 endpoints. Any failure aborts the whole answer: error text is never spoken or rendered.
 """
@@ -15,18 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.conversation.sentences import SentenceSplitter, clean_for_speech, speakable
+from gateway.conversation.answer import SpokenAnswer
 from lipsync.avatars import Avatar
 from lipsync.render import RenderService, VideoBuilder
 from policies.routing import StreamInterrupted
-from providers.base import (
-    AudioData,
-    ChatRequest,
-    ErrorKind,
-    ProviderError,
-    SynthesizeRequest,
-    TranscribeRequest,
-)
+from providers.base import AudioData, ChatRequest, ProviderError, TranscribeRequest
 from providers.wav import pcm16_to_float
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -104,10 +97,6 @@ class TalkPipeline:
         }
         self.providers: dict[str, str] = {}
         self.fallback = False
-        self.sentences: list[str] = []
-        self.tokens_in = 0
-        self.tokens_out = 0
-        self.tts_chars = 0
 
     def _note_provider(self, stage: str) -> None:
         # Read right after the router call returned: no other task ran in between.
@@ -121,28 +110,31 @@ class TalkPipeline:
             raise TalkError(400, "text is empty: there is nothing to answer", "empty_text", "text")
         messages = [{"role": "system", "content": inp.system_prompt or DEFAULT_SYSTEM_PROMPT}]
         messages += [*inp.history, {"role": "user", "content": transcript}]
+        request = ChatRequest(model=inp.model, messages=messages, max_tokens=inp.max_tokens)
+        answer = SpokenAnswer(self.router, self.ctx, request, voice=inp.voice, language=inp.language)
         builder = self.renders.builder(inp.avatar, self.video_path)
-        sentences: asyncio.Queue[Any] = asyncio.Queue()
         speech: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # back-pressure on TTS
+        started = time.perf_counter()
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._generate(inp, messages, sentences))
-                group.create_task(self._speak(inp, sentences, speech))
+                group.create_task(self._speak(answer, speech))
                 group.create_task(self._render(builder, speech))
-            if not self.sentences:
+            if not answer.sentences:
                 raise TalkError(502, "the language model returned an empty reply", "empty_reply")
             await self.renders.run(builder.finish)
         except BaseException as exc:
             await asyncio.shield(self.renders.run(builder.abort))
             raise _unwrap(exc) from None
+        finally:
+            self._account(answer, time.perf_counter() - started)
         self.timings["total_ms"] = _ms(time.perf_counter() - self.t0)
         self.ctx.fallback = self.fallback
         if "chat" in self.providers:
             self.ctx.provider = self.providers["chat"]
         return TalkResult(
             transcript=transcript,
-            reply=" ".join(self.sentences),
-            sentences=list(self.sentences),
+            reply=" ".join(answer.sentences),
+            sentences=list(answer.sentences),
             timings=dict(self.timings),
             render_stages={k: _ms(v) for k, v in builder.timings.items()},
             renderer=self.renders.name,
@@ -151,11 +143,19 @@ class TalkPipeline:
             duration_s=round(builder.duration_s, 3),
             providers=dict(self.providers),
             fallback=self.fallback,
-            tokens_in=self.tokens_in,
-            tokens_out=self.tokens_out,
-            tts_chars=self.tts_chars,
+            tokens_in=answer.stats.tokens_in,
+            tokens_out=answer.stats.tokens_out,
+            tts_chars=answer.stats.tts_chars,
             asr_seconds=inp.audio.duration_s if inp.audio is not None else 0.0,
         )
+
+    def _account(self, answer: SpokenAnswer, elapsed_s: float) -> None:
+        stats = answer.stats
+        self.providers.update(stats.providers)
+        self.fallback = self.fallback or stats.fallback
+        self.timings["llm_first_sentence_ms"] = _ms(stats.marks.get("first_sentence", 0.0))
+        self.timings["llm_ms"] = _ms(stats.marks.get("llm_done", elapsed_s))
+        self.timings["tts_ms"] = _ms(stats.tts_s)
 
     # ------------------------------------------------------------------ stages
 
@@ -168,52 +168,11 @@ class TalkPipeline:
         self.timings["asr_ms"] = _ms(time.perf_counter() - started)
         return result.text.strip()
 
-    async def _generate(
-        self, inp: TalkInput, messages: list[dict[str, Any]], out: asyncio.Queue[Any]
-    ) -> None:
-        started = time.perf_counter()
-        splitter = SentenceSplitter()
-        request = ChatRequest(model=inp.model, messages=messages, max_tokens=inp.max_tokens)
-
-        async def emit(sentence: str) -> None:
-            if not self.sentences:
-                self.timings["llm_first_sentence_ms"] = _ms(time.perf_counter() - started)
-            self.sentences.append(sentence)
-            spoken = clean_for_speech(sentence)
-            if speakable(spoken):
-                await out.put(spoken)
-
+    async def _speak(self, answer: SpokenAnswer, out: asyncio.Queue[Any]) -> None:
         try:
-            stream = await self.router.chat_stream(request, self.ctx)
-            self._note_provider("chat")
-            async for chunk in stream:
-                if chunk.finish_reason == "content_filter":
-                    raise ProviderError(
-                        ErrorKind.CONTENT_FILTERED,
-                        "the reply was stopped by the content-safety filter",
-                        provider=self.providers.get("chat"),
-                    )
-                if chunk.usage is not None:
-                    self.tokens_in = chunk.usage.prompt_tokens
-                    self.tokens_out = chunk.usage.completion_tokens
-                for sentence in splitter.feed(chunk.delta or ""):
-                    await emit(sentence)
-            for sentence in splitter.flush():
-                await emit(sentence)
-        finally:
-            self.timings["llm_ms"] = _ms(time.perf_counter() - started)
-            await out.put(_DONE)
-
-    async def _speak(self, inp: TalkInput, sentences: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
-        try:
-            while (text := await sentences.get()) is not _DONE:
-                started = time.perf_counter()
-                request = SynthesizeRequest(model="", text=text, voice=inp.voice, language=inp.language)
-                result = await self.router.synthesize(request, self.ctx)
-                self._note_provider("tts")
-                self.tts_chars += len(text)
-                self.timings["tts_ms"] = round(self.timings["tts_ms"] + _ms(time.perf_counter() - started), 1)
-                await out.put(result.audio)
+            async for piece in answer.pieces():
+                if piece.kind == "audio":
+                    await out.put(piece.audio)
         finally:
             await out.put(_DONE)
 

@@ -19,6 +19,15 @@ from typing import Any
 #: The only PCM layout of the GA protocol: 16-bit mono little-endian at 24 kHz.
 PCM_RATE = 24000
 PCM_FORMAT = {"type": "audio/pcm", "rate": PCM_RATE}
+#: Audio format types on the wire → their sample rate (gateway/realtime/audio.py converts).
+FORMATS = {"audio/pcm": PCM_RATE, "audio/pcmu": 8000, "audio/pcma": 8000}
+
+
+def format_object(kind: str) -> dict[str, Any]:
+    """The GA ``format`` object of a format type."""
+    return dict(PCM_FORMAT) if kind == "audio/pcm" else {"type": kind}
+
+
 DEFAULT_VOICE = "alloy"
 MAX_OUTPUT_TOKENS = 4096
 #: OpenAI's server_vad defaults (reference/realtime.md §1.4).
@@ -37,13 +46,19 @@ class BadEvent(Exception):
     """A client event the session refuses; becomes an ``error`` event, the session stays open."""
 
     def __init__(
-        self, message: str, code: str, param: str | None = None, event_id: str | None = None
+        self,
+        message: str,
+        code: str,
+        param: str | None = None,
+        event_id: str | None = None,
+        type_: str = "invalid_request_error",
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.param = param
         self.event_id = event_id
+        self.type = type_
 
 
 def new_id(prefix: str) -> str:
@@ -79,15 +94,17 @@ def parse_client_event(raw: str | bytes) -> dict[str, Any]:
     return event
 
 
-def decode_pcm(value: Any, param: str = "audio", event_id: str | None = None) -> bytes:
-    """Base64 → 16-bit PCM bytes; anything that is not whole samples is refused."""
+def decode_pcm(
+    value: Any, param: str = "audio", event_id: str | None = None, kind: str = "audio/pcm"
+) -> bytes:
+    """Base64 → audio bytes of ``kind``; PCM that is not whole 16-bit samples is refused."""
     if not isinstance(value, str):
         raise BadEvent(f"'{param}' must be a base64 string.", "invalid_value", param, event_id)
     try:
         pcm = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BadEvent(f"'{param}' is not valid base64.", "invalid_base64", param, event_id) from None
-    if len(pcm) % 2:
+    if kind == "audio/pcm" and len(pcm) % 2:
         raise BadEvent(
             f"'{param}' has an odd number of bytes: audio must be 16-bit PCM.",
             "invalid_audio",
@@ -113,6 +130,13 @@ class SessionConfig:
     max_output_tokens: int | str = "inf"
     temperature: float | None = None
     turn_detection: dict[str, Any] | None = None
+    input_format: str = "audio/pcm"
+    output_format: str = "audio/pcm"
+    #: chat-shaped tools and choice (what the router gets) and their Realtime wire forms
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    tools_wire: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice_wire: str | dict[str, Any] = "auto"
 
     @property
     def audio_out(self) -> bool:
@@ -128,16 +152,16 @@ class SessionConfig:
             "output_modalities": list(self.output_modalities),
             "audio": {
                 "input": {
-                    "format": dict(PCM_FORMAT),
+                    "format": format_object(self.input_format),
                     "turn_detection": _copy(self.turn_detection),
                     "transcription": None,
                 },
-                "output": {"format": dict(PCM_FORMAT), "voice": self.voice, "speed": 1.0},
+                "output": {"format": format_object(self.output_format), "voice": self.voice, "speed": 1.0},
             },
             "max_output_tokens": self.max_output_tokens,
             "temperature": self.temperature,
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": [dict(t) for t in self.tools_wire],
+            "tool_choice": self.tool_choice_wire,
         }
 
     def update(self, session: Any, event_id: str | None = None) -> None:
@@ -159,27 +183,17 @@ class SessionConfig:
             )
         if "temperature" in session:
             staged.temperature = staged.temperature_of(session["temperature"], "session.temperature")
-        if session.get("tools"):
-            staged.fail("Tools are not available on /v1/realtime yet.", "session.tools")
+        # "tools" and "tool_choice" are checked by the session (gateway/realtime/tools.py)
         audio = session.get("audio") or {}
         if not isinstance(audio, dict):
             staged.fail("'session.audio' must be an object.", "session.audio")
         inp, out = audio.get("input") or {}, audio.get("output") or {}
         if "turn_detection" in inp:
             staged.turn_detection = staged.turn_detection_of(inp["turn_detection"])
-        for name, part in (("input", inp), ("output", out)):
-            if "format" in part and part["format"] != PCM_FORMAT and part["format"] is not None:
-                fmt = part["format"]
-                if not (
-                    isinstance(fmt, dict)
-                    and fmt.get("type") == "audio/pcm"
-                    and fmt.get("rate", PCM_RATE) == PCM_RATE
-                ):
-                    staged.fail(
-                        "Only {'type': 'audio/pcm', 'rate': 24000} is available.",
-                        f"session.audio.{name}.format",
-                        code="unsupported_audio_format",
-                    )
+        if inp.get("format") is not None:
+            staged.input_format = staged.audio_format(inp["format"], "session.audio.input.format")
+        if out.get("format") is not None:
+            staged.output_format = staged.audio_format(out["format"], "session.audio.output.format")
         if "voice" in out:
             voice = out["voice"]
             voice = voice.get("id") if isinstance(voice, dict) else voice
@@ -199,6 +213,7 @@ class _Staged:
         self.max_output_tokens = config.max_output_tokens
         self.temperature = config.temperature
         self.turn_detection = config.turn_detection
+        self.input_format, self.output_format = config.input_format, config.output_format
 
     def fail(self, message: str, param: str, code: str = "invalid_value") -> None:
         raise BadEvent(message, code, param, self.event_id)
@@ -220,6 +235,29 @@ class _Staged:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
             self.fail(f"'{param}' must be a number between 0 and 2.", param)
         return float(value)
+
+    def audio_format(self, value: Any, param: str) -> str:
+        """A GA format object ({"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"},
+        {"type": "audio/pcma"}); the beta's strings ("pcm16", "g711_ulaw", "g711_alaw") too."""
+        legacy = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+        kind = legacy.get(value) if isinstance(value, str) else None
+        if isinstance(value, dict):
+            kind = value.get("type")
+            rate = value.get("rate", FORMATS.get(kind))
+            if kind in FORMATS and rate != FORMATS[kind]:
+                self.fail(
+                    f"'{kind}' is available at {FORMATS[kind]} Hz only.",
+                    param,
+                    code="unsupported_audio_format",
+                )
+        if kind not in FORMATS:
+            self.fail(
+                "Available formats: {'type': 'audio/pcm', 'rate': 24000}, {'type': 'audio/pcmu'}, "
+                "{'type': 'audio/pcma'}.",
+                param,
+                code="unsupported_audio_format",
+            )
+        return str(kind)
 
     def turn_detection_of(self, value: Any) -> dict[str, Any] | None:
         """``null`` (manual turns) or server_vad with OpenAI's defaults filled in."""
@@ -259,6 +297,7 @@ class _Staged:
         c.instructions, c.voice, c.output_modalities = self.instructions, self.voice, self.output_modalities
         c.max_output_tokens, c.temperature = self.max_output_tokens, self.temperature
         c.turn_detection = self.turn_detection
+        c.input_format, c.output_format = self.input_format, self.output_format
 
 
 def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,39 +1,41 @@
 """One ``response.create``: the LLM answer streamed as text deltas and, with audio on, spoken.
 
-The answer is cut into sentences while it streams; each sentence is synthesised while the next
-is still generated (a second task joined by a queue), so the first audio leaves long before the
-reply ends. All calls go through the router. The whole response is one asyncio task: cancelling
-it (``response.cancel``, or the socket closing) cancels the LLM and TTS calls, which closes
-their upstream streams, so generation that nobody will hear is no longer billed.
+The spoken answer itself (sentences, synthesis while the reply streams, routing) is the shared
+turn core, gateway/conversation/answer.py; this module turns its pieces into Realtime events.
+The whole response is one asyncio task: cancelling it (``response.cancel``, barge-in, the
+socket closing) closes the answer, whose LLM and TTS calls close their upstream streams, so
+generation that nobody will hear is no longer billed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.context import RequestContext
-from gateway.conversation.sentences import SentenceSplitter, clean_for_speech, speakable
-from gateway.realtime.events import PCM_RATE, encode_pcm, message_item, new_id, server_event, usage_object
+from gateway.conversation.answer import SpokenAnswer
+from gateway.realtime.audio import pcm_to_wire, to_rate
+from gateway.realtime.events import (
+    FORMATS,
+    PCM_RATE,
+    encode_pcm,
+    format_object,
+    message_item,
+    new_id,
+    server_event,
+    usage_object,
+)
+from gateway.realtime.tools import function_call_item
 from policies.routing import StreamInterrupted, UnknownModelError
-from providers.base import ChatRequest, ErrorKind, ProviderError, SynthesizeRequest
-from providers.wav import float_to_pcm16, pcm16_to_float, resample
+from providers.base import AudioData, ChatRequest, ErrorKind, ProviderError, ToolCall
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-#: Bytes per response.output_audio.delta: 100 ms of 24 kHz PCM16, small enough for playback
-#: to start at once, large enough not to flood the socket with tiny frames.
-AUDIO_CHUNK_BYTES = PCM_RATE // 10 * 2
-_DONE = object()
-
-
-def to_rate(pcm: bytes, src: int, dst: int) -> bytes:
-    """16-bit mono PCM at ``src`` Hz → ``dst`` Hz (identity when equal)."""
-    if src == dst or not pcm:
-        return pcm
-    return float_to_pcm16(resample(pcm16_to_float(pcm), src, dst)).tobytes()
+#: Audio per response.output_audio.delta: 100 ms, small enough for playback to start at once,
+#: large enough not to flood the socket with tiny frames.
+CHUNK_MS = 100
 
 
 def error_of(exc: BaseException) -> tuple[str, str, str]:
@@ -63,6 +65,9 @@ class ResponseTurn:
         max_output_tokens: int | None,
         temperature: float | None,
         describe: dict[str, Any],
+        output_format: str = "audio/pcm",
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> None:
         self.send = send
         self.router = router
@@ -75,6 +80,10 @@ class ResponseTurn:
         self.id = new_id("resp")
         self.item_id = new_id("item")
         self.describe = describe  # session values echoed in the response object
+        self.output_format = output_format
+        self.tools = tools or []
+        self.tool_choice = tool_choice
+        self.calls: list[tuple[str, ToolCall]] = []  # (item id, call) of the function calls made
         self.ctx = RequestContext(request_id=uuid.uuid4().hex)
         self.text = ""
         self.started = False  # output item announced: failures now leave an incomplete item
@@ -82,11 +91,15 @@ class ResponseTurn:
         self.tokens_out = 0
         self.cancel_reason: str | None = None  # client_cancelled | turn_detected, set before cancelling
         self.audio_bytes = 0  # output audio sent so far (24 kHz PCM16)
+        self.answer: SpokenAnswer | None = None
+        self.t0 = time.perf_counter()
+        self.first_audio: float | None = None  # perf_counter when the first audio delta was sent
 
     # ------------------------------------------------------------------ events
 
     def _response(self, status: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
         output = [self._item("completed" if status == "completed" else "incomplete")] if self.started else []
+        output += [function_call_item(item_id, c.id, c.name, c.arguments) for item_id, c in self.calls]
         return {
             "id": self.id,
             "object": "realtime.response",
@@ -94,12 +107,20 @@ class ResponseTurn:
             "status_details": details,
             "output": output if status != "in_progress" else [],
             "output_modalities": ["audio" if self.audio else "text"],
-            "audio": {"output": {"format": {"type": "audio/pcm", "rate": PCM_RATE}, "voice": self.voice}},
+            "audio": {"output": {"format": format_object(self.output_format), "voice": self.voice}},
             "conversation_id": self.describe.get("conversation_id"),
             "max_output_tokens": self.max_output_tokens or "inf",
             "metadata": None,
             "usage": usage_object(self.tokens_in, self.tokens_out) if status != "in_progress" else None,
+            # talkgate's own: who answered this turn (the SDK keeps unknown fields)
+            "talkgate": self._served() if status != "in_progress" else None,
         }
+
+    def _served(self) -> dict[str, Any]:
+        stats = self.answer.stats if self.answer is not None else None
+        if stats is None:
+            return {"backend": "none", "providers": {}, "fallback": False}
+        return {"backend": stats.backend(), "providers": dict(stats.providers), "fallback": stats.fallback}
 
     def _item(self, status: str) -> dict[str, Any]:
         return message_item(
@@ -148,18 +169,31 @@ class ResponseTurn:
             messages=self.messages,
             max_tokens=self.max_output_tokens,
             temperature=self.temperature,
+            tools=self.tools,
+            tool_choice=self.tool_choice if self.tools else None,
         )
-        stream = await self.router.chat_stream(request, self.ctx)
-        sentences: asyncio.Queue[Any] = asyncio.Queue()
+        self.answer = SpokenAnswer(
+            self.router, self.ctx, request, voice=self.voice, speak=self.audio, sample_rate=PCM_RATE
+        )
+        delta_type = "response.output_audio_transcript.delta" if self.audio else "response.output_text.delta"
+        pieces = self.answer.pieces()
         try:
-            await self._announce()
-            async with asyncio.TaskGroup() as group:
-                if self.audio:
-                    group.create_task(self._speak(sentences))
-                await self._stream_text(stream, sentences)
+            async for piece in pieces:
+                if piece.kind == "tool_call" and piece.call is not None:
+                    await self._send_call(piece.call)
+                    continue
+                if not self.started:
+                    await self._announce()
+                if piece.kind == "text":
+                    self.text += piece.text
+                    await self.send(server_event(delta_type, **self._ids(), delta=piece.text))
+                elif piece.audio is not None:
+                    await self._send_audio(piece.audio)
+            if not self.started and not self.calls:
+                await self._announce()  # an empty reply still has its (empty) item
         finally:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
+            await pieces.aclose()
+            self.tokens_in, self.tokens_out = self.answer.stats.tokens_in, self.answer.stats.tokens_out
 
     async def _announce(self) -> None:
         self.started = True
@@ -171,44 +205,48 @@ class ResponseTurn:
         ids = self._ids()
         await self.send(server_event("response.content_part.added", **ids, part=self._part()))
 
-    async def _stream_text(self, stream: Any, sentences: asyncio.Queue[Any]) -> None:
-        splitter = SentenceSplitter()
-        delta_type = "response.output_audio_transcript.delta" if self.audio else "response.output_text.delta"
-        try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    self.tokens_in, self.tokens_out = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
-                if chunk.finish_reason == "content_filter":
-                    raise ProviderError(
-                        ErrorKind.CONTENT_FILTERED, "the reply was stopped by the content filter"
-                    )
-                if not chunk.delta:
-                    continue
-                self.text += chunk.delta
-                await self.send(server_event(delta_type, **self._ids(), delta=chunk.delta))
-                if self.audio:
-                    for sentence in splitter.feed(chunk.delta):
-                        await sentences.put(sentence)
-            if self.audio:
-                for sentence in splitter.flush():
-                    await sentences.put(sentence)
-        finally:
-            await sentences.put(_DONE)
+    async def _send_call(self, call: ToolCall) -> None:
+        """A function call as its own output item: added, its arguments, done."""
+        item_id, index = new_id("item"), len(self.calls) + (1 if self.started else 0)
+        self.calls.append((item_id, call))
+        ids = {"response_id": self.id, "item_id": item_id, "output_index": index, "call_id": call.id}
+        added = function_call_item(item_id, call.id, call.name, "", status="in_progress")
+        await self.send(
+            server_event("response.output_item.added", response_id=self.id, output_index=index, item=added)
+        )
+        await self.send(server_event("conversation.item.added", previous_item_id=None, item=added))
+        await self.send(server_event("response.function_call_arguments.delta", **ids, delta=call.arguments))
+        await self.send(
+            server_event(
+                "response.function_call_arguments.done", **ids, name=call.name, arguments=call.arguments
+            )
+        )
+        done = function_call_item(item_id, call.id, call.name, call.arguments)
+        await self.send(
+            server_event("response.output_item.done", response_id=self.id, output_index=index, item=done)
+        )
+        await self.send(server_event("conversation.item.done", previous_item_id=None, item=done))
 
-    async def _speak(self, sentences: asyncio.Queue[Any]) -> None:
-        while (sentence := await sentences.get()) is not _DONE:
-            spoken = clean_for_speech(sentence)
-            if not speakable(spoken):
-                continue
-            request = SynthesizeRequest(model="", text=spoken, voice=self.voice, sample_rate=PCM_RATE)
-            result = await self.router.synthesize(request, self.ctx)
-            pcm = await asyncio.to_thread(to_rate, result.audio.pcm, result.audio.sample_rate, PCM_RATE)
-            for start in range(0, len(pcm), AUDIO_CHUNK_BYTES):
-                chunk = encode_pcm(pcm[start : start + AUDIO_CHUNK_BYTES])
-                self.audio_bytes += min(AUDIO_CHUNK_BYTES, len(pcm) - start)
-                await self.send(server_event("response.output_audio.delta", **self._ids(), delta=chunk))
+    async def _send_audio(self, audio: AudioData) -> None:
+        pcm = await asyncio.to_thread(to_rate, audio.pcm, audio.sample_rate, PCM_RATE)
+        wire = await asyncio.to_thread(pcm_to_wire, pcm, self.output_format)
+        # bytes per chunk on the wire, and what a wire byte is in session (24 kHz PCM16) bytes
+        step = (
+            FORMATS[self.output_format] * CHUNK_MS // 1000 * (2 if self.output_format == "audio/pcm" else 1)
+        )
+        ratio = len(pcm) / len(wire) if wire else 0.0
+        for start in range(0, len(wire), step):
+            piece = wire[start : start + step]
+            self.audio_bytes += round(len(piece) * ratio)
+            delta = encode_pcm(piece)
+            await self.send(server_event("response.output_audio.delta", **self._ids(), delta=delta))
+            if self.first_audio is None:
+                self.first_audio = time.perf_counter()
 
     async def _finish(self) -> None:
+        if not self.started:  # only function calls
+            await self.send(server_event("response.done", response=self._response("completed")))
+            return
         ids = self._ids()
         if self.audio:
             await self.send(server_event("response.output_audio.done", **ids))

@@ -10,12 +10,17 @@ life of the connection (a realtime session is sticky to one replica, design.md r
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gateway.context import RequestContext
 from gateway.conversation.turn import DEFAULT_SYSTEM_PROMPT
+from gateway.errors import APIError
+from gateway.realtime.account import SessionAccount, estimate_tokens
+from gateway.realtime.audio import to_rate, wire_to_pcm
 from gateway.realtime.events import (
     PCM_RATE,
     BadEvent,
@@ -29,7 +34,16 @@ from gateway.realtime.events import (
     parse_modalities,
     server_event,
 )
-from gateway.realtime.response import ResponseTurn, Send, error_of, to_rate
+from gateway.realtime.response import ResponseTurn, Send, error_of
+from gateway.realtime.tools import (
+    describe_tool_choice,
+    describe_tools,
+    function_output_item,
+    history,
+    parse_call_output,
+    parse_tool_choice,
+    parse_tools,
+)
 from gateway.realtime.vad import SpeechDetector
 from providers.base import AudioData, TranscribeRequest
 
@@ -53,18 +67,40 @@ class Item:
     id: str
     role: str
     text: str
-    kind: str = "text"  # text | input_audio | audio
+    kind: str = "text"  # text | input_audio | audio | function_call | function_call_output
     audio_ms: int = 0  # assistant audio sent, for conversation.item.truncate
     transcription: asyncio.Task[None] | None = None
+    call_id: str = ""  # function_call(_output): the call; ``text`` holds arguments / output
+    name: str = ""  # function_call: the function
 
 
 class RealtimeSession:
-    def __init__(self, send: Send, router: Any, settings: Any, model: str, chat_model: str) -> None:
+    def __init__(
+        self,
+        send: Send,
+        router: Any,
+        settings: Any,
+        model: str,
+        chat_model: str,
+        *,
+        account: SessionAccount | None = None,
+        metrics: Any = None,
+        session_id: str | None = None,
+        vad_scorer: Any = None,
+    ) -> None:
         self.send = send
         self.router = router
         self.settings = settings
         self.chat_model = chat_model
+        self.account = account
+        self.metrics = metrics
+        self.vad_scorer = vad_scorer
         self.config = SessionConfig(model=model, voice=settings.voices.default)
+        if session_id:
+            self.config.id = session_id
+        self.refused = 0  # client events refused (error events the client caused)
+        self.speech_end: float | None = None  # perf_counter at the end of the last user speech
+        self.transcribed: float | None = None  # ... and when its transcript was final
         self.conversation_id = new_id("conv")
         self.items: list[Item] = []
         self.buffer = bytearray()
@@ -101,10 +137,11 @@ class RealtimeSession:
                 raise BadEvent(f"'{event['type'][:64]}' {kind}.", "unknown_event", "type")
             await handler(event)
         except BadEvent as exc:
+            self.refused += 1
             client_id = exc.event_id or (
                 event.get("event_id") if isinstance(event.get("event_id"), str) else None
             )
-            await self.send(error_event(exc.message, exc.code, exc.param, client_id))
+            await self.send(error_event(exc.message, exc.code, exc.param, client_id, exc.type))
 
     async def close(self) -> None:
         """Cancels every task of the session (the response, pending transcriptions)."""
@@ -128,7 +165,21 @@ class RealtimeSession:
 
     async def _session_update(self, event: dict[str, Any]) -> None:
         before = self.config.turn_detection
-        self.config.update(event.get("session"), event.get("event_id"))
+        session, eid = event.get("session"), event.get("event_id")
+        tools, choice = self.config.tools, self.config.tool_choice
+        if isinstance(session, dict):  # checked before anything changes: an update is all-or-nothing
+            if "tools" in session:
+                tools = parse_tools(session["tools"] or [], eid)
+            if "tool_choice" in session:
+                choice = parse_tool_choice(session["tool_choice"], tools, eid)
+            elif "tools" in session:
+                choice = parse_tool_choice(describe_tool_choice(choice), tools, eid)
+        self.config.update(session, eid)
+        self.config.tools, self.config.tool_choice = tools, choice
+        self.config.tools_wire, self.config.tool_choice_wire = (
+            describe_tools(tools),
+            describe_tool_choice(choice),
+        )
         vad = self.config.turn_detection
         if vad != before:
             self.speech_item = None
@@ -136,14 +187,25 @@ class RealtimeSession:
             if vad is not None:
                 self.vad_origin_ms = self.audio_in // BYTES_PER_MS
                 self.vad = await asyncio.to_thread(
-                    SpeechDetector, vad["threshold"], vad["prefix_padding_ms"], vad["silence_duration_ms"]
+                    partial(SpeechDetector, scorer=self.vad_scorer),
+                    vad["threshold"],
+                    vad["prefix_padding_ms"],
+                    vad["silence_duration_ms"],
                 )
         await self.send(server_event("session.updated", session=self.config.describe()))
 
     async def _item_create(self, event: dict[str, Any]) -> None:
         item, eid = event.get("item"), event.get("event_id")
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            await self._call_output_create(item, eid)
+            return
         if not isinstance(item, dict) or item.get("type", "message") != "message":
-            raise BadEvent("Only 'message' items can be created.", "invalid_value", "item.type", eid)
+            raise BadEvent(
+                "Only 'message' and 'function_call_output' items can be created.",
+                "invalid_value",
+                "item.type",
+                eid,
+            )
         role = item.get("role")
         if role not in ("user", "assistant", "system"):
             raise BadEvent(
@@ -177,6 +239,20 @@ class RealtimeSession:
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
 
+    async def _call_output_create(self, item: dict[str, Any], eid: str | None) -> None:
+        """The client's result of a function call the model made."""
+        calls = {i.call_id for i in self.items if i.kind == "function_call"}
+        call_id, output = parse_call_output(item, calls, eid)
+        item_id = item.get("id") if isinstance(item.get("id"), str) and item["id"] else new_id("item")
+        if any(i.id == item_id for i in self.items):
+            raise BadEvent(
+                f"An item with id '{item_id[:64]}' exists already.", "duplicate_item_id", "item.id", eid
+            )
+        previous = self._add_item(Item(item_id, "tool", output, kind="function_call_output", call_id=call_id))
+        wire = function_output_item(item_id, call_id, output)
+        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
+        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
+
     async def _item_delete(self, event: dict[str, Any]) -> None:
         item_id = event.get("item_id")
         found = [i for i in self.items if i.id == item_id]
@@ -190,7 +266,10 @@ class RealtimeSession:
     # ------------------------------------------------------------------ input audio
 
     async def _append(self, event: dict[str, Any]) -> None:
-        pcm = decode_pcm(event.get("audio"), "audio", event.get("event_id"))
+        kind = self.config.input_format
+        pcm = decode_pcm(event.get("audio"), "audio", event.get("event_id"), kind)
+        if kind != "audio/pcm":
+            pcm = await asyncio.to_thread(wire_to_pcm, pcm, kind)
         seconds = self.settings.limits.audio_seconds(AUDIO_SURFACE)
         if len(self.buffer) + len(pcm) > seconds * PCM_RATE * 2:
             raise BadEvent(
@@ -226,8 +305,11 @@ class RealtimeSession:
             if vad.get("interrupt_response") and task and not task.done() and turn:
                 turn.cancel_reason = "turn_detected"  # barge-in
                 task.cancel()
+                if self.metrics is not None:
+                    self.metrics.barge_ins.inc()
             return
         item_id, self.speech_item = self.speech_item or new_id("item"), None
+        self.speech_end = time.perf_counter()
         await self.send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id))
         end = ms * BYTES_PER_MS - (self.audio_in - len(self.buffer))
         end = max(0, min(len(self.buffer), end - end % 2))
@@ -257,6 +339,7 @@ class RealtimeSession:
                 event.get("event_id"),
             )
         pcm, self.buffer = bytes(self.buffer), bytearray()
+        self.speech_end = time.perf_counter()
         item_id, self.speech_item = self.speech_item or new_id("item"), None
         if self.vad is not None:
             self.vad.reset_speech()
@@ -276,10 +359,19 @@ class RealtimeSession:
         """Committed audio → transcript through the ASR chain; the user item's text."""
         ctx = RequestContext(request_id=uuid.uuid4().hex)
         audio = AudioData(await asyncio.to_thread(to_rate, pcm, PCM_RATE, ASR_RATE), ASR_RATE)
+        status = 200
         try:
+            if self.account is not None:
+                await self.account.admit_transcription(audio.duration_s)
             result = await self.router.transcribe(TranscribeRequest(model="", audio=audio), ctx)
+        except asyncio.CancelledError:
+            status = 499
+            raise
         except Exception as exc:
-            type_, code, message = error_of(exc)
+            status = exc.status if isinstance(exc, APIError) else 502
+            type_, code, message = (
+                (exc.type, exc.code or "refused", exc.message) if isinstance(exc, APIError) else error_of(exc)
+            )
             error = {"type": type_, "code": code, "message": message, "param": None}
             await self.send(
                 server_event(
@@ -290,6 +382,17 @@ class RealtimeSession:
                 )
             )
             return
+        finally:
+            if self.account is not None and status != 429:
+                await self.account.book(
+                    item.id,
+                    audio_seconds=audio.duration_s if status == 200 else 0.0,
+                    provider=ctx.provider,
+                    fallback=ctx.fallback,
+                    latency_ms=(time.perf_counter() - ctx.started) * 1000.0,
+                    status=status,
+                )
+        self.transcribed = time.perf_counter()
         item.text = result.text.strip()
         usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
         await self.send(
@@ -335,6 +438,14 @@ class RealtimeSession:
                 "'response.instructions' must be a string.", "invalid_value", "response.instructions", eid
             )
         voice = self.settings.voices.aliases.get(config.voice, config.voice)
+        budget = self.settings.saas.default_completion_tokens if max_tokens == "inf" else int(max_tokens)
+        charged = 0
+        if self.account is not None:
+            history = [{"content": instructions}] + [{"content": i.text} for i in self.items]
+            try:
+                charged = await self.account.admit_response(estimate_tokens(history, budget))
+            except APIError as exc:
+                raise BadEvent(exc.message, exc.code or "rate_limit_exceeded", None, eid, exc.type) from None
         self.response = ResponseTurn(
             send=self.send,
             router=self.router,
@@ -345,21 +456,75 @@ class RealtimeSession:
             max_output_tokens=None if max_tokens == "inf" else int(max_tokens),
             temperature=config.temperature,
             describe={"conversation_id": self.conversation_id},
+            output_format=config.output_format,
+            tools=config.tools,
+            tool_choice=config.tool_choice,
         )
-        self.response_task = self._spawn(self._respond(self.response))
+        self.response_task = self._spawn(self._respond(self.response, charged))
 
-    async def _respond(self, turn: ResponseTurn) -> None:
+    async def _respond(self, turn: ResponseTurn, charged: int) -> None:
         async def prepare() -> None:
             # Spoken questions are answered once transcribed: wait for pending transcriptions.
             pending = [i.transcription for i in self.items if i.transcription and not i.transcription.done()]
             if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
                 await asyncio.wait(pending)
-            turn.messages += [{"role": i.role, "content": i.text} for i in self.items if i.text]
+            turn.messages += history(self.items)
 
-        status = await turn.run(prepare)
+        status = "cancelled"
+        speech_end, self.speech_end = self.speech_end, None  # the speech this turn answers, if any
+        try:
+            status = await turn.run(prepare)
+        finally:
+            await self._account_turn(turn, status, charged, speech_end, self.transcribed)
         if turn.started and turn.text and status != "failed":
             kind, audio_ms = ("audio", turn.audio_bytes // BYTES_PER_MS) if turn.audio else ("text", 0)
             self._add_item(Item(turn.item_id, "assistant", turn.text, kind=kind, audio_ms=audio_ms))
+        if status == "completed":
+            for item_id, call in turn.calls:
+                self._add_item(
+                    Item(
+                        item_id,
+                        "assistant",
+                        call.arguments,
+                        kind="function_call",
+                        call_id=call.id,
+                        name=call.name,
+                    )
+                )
+
+    async def _account_turn(
+        self,
+        turn: ResponseTurn,
+        status: str,
+        charged: int,
+        speech_end: float | None,
+        transcribed: float | None,
+    ) -> None:
+        """The turn's usage row (whatever its end: a dropped session books what was produced)
+        and its metrics."""
+        stats = turn.answer.stats if turn.answer is not None else None
+        if self.account is not None:
+            await self.account.book(
+                turn.id,
+                charged,
+                tokens_in=turn.tokens_in,
+                tokens_out=turn.tokens_out,
+                characters=stats.tts_chars if stats else 0,
+                provider=stats.providers.get("chat") if stats else None,
+                model=self.chat_model or self.config.model or None,
+                fallback=stats.fallback if stats else False,
+                latency_ms=(time.perf_counter() - turn.t0) * 1000.0,
+                status={"completed": 200, "cancelled": 499}.get(status, 502),
+            )
+        if self.metrics is None or stats is None:
+            return
+        stages = {k: v for k, v in stats.marks.items() if k in ("llm_first_token", "tts_first_audio")}
+        if speech_end is not None:
+            if transcribed is not None and transcribed >= speech_end:
+                stages["asr"] = transcribed - speech_end
+            if turn.first_audio is not None:
+                stages["first_audio"] = turn.first_audio - speech_end
+        self.metrics.turn(status, stats.backend(), stats.fallback, stages)
 
     async def _response_cancel(self, event: dict[str, Any]) -> None:
         task, turn = self.response_task, self.response

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -27,7 +26,7 @@ from gateway.schemas import ChatCompletionRequest, parse_json_body, read_body, v
 from gateway.services import Services
 from gateway.sse_response import SSEResponse
 from gateway.streaming import SSE_HEADERS, ChunkWriter, StreamMeter, chat_sse, usage_dict
-from gateway.structured.answers import AnswerCheck, assemble, collect, is_structured
+from gateway.structured.answers import AnswerCheck, is_structured
 from gateway.structured.capabilities import chat_features
 from gateway.structured.images import content_parts, has_images, inline_images
 from gateway.structured.requests import (
@@ -37,10 +36,11 @@ from gateway.structured.requests import (
     check_tool_results,
     check_tools,
 )
+from gateway.structured.streams import open_chat_stream
 from gateway.usage import record
 from policies.routing import UnknownModelError
 from policies.targets import Target
-from providers.base import ChatChunk, ChatRequest, ChatResult, ProviderError, Usage
+from providers.base import ChatRequest, ChatResult, ProviderError, Usage
 
 router = APIRouter()
 
@@ -143,15 +143,6 @@ def message_body(result: ChatResult) -> dict[str, Any]:
     }
 
 
-async def replay(chunks: list[ChatChunk]) -> AsyncIterator[ChatChunk]:
-    """A checked answer, streamed as it came (the finish reason says ``tool_calls`` when it has calls)."""
-    calls = any(chunk.tool_calls for chunk in chunks)
-    for chunk in chunks:
-        if calls and chunk.finish_reason:
-            chunk = replace(chunk, finish_reason="tool_calls")
-        yield chunk
-
-
 def target_skip(
     services: Services, request: ChatRequest, images: int
 ) -> Callable[[Target], str | None] | None:
@@ -241,15 +232,7 @@ async def _chat_response(request: Request) -> Response:
 
     if body.stream:
         try:
-            if check is None:
-                chunks = await services.router.chat_stream(chat_request, ctx, skip)
-            else:  # checked whole before the first byte: see gateway/structured/answers.py
-                collected = await services.router.chat_collected(
-                    chat_request, ctx, lambda s: collect(s, check), skip
-                )
-                if services.metrics is not None:
-                    services.metrics.tool_calls(ctx.provider, len(assemble(collected).tool_calls))
-                chunks = replay(collected)
+            chunks = await open_chat_stream(services.router, chat_request, ctx, skip, services.metrics)
         except ProviderError as exc:
             raise no_provider_error(services, "chat", exc) from None
         if images and services.metrics is not None:

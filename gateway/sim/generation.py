@@ -188,7 +188,11 @@ def _stream(call: Call, state: SimState, answer: Answer, result_format: str, inc
 
     async def events() -> AsyncIterator[bytes]:
         text = ""
+        # The request log shows how far a stream got: a client that closed it early (a barge-in)
+        # leaves pieces_sent < pieces and finished false.
+        call.record.update(pieces=len(pieces), pieces_sent=0, finished=False)
         async for i, piece, text in paced_pieces(pieces, config.ttft_ms, config.token_delay_ms):
+            call.record["pieces_sent"] = i + 1
             chunk = piece if incremental else text
             body = {
                 "output": _output(chunk, "null", result_format),
@@ -202,5 +206,6 @@ def _stream(call: Call, state: SimState, answer: Answer, result_format: str, inc
             "request_id": call.request_id,
         }
         yield sse_event(len(pieces) + 1, final)
+        call.record["finished"] = True
 
     return sse_response(call, events, config)

@@ -1,4 +1,5 @@
-"""Local providers for offline and degraded mode: llama.cpp chat, faster-whisper ASR, piper TTS.
+"""Local providers for offline and degraded mode: llama.cpp chat, faster-whisper ASR, piper TTS
+(and Silero VAD for realtime sessions).
 
 Importing this package is cheap: the engines (llama_cpp, faster_whisper, piper) are imported
 only inside their worker processes, never by the gateway. The three providers share one pool
@@ -8,12 +9,16 @@ only inside their worker processes, never by the gateway. The three providers sh
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from providers.local.llama import LlamaCppChatProvider
 from providers.local.piper import PiperTTSProvider
 from providers.local.pool import Limit, ModelPool
 from providers.local.whisper import FasterWhisperProvider
+from providers.local.workers.ipc import LoadSpec
+
+VAD_ENGINE = "providers.local.vad_engine:SileroVadEngine"
 
 __all__ = [
     "FasterWhisperProvider",
@@ -47,6 +52,10 @@ def register_local_providers(services: Any) -> None:
         services.registry.register(capability, provider)
         services.on_startup.append(provider.load)
         services.on_shutdown.append(provider.unload)
+
+    # Silero VAD for realtime sessions: one stateless worker shared by every session.
+    vad = pool.supervisor(LoadSpec(VAD_ENGINE, "silero-vad", None, None), engine="vad", label="local:vad")
+    services.vad_scorer = partial(vad.call_blocking, "score")
 
     async def stop_pool() -> None:
         await asyncio.to_thread(pool.shutdown)

@@ -218,11 +218,9 @@ def test_bad_input_is_answered_with_errors(server: Any) -> None:
         }
         error = ask(json.dumps(vad))
         assert error["code"] == "unsupported_turn_detection" and "semantic_vad" in error["message"]
-        pcmu = {
-            "type": "session.update",
-            "session": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}},
-        }
-        assert ask(json.dumps(pcmu))["code"] == "unsupported_audio_format"
+        for fmt in ({"type": "audio/opus"}, {"type": "audio/pcm", "rate": 16000}, "mp3"):
+            update = {"type": "session.update", "session": {"audio": {"output": {"format": fmt}}}}
+            assert ask(json.dumps(update))["code"] == "unsupported_audio_format"
         assert ask(json.dumps({"type": "conversation.item.truncate"}))["code"] == "item_not_found"
         assert ask(json.dumps({"type": "conversation.item.retrieve"}))["code"] == "unknown_event"
         bad_item = {
