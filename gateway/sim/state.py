@@ -186,7 +186,11 @@ class FaultBook:
         """
         for fault in self._faults:
             if handshake:
-                if fault.status not in (401, 403) or fault.model is not None or fault.service == "generation":
+                if (
+                    fault.status not in (401, 403)
+                    or fault.model is not None
+                    or fault.service not in ("asr", "tts", "*")
+                ):
                     continue
             elif not fault.matches(service, model):
                 continue

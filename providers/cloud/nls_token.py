@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ from providers.cloud import nls_errors
 from providers.cloud.proxy import EgressProxy
 
 log = logging.getLogger("talkgate.providers.nls")
+
+#: aliyunsdkcore logs each response body at DEBUG ("Response received ... Response-body: ..."),
+#: which for CreateToken is the token itself: such records are dropped (see ``_RedactTokens``).
+SDK_LOGGER = "aliyunsdkcore.client"
+_TOKEN_RE = re.compile(r'"Token"\s*:')
 
 #: After a failed background refresh, try again this soon (and keep serving the cached token).
 REFRESH_RETRY_S = 30.0
@@ -54,6 +60,23 @@ class TokenStats:
     failures: int = 0  # failed attempts (each retry counts)
     hits: int = 0  # get() answered from the cache
     waits: int = 0  # get() had to wait for a fetch
+
+
+class _RedactTokens(logging.Filter):
+    """Drops aliyunsdkcore's debug records that carry a CreateToken answer (the bearer token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        return not _TOKEN_RE.search(text)
+
+
+def _guard_sdk_logger() -> None:
+    logger = logging.getLogger(SDK_LOGGER)
+    if not any(isinstance(f, _RedactTokens) for f in logger.filters):
+        logger.addFilter(_RedactTokens())
 
 
 def _secret(value: Any) -> str:
@@ -96,6 +119,7 @@ class NlsTokenSource:
         self._fetching: asyncio.Task[Token] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._client: Any = None
+        _guard_sdk_logger()
 
     # ------------------------------------------------------------------ public
 
