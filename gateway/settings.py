@@ -269,6 +269,8 @@ class EgressConfig(BaseModel):
     no_proxy: list[str] | None = None
     #: send loopback (127.0.0.0/8, ::1, localhost) through the proxy too
     proxy_loopback: bool = False
+    #: extra CA bundle trusted by every cloud client (a TLS-inspecting proxy's corporate CA)
+    ca_file: Path | None = None
 
 
 def describe_settings_error(exc: Exception) -> str:

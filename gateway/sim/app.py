@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,13 +55,15 @@ def create_app(
     nls_port: int | None = None,
     nls_host: str = "127.0.0.1",
     nls_config: NlsSimConfig | None = None,
+    nls_ssl: ssl.SSLContext | None = None,
 ) -> Starlette:
     """A fresh simulator with its own faults, request log and audio store.
 
     ``control_token``: when set, the control API (``/sim/faults``, ``/sim/requests``,
     ``/sim/config``) requires ``Authorization: Bearer <token>``; None leaves it open (loopback use).
     ``nls_port``: also serve Alibaba Cloud NLS (token endpoint and ``/ws/v1``, gateway/sim/nls/) on
-    ``nls_host:nls_port`` (0: a free port; ``app.state.nls_port`` tells which); None: no NLS.
+    ``nls_host:nls_port`` (0: a free port; ``app.state.nls_port`` tells which; TLS with ``nls_ssl``);
+    None: no NLS.
     """
     install_log_filter()
     routes = [
@@ -75,7 +78,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         exception_handlers={404: _not_found, 405: _bad_method},
-        lifespan=_nls_lifespan(nls_host, nls_port) if nls_port is not None else None,
+        lifespan=_nls_lifespan(nls_host, nls_port, nls_ssl) if nls_port is not None else None,
     )
     app.state.sim = SimState(config or SimConfig())
     app.state.nls = NlsState(nls_config or NlsSimConfig())
@@ -83,13 +86,13 @@ def create_app(
     return app
 
 
-def _nls_lifespan(host: str, port: int) -> Any:
+def _nls_lifespan(host: str, port: int, ssl_context: ssl.SSLContext | None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from gateway.sim.nls.server import NlsServer
 
         server = NlsServer(app.state.sim, app.state.nls)
-        app.state.nls_port = await server.start(host, port)
+        app.state.nls_port = await server.start(host, port, ssl_context)
         try:
             yield
         finally:

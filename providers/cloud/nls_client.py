@@ -87,6 +87,7 @@ class NlsClient:
                         self.gateway_url,
                         headers={"X-NLS-Token": token},
                         proxy=self.proxy.for_url(self.gateway_url),
+                        ssl=self.proxy.ssl_context() or True,
                         max_msg_size=MAX_WS_MESSAGE_BYTES,
                         autoping=True,
                     )

@@ -199,18 +199,22 @@ class NlsTokenSource:
                 timeout=self.timeout_s,
                 connect_timeout=self.timeout_s,
                 proxy=self.proxy.requests_proxies(self.url),
+                verify=self.proxy.ca_file,  # None: the SDK's own CA bundle
             )
         return self._client
 
     def _fetch_blocking(self) -> tuple[str, float]:
         """One CreateToken attempt (runs in a worker thread)."""
         from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
+        from aliyunsdkcore.http import protocol_type
         from aliyunsdkcore.request import CommonRequest
 
         request = CommonRequest()
         request.set_method("POST")
         request.set_domain(self.domain)
-        request.set_protocol_type(self.protocol)
+        # The SDK tests ``protocol is protocol_type.HTTPS`` (identity, not equality): an equal
+        # string from urlsplit would silently fall back to plain http.
+        request.set_protocol_type(protocol_type.HTTPS if self.protocol == "https" else protocol_type.HTTP)
         request.set_version(self.version)
         request.set_action_name("CreateToken")
         try:

@@ -10,12 +10,17 @@ Source of the proxy, first found wins: the explicit setting (``TALKGATE_EGRESS__
 curl and requests read them. ``https://`` and ``wss://`` use the https proxy through a CONNECT
 tunnel (TLS stays end to end); ``http://`` and ``ws://`` use the http proxy. Loopback hosts
 (127.0.0.0/8, ::1, localhost) never go through a proxy unless ``proxy_loopback`` is set.
+
+``ca_file`` (``TALKGATE_EGRESS__CA_FILE``) adds a CA bundle that every client trusts besides the
+system's, for proxies that inspect TLS with a corporate CA (and for tests over a local CA).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
+import ssl
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -40,19 +45,22 @@ class EgressProxy:
     https: str | None = None
     no_proxy: str = ""
     proxy_loopback: bool = False
+    ca_file: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> EgressProxy:
         """From ``settings.egress`` (proxy, no_proxy, proxy_loopback), else the environment."""
         egress = getattr(settings, "egress", None)
         loopback = bool(getattr(egress, "proxy_loopback", False))
+        ca = getattr(egress, "ca_file", None)
+        ca_file = str(ca) if ca else None
         explicit = getattr(egress, "proxy", None)
         env = urllib.request.getproxies_environment()  # lower- and upper-case names, like curl
         no_proxy = getattr(egress, "no_proxy", None)
         no = ",".join(no_proxy) if no_proxy is not None else env.get("no", "")
         if explicit:
-            return cls(http=explicit, https=explicit, no_proxy=no, proxy_loopback=loopback)
-        return cls(http=env.get("http"), https=env.get("https"), no_proxy=no, proxy_loopback=loopback)
+            return cls(explicit, explicit, no, loopback, ca_file)
+        return cls(env.get("http"), env.get("https"), no, loopback, ca_file)
 
     @property
     def configured(self) -> bool:
@@ -74,6 +82,10 @@ class EgressProxy:
             return None
         return proxy
 
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for https/wss calls when ``ca_file`` is set (None: the client's default)."""
+        return _context(self.ca_file) if self.ca_file else None
+
     def requests_proxies(self, url: str) -> dict[str, str | None]:
         """For ``requests``-style clients (aliyunsdkcore): always explicit, so that they do not
         read the environment themselves (a None value means: connect directly)."""
@@ -93,3 +105,10 @@ def proxy_address(proxy: str) -> tuple[str, int, dict[str, str]]:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
     return parts.hostname, parts.port or 80, headers
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_file)
+    return context

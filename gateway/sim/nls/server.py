@@ -9,6 +9,8 @@ settings for both clouds.
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
 from gateway.sim.nls.context import NLS_KEY, SIM_KEY
@@ -40,9 +42,10 @@ class NlsServer:
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         self.port = 0
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Bind and serve (https/wss with ``ssl_context``); returns the bound port."""
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         server = site._server  # the bound socket tells the port chosen for port 0
         assert server is not None and server.sockets
