@@ -43,7 +43,8 @@ _TOKEN_RE = re.compile(r'"Token"\s*:')
 REFRESH_RETRY_S = 30.0
 
 
-#: A token this close to its ExpireTime is not handed out any more (a task must still open with it).
+#: A token this close to its ExpireTime is not handed out any more (a task must still open with
+#: it); for a token living less than ten times this, a tenth of its life instead.
 EXPIRY_SLACK_S = 5.0
 
 
@@ -52,6 +53,7 @@ class Token:
     id: str
     expire_time: float  # Unix seconds
     refresh_at: float  # Unix seconds: when the background refresher replaces it
+    usable_until: float  # Unix seconds: handed out until then, fetched anew after
 
 
 @dataclass(slots=True)
@@ -132,7 +134,7 @@ class NlsTokenSource:
         waits only when there is none yet or it has expired. Raises ProviderError when none can be had."""
         token = self._token
         now = self.clock()
-        if token is not None and now < token.expire_time - EXPIRY_SLACK_S:
+        if token is not None and now < token.usable_until:
             self.stats.hits += 1
             if now >= token.refresh_at and (self._fetching is None or self._fetching.done()):
                 self._fetching = asyncio.create_task(self._fetch_with_retries())
@@ -181,7 +183,8 @@ class NlsTokenSource:
         lifetime = max(expire_time - now, 0.0)
         # Normally refresh_margin_s before expiry; a token shorter-lived than twice the margin
         # is refreshed at half its life instead, so the refresher never spins.
-        token = Token(token_id, expire_time, now + max(lifetime - self.refresh_margin_s, lifetime / 2))
+        refresh_at = now + max(lifetime - self.refresh_margin_s, lifetime / 2)
+        token = Token(token_id, expire_time, refresh_at, expire_time - min(EXPIRY_SLACK_S, lifetime / 10))
         self._token = token
         self.stats.fetches += 1
         log.info("NLS token fetched; it expires in %.0f s", token.expire_time - self.clock())

@@ -167,3 +167,15 @@ async def test_secrets_never_reach_logs_or_reprs(
     text = caplog.text + repr(asr.settings) + repr(asr.settings.nls)
     for secret in (NLS_SECRET, "wrong-secret-value", NLS_APPKEY, *sim.nls.tokens):
         assert secret not in text
+
+
+async def test_a_short_lived_token_is_still_served_from_the_cache(sim: SimHandle, make_nls: Any) -> None:
+    sim.nls.config.token_ttl_s = 4.0  # shorter than the 5 s expiry slack: a tenth of its life applies
+    asr, _ = await make_nls()
+    tokens = asr.client.tokens
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        await tokens.get()
+        await asyncio.sleep(0.02)
+    assert tokens.stats.waits == 1 and tokens.stats.hits > 50
+    assert sim.nls.created >= 2  # replaced in the background at half its life
