@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--nls-port",
         type=int,
-        default=8101,
-        help="port of the simulated Alibaba Cloud NLS (CreateToken and /ws/v1); 0: none",
+        default=0,
+        help="also serve the simulated Alibaba Cloud NLS (CreateToken and /ws/v1) on this port "
+        "(e.g. 8101); 0 (default): no NLS",
     )
     p.set_defaults(func=_sim)
 
