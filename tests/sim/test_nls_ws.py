@@ -278,3 +278,26 @@ async def test_synthesis_subtitles_and_long_text(nls_sim: SimHandle) -> None:
     assert subtitles[0]["sentence"] is True and subtitles[0]["end_index"] == 300
     assert all(a["end_time"] <= b["begin_time"] for a, b in itertools.pairwise(subtitles[1:]))
     assert nls_sim.requests("nls-tts")[-1]["text_chars"] == 300
+
+
+async def test_latency_and_cut_faults(nls_sim: SimHandle) -> None:
+    import time
+
+    tid = uuid.uuid4().hex
+    nls_sim.fault(service="nls-asr", latency_ms=300, times=1)
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(ws_url(nls_sim), headers={"X-NLS-Token": token_for(nls_sim)})
+        t0 = time.monotonic()
+        await ws.send_str(directive("SpeechTranscriber", "StartTranscription", tid))
+        assert json.loads((await ws.receive()).data)["header"]["name"] == "TranscriptionStarted"
+        assert time.monotonic() - t0 >= 0.3
+        await ws.close()
+    nls_sim.fault(service="nls-tts", cut_after=2, times=1)  # two audio frames, then the socket drops
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(ws_url(nls_sim), headers={"X-NLS-Token": token_for(nls_sim)})
+        text = "A long enough sentence to need several audio frames of synthesis."
+        await ws.send_str(directive("SpeechSynthesizer", "StartSynthesis", uuid.uuid4().hex, text=text))
+        kinds = []
+        async for msg in ws:
+            kinds.append(msg.type)
+        assert kinds == [aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.BINARY]  # no SynthesisCompleted
