@@ -25,8 +25,9 @@ class SimHandle:
         self.ws_base = f"ws://127.0.0.1:{server.port}/api-ws/v1/inference"
         self.compat_base = f"{server.url}/compatible-mode/v1"
         self.api_key = SIM_KEY
-        self.nls_port: int = server.server.config.app.state.nls_port  # NLS (gateway/sim/nls/)
-        self.nls = server.server.config.app.state.nls
+        state = server.server.config.app.state  # the simulated NLS (gateway/sim/nls/)
+        self.nls_port: int | None = getattr(state, "nls_port", None)
+        self.nls = state.nls
         self._client = httpx.Client(base_url=server.url, timeout=10)
 
     def fault(self, **spec: Any) -> dict[str, Any]:
