@@ -301,3 +301,25 @@ async def test_latency_and_cut_faults(nls_sim: SimHandle) -> None:
         async for msg in ws:
             kinds.append(msg.type)
         assert kinds == [aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.BINARY]  # no SynthesisCompleted
+
+
+def test_official_sdk_one_sentence_recognition(nls_sim: SimHandle) -> None:
+    import nls
+
+    nls_sim.control("PUT", "/sim/config", json={"asr_transcript": "Yes, please."})
+    seen: list[dict[str, Any]] = []
+    recognizer = nls.NlsSpeechRecognizer(
+        url=ws_url(nls_sim),
+        token=token_for(nls_sim),
+        appkey=NLS_APPKEY,
+        on_start=lambda m, *a: seen.append(json.loads(m)),
+        on_completed=lambda m, *a: seen.append(json.loads(m)),
+        on_error=lambda m, *a: seen.append(json.loads(m)),
+    )
+    recognizer.start(aformat="pcm")
+    pcm = sine_pcm(1.0, 16000)
+    for offset in range(0, len(pcm), 640):
+        recognizer.send_audio(pcm[offset : offset + 640])
+    recognizer.stop()
+    assert [m["header"]["name"] for m in seen] == ["RecognitionStarted", "RecognitionCompleted"]
+    assert seen[1]["payload"] == {"result": "Yes, please.", "duration": 1000}
