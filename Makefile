@@ -36,7 +36,7 @@ run: $(STAMP)
 	$(BIN)/talkgate serve --host $(HOST) --port $(PORT)
 
 sim: $(STAMP)
-	$(BIN)/talkgate sim --port 8100
+	$(BIN)/talkgate sim --port 8100 --nls-port 8101
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

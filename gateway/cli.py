@@ -54,7 +54,7 @@ def _sim(args: argparse.Namespace) -> int:
     from gateway.sim.exposure import UnsafeExposure
 
     try:
-        run_simulator(host=args.host, port=args.port)
+        run_simulator(host=args.host, port=args.port, nls_port=args.nls_port or None)
     except UnsafeExposure as exc:
         # Refused before binding: a clear reason and a non-zero exit, not a traceback.
         print(f"talkgate sim: {exc}", file=sys.stderr)
@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         help="bind address; a non-loopback one needs TALKGATE_SIM_API_KEYS and TALKGATE_SIM_CONTROL_TOKEN",
     )
     p.add_argument("--port", type=int, default=8100)
+    p.add_argument(
+        "--nls-port",
+        type=int,
+        default=0,
+        help="also serve the simulated Alibaba Cloud NLS (CreateToken and /ws/v1) on this port "
+        "(e.g. 8101); 0 (default): no NLS",
+    )
     p.set_defaults(func=_sim)
 
     try:

@@ -92,6 +92,10 @@ def _wire_providers(services: Services) -> None:
             log.warning("cloud providers are not available in this build")
         else:
             register_cloud_providers(services)
+    if settings.nls.enabled:
+        from providers.cloud.nls import register_nls_providers
+
+        register_nls_providers(services)
     try:
         from providers.local import register_local_providers
     except ImportError:

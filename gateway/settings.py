@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_keys import unknown_keys
@@ -230,6 +230,50 @@ class InputLimitsConfig(BaseModel):
         return self.audio_max_seconds.get(surface, self.audio_max_seconds.get("default", 600.0))
 
 
+class NlsConfig(BaseModel):
+    """Alibaba Cloud NLS (``nls:`` targets, providers/cloud/nls.py). Enabled when the AccessKey pair
+    and ``appkey`` are set (``TALKGATE_NLS__ACCESS_KEY_ID``, ``..._SECRET``, ``TALKGATE_NLS__APPKEY``).
+    Secrets are ``SecretStr``: they print as ``**********`` and never reach a log."""
+
+    access_key_id: SecretStr | None = None
+    access_key_secret: SecretStr | None = None
+    #: AppKey of the 16 kHz project (nls:transcriber-16k, and TTS unless appkey_tts is set)
+    appkey: SecretStr | None = None
+    #: AppKey of the 8 kHz telephony project (nls:transcriber-8k); unset: ``appkey``
+    appkey_8k: SecretStr | None = None
+    appkey_tts: SecretStr | None = None
+    region: str = "cn-shanghai"
+    #: CreateToken host, with scheme (``https://nlsmeta.ap-southeast-1.aliyuncs.com`` abroad)
+    token_endpoint: str = "https://nls-meta.cn-shanghai.aliyuncs.com"
+    token_version: str = "2019-02-28"
+    gateway_url: str = "wss://nls-gateway-cn-shanghai.aliyuncs.com/ws/v1"
+    #: replace the cached token this long before its ExpireTime (half its life if it is shorter)
+    token_refresh_margin_s: float = 600.0
+    token_attempts: int = 3
+    voice: str = "xiaoyun"
+    #: request voice -> NLS voice ("*": for any other name); NLS voice names pass through
+    voices: dict[str, str] = Field(default_factory=dict)
+    tts_sample_rate: int = 16000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.access_key_id and self.access_key_secret and self.appkey)
+
+
+class EgressConfig(BaseModel):
+    """Outbound proxy for every cloud call (providers/cloud/proxy.py). Unset ``proxy``: the
+    ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` environment, as curl reads it."""
+
+    #: e.g. ``http://user:pass@proxy.corp:3128``; used for http(s) and ws(s) (CONNECT for TLS)
+    proxy: str | None = None
+    #: hosts or domain suffixes that bypass the proxy; None: ``NO_PROXY`` from the environment
+    no_proxy: list[str] | None = None
+    #: send loopback (127.0.0.0/8, ::1, localhost) through the proxy too
+    proxy_loopback: bool = False
+    #: extra CA bundle trusted by every cloud client (a TLS-inspecting proxy's corporate CA)
+    ca_file: Path | None = None
+
+
 def describe_settings_error(exc: Exception) -> str:
     """A start-up error message that names the setting and the reason but never echoes values (secrets)."""
     errors = getattr(exc, "errors", None)
@@ -349,6 +393,8 @@ class Settings(BaseSettings):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
     saas: SaasConfig = Field(default_factory=SaasConfig)
+    nls: NlsConfig = Field(default_factory=NlsConfig)
+    egress: EgressConfig = Field(default_factory=EgressConfig)
     experiments: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("auth", mode="before")

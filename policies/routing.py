@@ -341,13 +341,19 @@ class Router:
             key = str(target)
             if now - self._auth_logged.get(key, -AUTH_LOG_INTERVAL_S) >= AUTH_LOG_INTERVAL_S:
                 self._auth_logged[key] = now
+                credentials = (
+                    "the NLS AccessKey, AppKeys (TALKGATE_NLS__*)"
+                    if target.provider == "nls"
+                    else "DASHSCOPE_API_KEY"
+                )
                 log.error(
-                    "upstream rejected our credentials for %s (%s: %s); %s. Check DASHSCOPE_API_KEY "
+                    "upstream rejected our credentials for %s (%s: %s); %s. Check %s "
                     "and the account's billing status.",
                     target,
                     exc.code,
                     exc.message,
                     then,
+                    credentials,
                     extra={"target": key, "error_code": exc.code},
                 )
             return

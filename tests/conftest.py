@@ -25,6 +25,9 @@ class SimHandle:
         self.ws_base = f"ws://127.0.0.1:{server.port}/api-ws/v1/inference"
         self.compat_base = f"{server.url}/compatible-mode/v1"
         self.api_key = SIM_KEY
+        state = server.server.config.app.state  # the simulated NLS (gateway/sim/nls/)
+        self.nls_port: int | None = getattr(state, "nls_port", None)
+        self.nls = state.nls
         self._client = httpx.Client(base_url=server.url, timeout=10)
 
     def fault(self, **spec: Any) -> dict[str, Any]:
@@ -59,8 +62,10 @@ class SimHandle:
 def sim_server() -> Iterator[ServerThread]:
     from gateway.sim.app import create_app
     from gateway.sim.config import SimConfig
+    from tests.nls_support import nls_sim_config
 
-    server = ServerThread(create_app(SimConfig(api_keys=[SIM_KEY]))).start()
+    app = create_app(SimConfig(api_keys=[SIM_KEY]), nls_port=0, nls_config=nls_sim_config())
+    server = ServerThread(app).start()
     yield server
     server.stop()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.sim.config import SimConfig
 
-SERVICES = ("generation", "asr", "tts", "*")
+SERVICES = ("generation", "asr", "tts", "nls-token", "nls-asr", "nls-tts", "*")
 
 # Bailian's error code and message for each HTTP status a fault may carry (reference §6.1).
 DEFAULT_CODES: dict[int, tuple[str, str]] = {
@@ -186,7 +186,11 @@ class FaultBook:
         """
         for fault in self._faults:
             if handshake:
-                if fault.status not in (401, 403) or fault.model is not None or fault.service == "generation":
+                if (
+                    fault.status not in (401, 403)
+                    or fault.model is not None
+                    or fault.service not in ("asr", "tts", "*")
+                ):
                     continue
             elif not fault.matches(service, model):
                 continue

@@ -6,7 +6,8 @@ header-first checks as avatars (``gateway/inputs/images.py``: dimensions and pix
 decoding) plus a byte limit; a URL is fetched only from hosts on ``vision.url_allow``, never from
 a private, loopback or link-local address (unless ``vision.allow_private_addresses``), with a
 size, type and time limit, and then sent upstream as a data URL, so the upstream never fetches
-anything on the gateway's behalf.
+anything on the gateway's behalf. The fetch is an outbound call like the cloud's: aiohttp, through
+the egress proxy and CA that ``providers/cloud/proxy.py`` chooses (README "HTTP libraries").
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from gateway.errors import APIError
 from gateway.inputs.echo import echo
 from gateway.inputs.hosts import HostCheck
 from gateway.inputs.images import check_image
 from lipsync.errors import ImageError
+from providers.cloud.proxy import EgressProxy
 
 
 def _bad(message: str, param: str) -> APIError:
@@ -121,24 +123,26 @@ async def _fetch(url: str, settings: Any, where: str) -> bytes:
         )
     if not config.allow_private_addresses:
         await _refuse_private(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), where)
+    egress = EgressProxy.from_settings(settings)
+    timeout = aiohttp.ClientTimeout(total=config.fetch_timeout_s)
     try:
         async with (
-            httpx.AsyncClient(
-                timeout=config.fetch_timeout_s, follow_redirects=False, trust_env=False
-            ) as client,
-            client.stream("GET", url) as response,
+            aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+            session.get(
+                url, allow_redirects=False, proxy=egress.for_url(url), ssl=egress.ssl_context() or True
+            ) as response,
         ):
-            if response.status_code != 200:
-                raise _bad(f"{where}: fetching the image answered HTTP {response.status_code}.", where)
+            if response.status != 200:
+                raise _bad(f"{where}: fetching the image answered HTTP {response.status}.", where)
             if not response.headers.get("content-type", "").startswith("image/"):
                 raise _bad(f"{where}: the URL did not answer with an image content type.", where)
             data = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_chunked(64 * 1024):
                 data += chunk
                 if len(data) > config.max_image_bytes:
                     raise _bad(f"{where}: the image is larger than {config.max_image_bytes} bytes.", where)
             return bytes(data)
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise _bad(f"{where}: the image could not be fetched ({type(exc).__name__}).", where) from None
 
 

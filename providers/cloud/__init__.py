@@ -2,6 +2,8 @@
 
 All three share one ``DashScopeClient`` (one aiohttp session: pooled keep-alive HTTP and
 the inference WebSocket), opened by the first ``load()`` and closed by the last ``unload()``.
+Alibaba Cloud NLS lives here too (``nls.py``, registered by ``register_nls_providers``), and so
+does the egress-proxy rule every cloud client follows (``proxy.py``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ JSON calls, whole or streamed as SSE, go through ``Http1Pool`` (providers/cloud/
 which costs far less CPU per call than aiohttp's ``ClientSession`` on the chat hot path; the
 inference WebSocket and result downloads use one aiohttp ``ClientSession``. Both are opened
 by the first provider's ``load()`` and closed by the last ``unload()`` (reference counted),
-never per request.
+never per request. Every call asks ``EgressProxy`` (providers/cloud/proxy.py) whether it goes
+through the egress proxy; aiohttp is never left to read the environment on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import orjson
 from providers.base import ErrorKind, ProviderError
 from providers.cloud import errors
 from providers.cloud.http1 import Http1Pool
+from providers.cloud.proxy import EgressProxy
 
 #: Largest SSE event we accept (base64 audio chunks can be big); guards memory.
 MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
@@ -113,6 +115,7 @@ class DashScopeClient:
         self.http_base = settings.dashscope_http_base_url.rstrip("/")
         self.ws_url = settings.dashscope_websocket_base_url.rstrip("/")
         self.timeout_s = float(settings.upstream_timeout_s)
+        self.proxy = EgressProxy.from_settings(settings)
         self._session: aiohttp.ClientSession | None = None
         self._http: Http1Pool | None = None
         self._heads: dict[tuple[str, bool], bytes] = {}  # (path, sse) -> request head
@@ -180,7 +183,13 @@ class DashScopeClient:
     def http(self) -> Http1Pool:
         """The keep-alive pool for JSON calls, whole (``post_json``) or streamed (``stream_sse``)."""
         if self._http is None or self._http.closed:
-            self._http = Http1Pool(self.http_base, limit=HTTP_POOL_LIMIT, idle_s=HTTP_IDLE_REUSE_S)
+            self._http = Http1Pool(
+                self.http_base,
+                limit=HTTP_POOL_LIMIT,
+                idle_s=HTTP_IDLE_REUSE_S,
+                proxy=self.proxy.for_url(self.http_base),
+                ssl_context=self.proxy.ssl_context(),
+            )
             self._heads = {}
         return self._http
 
@@ -228,7 +237,12 @@ class DashScopeClient:
     async def download(self, url: str) -> bytes:
         """GET a result file (an OSS URL in production): no Authorization, it would break the signature."""
         with errors.translated():
-            async with self.session.get(url, timeout=self._plain_timeout) as resp:
+            async with self.session.get(
+                url,
+                timeout=self._plain_timeout,
+                proxy=self.proxy.for_url(url),
+                ssl=self.proxy.ssl_context() or True,
+            ) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise errors.http_error(resp.status, _json_or_bytes(raw), resp.headers)
@@ -246,6 +260,8 @@ class DashScopeClient:
                     max_msg_size=MAX_WS_MESSAGE_BYTES,
                     autoping=True,
                     compress=0,
+                    proxy=self.proxy.for_url(self.ws_url),
+                    ssl=self.proxy.ssl_context() or True,
                 )
 
     @property

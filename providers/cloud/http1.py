@@ -12,11 +12,17 @@ prebuilt headers plus the body, httptools (the parser uvicorn uses) for the repl
 and a retry on a fresh connection when a reused one turns out to have been closed by the server
 before it answered. A streamed reply (SSE) is handed over chunk by chunk as it arrives, with an
 idle-read timeout and back-pressure. WebSockets and downloads stay on aiohttp.
+
+Through an egress proxy (``proxy=``, chosen by ``providers/cloud/proxy.py``): an ``https://``
+origin is reached through a CONNECT tunnel (TLS end to end, the proxy sees only the host); an
+``http://`` origin gets its requests in absolute form (``POST http://host/path``) on a connection to
+the proxy. Either way the connection is then pooled and reused like a direct one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 import zlib
@@ -27,6 +33,10 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from providers.cloud.proxy import proxy_address
+
+#: A proxy's answer to CONNECT larger than this (headers only) is refused.
+MAX_CONNECT_REPLY_BYTES = 16 * 1024
 #: A reply larger than this is refused (guards memory; DashScope JSON replies are small).
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 #: A streamed reply stops reading from the socket while this much is waiting for its consumer.
@@ -331,7 +341,15 @@ class Http1Pool:
     rarely met mid-request, and when it is, the request is sent again on a fresh connection.
     """
 
-    def __init__(self, base_url: str, *, limit: int = 512, idle_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        limit: int = 512,
+        idle_s: float = 30.0,
+        proxy: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -344,13 +362,19 @@ class Http1Pool:
         self.idle_s = idle_s
         self._limit = asyncio.Semaphore(limit)
         self._idle: deque[_Connection] = deque()
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
+        self._ssl: ssl.SSLContext | None = (ssl_context or ssl.create_default_context()) if self.tls else None
         self.closed = False
+        self.proxy: tuple[str, int, dict[str, str]] | None = proxy_address(proxy) if proxy else None
 
     def request_head(self, path: str, headers: dict[str, str]) -> bytes:
         """The start line and fixed headers of a POST to ``path`` (Content-Length is added per call)."""
-        lines = [f"POST {self.prefix}/{path.lstrip('/')} HTTP/1.1", f"Host: {self.host_header}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        target = f"{self.prefix}/{path.lstrip('/')}"
+        extra: dict[str, str] = {}
+        if self.proxy is not None and not self.tls:  # a plain-http origin through the proxy
+            target = f"http://{self.host_header}{target}"
+            extra = self.proxy[2]
+        lines = [f"POST {target} HTTP/1.1", f"Host: {self.host_header}"]
+        lines += [f"{name}: {value}" for name, value in {**headers, **extra}.items()]
         return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
     async def post(self, head: bytes, body: bytes, timeout_s: float) -> Reply:
@@ -405,16 +429,57 @@ class Http1Pool:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(
-                _Connection,
-                self.host,
-                self.port,
-                ssl=self._ssl,
-                server_hostname=self.host if self.tls else None,
-            )
+            if self.proxy is None:
+                _, conn = await loop.create_connection(
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self.tls else None,
+                )
+            elif not self.tls:
+                _, conn = await loop.create_connection(_Connection, self.proxy[0], self.proxy[1])
+            else:
+                sock = await self._tunnel()
+                try:
+                    _, conn = await loop.create_connection(
+                        _Connection, sock=sock, ssl=self._ssl, server_hostname=self.host
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
         except (OSError, ssl.SSLError) as exc:
             raise ConnectError(f"cannot connect to {self.host_header}: {exc}") from exc
         return conn
+
+    async def _tunnel(self) -> socket.socket:
+        """A socket to the proxy on which ``CONNECT host:port`` succeeded (raises ConnectError)."""
+        assert self.proxy is not None
+        host, port, headers = self.proxy
+        loop = asyncio.get_running_loop()
+        family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            authority = f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
+            lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            head = b""
+            while b"\r\n\r\n" not in head:  # the proxy says nothing more before our TLS hello
+                chunk = await loop.sock_recv(sock, 4096)
+                if not chunk or len(head) > MAX_CONNECT_REPLY_BYTES:
+                    raise ConnectError(f"the proxy ended the CONNECT to {self.host_header}")
+                head += chunk
+            status = head.split(b"\r\n", 1)[0].split(b" ")
+            if len(status) < 2 or status[1] != b"200":
+                reason = b" ".join(status[1:]).decode("latin-1", "replace")[:100]
+                raise ConnectError(f"the proxy refused CONNECT to {self.host_header}: {reason}")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _release(self, conn: _Connection) -> None:
         if conn.reusable and conn.open and not self.closed:

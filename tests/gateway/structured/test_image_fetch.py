@@ -1,0 +1,88 @@
+"""Image URLs in chat messages are fetched with aiohttp, under the same limits and egress proxy as
+the cloud calls (gateway/structured/images.py ``_fetch``), from a real local server."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway.errors import APIError
+from gateway.settings import Settings
+from gateway.structured.images import _fetch
+from tests.proxy_support import RecordingProxy
+from tests.servers import ServerThread
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 40, 40)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def image(request: Request) -> Response:
+    return Response(png(), media_type="image/png")
+
+
+async def big(request: Request) -> Response:
+    return Response(b"\x89PNG" + b"\x00" * 5000, media_type="image/png")
+
+
+async def text(request: Request) -> Response:
+    return Response("hello", media_type="text/plain")
+
+
+async def moved(request: Request) -> Response:
+    return RedirectResponse("/cat.png", status_code=302)
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[ServerThread]:
+    routes = [
+        Route("/cat.png", image),
+        Route("/big.png", big),
+        Route("/cat.txt", text),
+        Route("/moved", moved),
+    ]
+    server = ServerThread(Starlette(routes=routes)).start()
+    yield server
+    server.stop()
+
+
+def settings(**egress: Any) -> Settings:
+    vision = {"url_allow": ["127.0.0.1"], "allow_private_addresses": True, "max_image_bytes": 4096}
+    return Settings(vision=vision, egress=egress, log_json=False)
+
+
+async def test_an_allowed_image_url_is_fetched(images: ServerThread) -> None:
+    assert await _fetch(f"{images.url}/cat.png", settings(), "messages[0]") == png()
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/big.png", "larger than 4096 bytes"),
+        ("/cat.txt", "image content type"),
+        ("/moved", "answered HTTP 302"),  # redirects are not followed (they could lead anywhere)
+    ],
+)
+async def test_fetch_limits(images: ServerThread, path: str, reason: str) -> None:
+    with pytest.raises(APIError) as caught:
+        await _fetch(f"{images.url}{path}", settings(), "messages[0]")
+    assert caught.value.status == 400 and reason in caught.value.message
+
+
+async def test_the_fetch_goes_through_the_egress_proxy(images: ServerThread) -> None:
+    proxy = RecordingProxy().start()
+    try:
+        data = await _fetch(f"{images.url}/cat.png", settings(proxy=proxy.url, proxy_loopback=True), "m")
+    finally:
+        proxy.stop()
+    assert data == png() and proxy.seen == [f"GET {images.url}/cat.png"]
