@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Request
 
+from gateway.knowledge.service import KnowledgeService
 from gateway.settings import Settings
 from policies.routing import ProviderRegistry, Router
 
@@ -39,6 +40,7 @@ class Services:
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
     quota: Any = None  # policies.quota (SaaS)
     local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
+    knowledge: KnowledgeService | None = None  # files, vector stores, search (gateway/knowledge/)
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -63,8 +65,24 @@ def build_services(settings: Settings) -> Services:
     _wire_providers(services)
     _wire_operations(services)
     _wire_saas(services)
+    _wire_knowledge(services)
     _wire_lipsync(services)
     return services
+
+
+def _wire_knowledge(services: Services) -> None:
+    """Files and vector stores in the keys-and-usage database; started after its migrations."""
+    settings = services.settings
+    knowledge = services.knowledge = KnowledgeService(
+        services.keystore.sessions,
+        settings.data_dir,
+        services.router,
+        services.registry,
+        settings.knowledge,
+        services.metrics,
+    )
+    services.on_startup.append(knowledge.start)
+    services.on_shutdown.append(knowledge.stop)
 
 
 def _wire_lipsync(services: Services) -> None:

@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_keys import unknown_keys
+from gateway.knowledge.config import KnowledgeConfig
 from policies.circuit import BreakerSettings
 from policies.retry import RetrySettings
 from providers.local.workers.supervisor import RestartPolicy
@@ -68,6 +69,9 @@ def _default_routes() -> dict[str, RouteConfig]:
             aliases={"default": "cosyvoice-v2", "tts-1": "cosyvoice-v2", "tts-1-hd": "cosyvoice-v2"},
             extra_models=["qwen-tts"],
         ),
+        # Knowledge base (gateway/knowledge/): no local target; a failed embedding means lexical search.
+        "embedding": RouteConfig(chain=["bailian:text-embedding-v4"]),
+        "rerank": RouteConfig(chain=["bailian:qwen3-rerank", "bailian:gte-rerank-v2"]),
     }
 
 
@@ -146,6 +150,8 @@ class DeadlineConfig(BaseModel):
     chat: float = 60.0
     asr: float = 60.0
     tts: float = 60.0
+    embedding: float = 30.0
+    rerank: float = 10.0
     first_byte: float = 15.0
 
 
@@ -347,6 +353,7 @@ class Settings(BaseSettings):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
     saas: SaasConfig = Field(default_factory=SaasConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     experiments: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("auth", mode="before")
