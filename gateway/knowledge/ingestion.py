@@ -21,11 +21,12 @@ from typing import Any
 
 import anyio
 
+from gateway.knowledge.chunk_store import NewChunk
 from gateway.knowledge.chunking import Chunk, chunk_sections
 from gateway.knowledge.encoders import Encoders
 from gateway.knowledge.lexical import tokenize
 from gateway.knowledge.sections import Limits, ParseError
-from gateway.knowledge.store import KnowledgeStore, NewChunk
+from gateway.knowledge.store import KnowledgeStore
 
 log = logging.getLogger("talkgate.knowledge")
 

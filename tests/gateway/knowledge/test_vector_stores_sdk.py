@@ -63,6 +63,9 @@ def test_sdk_store_lifecycle_every_format(saas: Any) -> None:  # noqa: F811
     def top_file(query: str) -> str:
         page = client.vector_stores.search(store.id, query=query, max_num_results=3)
         assert page.data, query
+        # the gateway is pointed at the simulator: dense (text-embedding-v4) + BM25, reranked
+        extra = page.model_extra or {}
+        assert (extra["search_mode"], extra["reranked"]) == ("hybrid", True)
         return page.data[0].filename
 
     assert top_file("how long does express delivery take") == "shipping.md"
