@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.sim.config import SimConfig
 
-SERVICES = ("generation", "asr", "tts", "*")
+SERVICES = ("generation", "asr", "tts", "embedding", "rerank", "*")
 
 # Bailian's error code and message for each HTTP status a fault may carry (reference §6.1).
 DEFAULT_CODES: dict[int, tuple[str, str]] = {
