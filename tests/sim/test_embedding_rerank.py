@@ -40,7 +40,9 @@ def test_embedding_batch_limits_and_errors(ds: SimHandle) -> None:
     r = TextEmbedding.call(model="text-embedding-v4", input=[f"text {i}" for i in range(11)])
     assert r.status_code == 400 and r.code == "InvalidParameter"
     assert "batch size is invalid, it should not be larger than 10" in r.message
-    assert TextEmbedding.call(model="text-embedding-v2", input=[f"t {i}" for i in range(25)]).status_code == 200
+    assert (
+        TextEmbedding.call(model="text-embedding-v2", input=[f"t {i}" for i in range(25)]).status_code == 200
+    )
     r = TextEmbedding.call(model="text-embedding-v2", input=[f"t {i}" for i in range(26)])
     assert r.status_code == 400 and "larger than 25" in r.message
     r = TextEmbedding.call(model="text-embedding-v4", input=[""])
@@ -69,7 +71,7 @@ def test_rerank_orders_by_relevance(ds: SimHandle) -> None:
     r = TextReRank.call(model="qwen3-rerank", query=REFUND_Q, documents=docs, top_n=2, return_documents=True)
     assert r.status_code == 200, r
     results = r.output["results"]
-    assert [x["index"] for x in results][0] == 1 and len(results) == 2
+    assert [x["index"] for x in results] == [1, 0] and len(results) == 2
     assert results[0]["document"]["text"] == REFUND
     assert 0.0 <= results[1]["relevance_score"] <= results[0]["relevance_score"] <= 1.0
     full = TextReRank.call(model="gte-rerank-v2", query=REFUND_Q, documents=docs)
@@ -83,7 +85,11 @@ def test_rerank_limits(ds: SimHandle) -> None:
     too_many = {"model": "qwen3-rerank", "input": {"query": "q", "documents": ["d"] * 501}}
     r = httpx.post(url, headers=auth, json=too_many)
     assert r.status_code == 400 and r.json()["code"] == "InvalidParameter"
-    r = httpx.post(url, headers=auth, json={"model": "qwen3-rerank", "input": {"query": "q", "documents": []}})
+    r = httpx.post(
+        url, headers=auth, json={"model": "qwen3-rerank", "input": {"query": "q", "documents": []}}
+    )
     assert r.status_code == 400 and r.json()["code"] == "BadRequest.EmptyInput"
-    r = httpx.post(url, headers=auth, json={"model": "qwen-plus", "input": {"query": "q", "documents": ["d"]}})
+    r = httpx.post(
+        url, headers=auth, json={"model": "qwen-plus", "input": {"query": "q", "documents": ["d"]}}
+    )
     assert r.status_code == 404 and r.json()["code"] == "ModelNotFound"

@@ -83,6 +83,8 @@ def test_vectors_of_another_embedding_space_are_never_compared(
     assert _search(client, store.id, "reset password")[1]["search_mode"] == "hybrid"
     first.stop()
     # the operator changes the embedding dimension: the stored 512-d vectors are a different space
-    second = run_gateway(gateway_settings(data_dir=tmp_path / "shared", knowledge={"embedding_dimension": 256}))
+    second = run_gateway(
+        gateway_settings(data_dir=tmp_path / "shared", knowledge={"embedding_dimension": 256})
+    )
     files, extra = _search(_sdk(second), store.id, "reset password")
     assert files == ["faq.csv"] and extra["search_mode"] == "lexical"
