@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Request
 
+from gateway.knowledge.grounding import KnowledgeRetriever, Retriever
 from gateway.knowledge.service import KnowledgeService
 from gateway.settings import Settings
 from policies.routing import ProviderRegistry, Router
@@ -41,6 +42,7 @@ class Services:
     quota: Any = None  # policies.quota (SaaS)
     local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
     knowledge: KnowledgeService | None = None  # files, vector stores, search (gateway/knowledge/)
+    retriever: Retriever | None = None  # grounding for chat, talk and realtime turns
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -81,6 +83,7 @@ def _wire_knowledge(services: Services) -> None:
         settings.knowledge,
         services.metrics,
     )
+    services.retriever = KnowledgeRetriever(knowledge, settings.knowledge.answer_min_score)
     services.on_startup.append(knowledge.start)
     services.on_shutdown.append(knowledge.stop)
 

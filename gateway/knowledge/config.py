@@ -36,3 +36,5 @@ class KnowledgeConfig(BaseModel):
     #: Grounded chat: a passage must score at least this to be given to the model; with none,
     #: the gateway declines without calling the model (no invented refund policies).
     answer_min_score: float = 0.35
+    #: Stores a tenant's chat requests are grounded in when they name none (tenant id → store ids).
+    tenant_default_stores: dict[str, list[str]] = Field(default_factory=dict)
