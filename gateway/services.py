@@ -83,7 +83,9 @@ def _wire_knowledge(services: Services) -> None:
         settings.knowledge,
         services.metrics,
     )
-    services.retriever = KnowledgeRetriever(knowledge, settings.knowledge.answer_min_score)
+    services.retriever = KnowledgeRetriever(
+        knowledge, settings.knowledge.answer_min_score, settings.knowledge.answer_min_support
+    )
     services.on_startup.append(knowledge.start)
     services.on_shutdown.append(knowledge.stop)
 

@@ -3,9 +3,11 @@
 ``Retriever`` is the seam the chat route, ``/v1/talk`` and the realtime session share (they get an
 instance injected; this package knows no chat wire format). ``retrieve`` returns a ``Grounding``:
 
-- ``answerable`` is False when no passage reaches ``answer_min_score``: callers then answer with
-  ``decline_text()`` without calling the model (a customer-service bot must not invent a refund
-  policy, and even a small local model cannot if it is not asked).
+- ``answerable`` is False when none of the top 3 passages reaches ``answer_min_score`` nor covers
+  ``answer_min_support`` of the question's words: callers then answer with ``decline_text()``
+  without calling the model (a customer-service bot must not invent a refund policy, and even a
+  small local model cannot if it is not asked). Two signals because scores mean different things
+  per mode (reranker relevance, cosine, saturated BM25) while word coverage means the same in all.
 - ``system_message()`` numbers the passages [1]..[n] and tells the model to cite them and to say
   it does not know when they do not answer; the local fallback model gets the same prompt.
 - ``citations(answer)`` maps the answer's [n] / 【n】 markers back to passages; a number that names
@@ -132,9 +134,13 @@ class KnowledgeRetriever:
     """``Retriever`` over the knowledge service. Raises ``service.NotFound`` for a store that is
     not the tenant's (callers answer 404, as the API does)."""
 
-    def __init__(self, knowledge: Any, min_score: float) -> None:
+    #: Passages looked at for the answer/decline decision.
+    DECIDING = 3
+
+    def __init__(self, knowledge: Any, min_score: float, min_support: float) -> None:
         self.knowledge = knowledge
         self.min_score = min_score
+        self.min_support = min_support
 
     async def retrieve(
         self,
@@ -147,9 +153,10 @@ class KnowledgeRetriever:
         result = await self.knowledge.search(
             tenant, list(vector_store_ids), query, max_results=max_results, parent=parent
         )
-        kept = [h for h in result.hits if h.score >= self.min_score]
-        passages = [Passage(i + 1, h) for i, h in enumerate(kept)]
-        grounding = Grounding(query, passages, bool(passages), result.mode, len(result.hits))
+        deciding = result.hits[: self.DECIDING]
+        answerable = any(h.score >= self.min_score or h.support >= self.min_support for h in deciding)
+        passages = [Passage(i + 1, h) for i, h in enumerate(result.hits)] if answerable else []
+        grounding = Grounding(query, passages, answerable, result.mode, len(result.hits))
         metrics = getattr(self.knowledge, "metrics", None)
         if metrics is not None:
             metrics.grounded_answer(tenant, grounding.answerable)

@@ -155,6 +155,29 @@ class BM25Index:
         norm = np.repeat(K1 * (1 - B + B * lengths / average), np.diff(counts.indptr))
         counts.data = (tf * (K1 + 1) / (tf + norm) * idf[counts.indices]).astype(np.float32)
         self.weights = counts.tocsc()
+        self.rows = counts  # CSR: one chunk's terms at a time (support)
+        self.idf = idf
+        #: the idf a term unseen in this store would have: the rarest possible (df = 0)
+        self.unseen_idf = float(np.log1p((self.size + 0.5) / 0.5))
+
+    def support(self, terms: list[str], row: int) -> float:
+        """The idf-weighted share of the query's distinct terms that occur in chunk ``row``.
+
+        Why: a question whose words are mostly absent from the passage (or from the whole store:
+        such words weigh the most) is probably not answered by it, whatever its rank; grounded chat
+        declines below a threshold of this (gateway/knowledge/grounding.py)."""
+        distinct = list(dict.fromkeys(terms))
+        if not distinct or self.size == 0:
+            return 0.0
+        present = set(self.rows.indices[self.rows.indptr[row] : self.rows.indptr[row + 1]].tolist())
+        total = found = 0.0
+        for term in distinct:
+            column = self.vocabulary.get(term)
+            weight = self.unseen_idf if column is None else float(self.idf[column])
+            total += weight
+            if column is not None and column in present:
+                found += weight
+        return found / total if total else 0.0
 
     def scores(self, terms: list[str]) -> np.ndarray:
         columns = [self.vocabulary[t] for t in terms if t in self.vocabulary]

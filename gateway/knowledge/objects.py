@@ -88,6 +88,7 @@ def hit_object(hit: Hit) -> dict[str, Any]:
         # talkgate: where the passage is, for citations
         "chunk": {"id": hit.chunk_id, "index": hit.ordinal, "heading": hit.heading, "page": hit.page},
         "vector_store_id": hit.store_id,
+        "support": hit.support,
     }
 
 

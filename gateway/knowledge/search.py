@@ -45,6 +45,7 @@ class Hit:
     text: str
     score: float
     attributes: dict[str, Any]
+    support: float = 0.0  # idf-weighted share of the query's words found in the passage
 
 
 @dataclass(slots=True)
@@ -122,14 +123,20 @@ class Searcher:
                 cos = float(cosine[row]) if cosine is not None else None
                 candidates.append(_Candidate(index, row, fused, float(bm25[row]), cos))
         candidates.sort(key=lambda c: -c.fused)
-        hits, reranked = await self._finish(query, candidates, max_results, rerank, parent)
+        hits, reranked = await self._finish(query, terms, candidates, max_results, rerank, parent)
         if score_threshold is not None:
             hits = [h for h in hits if h.score >= score_threshold]
         mode = "hybrid" if dense_used else "lexical"
         return SearchResult(hits, mode, reranked, time.perf_counter() - started, notes)
 
     async def _finish(
-        self, query: str, candidates: list[_Candidate], max_results: int, rerank: bool, parent: Any | None
+        self,
+        query: str,
+        terms: list[str],
+        candidates: list[_Candidate],
+        max_results: int,
+        rerank: bool,
+        parent: Any | None,
     ) -> tuple[list[Hit], bool]:
         pool = candidates[: max(max_results, self.config.rerank_candidates)]
         scored: list[tuple[_Candidate, float]] = []
@@ -142,7 +149,7 @@ class Searcher:
                 reranked = True
         if not reranked:
             scored = [(c, c.cosine if c.cosine is not None else lexical_score(c.bm25)) for c in pool]
-        return [_hit(c, score) for c, score in scored[:max_results]], reranked
+        return [_hit(c, score, terms) for c, score in scored[:max_results]], reranked
 
 
 def _passage(index: StoreIndex, row: int) -> str:
@@ -150,7 +157,7 @@ def _passage(index: StoreIndex, row: int) -> str:
     return f"{heading}\n{index.texts[row]}" if heading else index.texts[row]
 
 
-def _hit(c: _Candidate, score: float) -> Hit:
+def _hit(c: _Candidate, score: float, terms: list[str]) -> Hit:
     index, row = c.index, c.row
     filename, attributes = index.files.get(index.file_ids[row], ("", {}))
     return Hit(
@@ -164,4 +171,5 @@ def _hit(c: _Candidate, score: float) -> Hit:
         text=index.texts[row],
         score=round(max(0.0, min(1.0, float(score))), 6),
         attributes=attributes,
+        support=round(index.bm25.support(terms, row), 4),
     )
