@@ -86,9 +86,11 @@ class IndexCache:
         self._locks: dict[str, asyncio.Lock] = {}
         self.builds = 0  # for tests and metrics: how many times an index was (re)built
 
-    async def get(self, store_id: str) -> StoreIndex | None:
-        """The store's current index; None if the store no longer exists."""
-        version = await self.store.store_version(store_id)
+    async def get(self, store_id: str, version: int | None = None) -> StoreIndex | None:
+        """The store's current index; None if the store no longer exists. ``version``: the
+        store row's, when the caller has just read it (saves a database round trip)."""
+        if version is None:
+            version = await self.store.store_version(store_id)
         if version is None:
             self._indexes.pop(store_id, None)
             return None

@@ -86,10 +86,14 @@ class Searcher:
     ) -> SearchResult:
         """Raises StoreNotFound for a store id that is not the tenant's (checked before any work)."""
         started = time.perf_counter()
+        versions = []
         for store_id in store_ids:
-            if await self.store.get_store(tenant, store_id) is None:
+            row = await self.store.get_store(tenant, store_id)
+            if row is None:
                 raise StoreNotFound(store_id)
-        indexes = [i for i in [await self.indexes.get(s) for s in store_ids] if i is not None and i.size]
+            versions.append(row.version)
+        found = [await self.indexes.get(s, v) for s, v in zip(store_ids, versions, strict=True)]
+        indexes = [i for i in found if i is not None and i.size]
         terms = tokenize(query)
         query_vector: dict[str, np.ndarray] = {}
         if any(i.dense is not None for i in indexes):
