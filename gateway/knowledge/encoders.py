@@ -24,7 +24,7 @@ from providers.base import EmbedRequest, ProviderError, RerankRequest
 log = logging.getLogger("talkgate.knowledge")
 
 
-def _context(parent: Any | None) -> RequestContext:
+def _context() -> RequestContext:
     return RequestContext(request_id=f"kb-{uuid.uuid4().hex[:16]}")
 
 
@@ -50,14 +50,9 @@ class Encoders:
     async def _embed(
         self, texts: list[str], text_type: str, parent: Any | None
     ) -> tuple[str, np.ndarray] | None:
-        ctx = _context(parent)
-        request = EmbedRequest(
-            model="",
-            texts=texts,
-            text_type=text_type,
-            dimension=self.config.embedding_dimension,  # type: ignore[arg-type]
-        )
-        request.model = self.router.resolve("embedding", None)[0].model
+        ctx = _context()
+        model = self.router.resolve("embedding", None)[0].model
+        request = EmbedRequest(model, texts, text_type, self.config.embedding_dimension)  # type: ignore[arg-type]
         try:
             result = await self.router.embed(request, ctx)
         except ProviderError as exc:
@@ -86,7 +81,7 @@ class Encoders:
         """(index into documents, relevance), best first; None when reranking is unavailable."""
         if not documents or not self.can_rerank:
             return None
-        ctx = _context(parent)
+        ctx = _context()
         request = RerankRequest(model=self.router.resolve("rerank", None)[0].model, query=query,
                                 documents=documents, top_n=top_n)  # fmt: skip
         try:
