@@ -87,3 +87,16 @@ class KnowledgeChunk(Base):
     n_tokens: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     embedding_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class FileBatch(Base):
+    """``/v1/vector_stores/{id}/file_batches``: files attached together; status is derived from theirs."""
+
+    __tablename__ = "kb_file_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    store_id: Mapped[str] = mapped_column(String(40))
+    file_ids: Mapped[list] = mapped_column(JSON)
+    cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)

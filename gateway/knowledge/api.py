@@ -8,7 +8,12 @@ from gateway.errors import APIError
 from gateway.inputs.echo import echo
 from gateway.knowledge.service import KnowledgeService, NotFound, QuotaExceeded
 
-_NOUNS = {"file": "file", "vector_store": "vector store", "vector_store.file": "file in this vector store"}
+_NOUNS = {
+    "file": "file",
+    "vector_store": "vector store",
+    "vector_store.file": "file in this vector store",
+    "vector_store.file_batch": "file batch in this vector store",
+}
 
 
 def not_found(exc: NotFound) -> APIError:

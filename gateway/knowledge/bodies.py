@@ -82,6 +82,33 @@ class AttachFile(_Body):
     _attributes = field_validator("attributes")(lambda v: _check_pairs(v, "attributes", scalars=True))
 
 
+class BatchFile(_Body):
+    file_id: str = Field(min_length=1, max_length=64)
+    attributes: dict[str, Any] | None = None
+
+    _attributes = field_validator("attributes")(lambda v: _check_pairs(v, "attributes", scalars=True))
+
+
+class CreateBatch(_Body):
+    file_ids: list[str] | None = Field(default=None, min_length=1, max_length=500)
+    files: list[BatchFile] | None = Field(default=None, min_length=1, max_length=500)
+    attributes: dict[str, Any] | None = None
+    chunking_strategy: ChunkingStrategy | None = None
+
+    _attributes = field_validator("attributes")(lambda v: _check_pairs(v, "attributes", scalars=True))
+
+    @model_validator(mode="after")
+    def _one_list(self) -> CreateBatch:
+        if (self.file_ids is None) == (self.files is None):
+            raise ValueError("give exactly one of file_ids and files")
+        return self
+
+    def pairs(self) -> list[tuple[str, dict[str, Any]]]:
+        if self.files is not None:
+            return [(f.file_id, f.attributes or self.attributes or {}) for f in self.files]
+        return [(file_id, self.attributes or {}) for file_id in self.file_ids or []]
+
+
 class UpdateAttributes(_Body):
     attributes: dict[str, Any] | None
 

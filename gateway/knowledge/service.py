@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.knowledge.batches import BatchStore
 from gateway.knowledge.encoders import Encoders
 from gateway.knowledge.index import IndexCache
 from gateway.knowledge.ingestion import Ingestor, Job
@@ -40,6 +41,7 @@ class KnowledgeService:
     ) -> None:
         self.config = config
         self.store = KnowledgeStore(sessions, data_dir / "knowledge")
+        self.batches = BatchStore(sessions)
         self.encoders = Encoders(router, registry, config)
         self.indexes = IndexCache(self.store, config.index_cache_chunks)
         self.metrics = KnowledgeMetrics(metrics.registry) if metrics is not None else None
@@ -137,6 +139,24 @@ class KnowledgeService:
         await self.vector_store(tenant, store_id)
         if not await self.store.detach(tenant, store_id, file_id):
             raise NotFound("vector_store.file", file_id)
+
+    async def create_batch(
+        self, tenant: str, store_id: str, files: list[tuple[str, dict[str, Any]]], chunking: dict[str, Any]
+    ) -> Any:
+        """Attach several files at once (all ids checked first); returns the batch row."""
+        await self.vector_store(tenant, store_id)
+        for file_id, _ in files:
+            await self.file(tenant, file_id)
+        for file_id, attributes in files:
+            await self.attach(tenant, store_id, file_id, attributes, chunking)
+        return await self.batches.create(tenant, store_id, [f for f, _ in files])
+
+    async def batch(self, tenant: str, store_id: str, batch_id: str) -> Any:
+        await self.vector_store(tenant, store_id)
+        row = await self.batches.get(tenant, store_id, batch_id)
+        if row is None:
+            raise NotFound("vector_store.file_batch", batch_id)
+        return row
 
     # ------------------------------------------------------------------ search
 

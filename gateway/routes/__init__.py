@@ -25,6 +25,7 @@ _MODULES = (
     "realtime",
     "files",
     "vector_stores",
+    "file_batches",
     "admin_knowledge",
 )
 

@@ -1,4 +1,4 @@
-"""Knowledge base: files, vector stores, their files, chunks.
+"""Knowledge base: files, vector stores, their files, chunks, file batches.
 
 Revision ID: 0002_knowledge
 Revises: 0001
@@ -76,9 +76,20 @@ def upgrade() -> None:
         sa.Column("embedding_model", sa.String(128), nullable=True),
     )
     op.create_index("ix_kb_chunks_store_file", "kb_chunks", ["store_id", "file_id"])
+    op.create_table(
+        "kb_file_batches",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("store_id", sa.String(40), nullable=False),
+        sa.Column("file_ids", sa.JSON, nullable=False),
+        sa.Column("cancelled", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_kb_file_batches_tenant_id", "kb_file_batches", ["tenant_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("kb_file_batches")
     op.drop_table("kb_chunks")
     op.drop_table("kb_store_files")
     op.drop_table("kb_stores")

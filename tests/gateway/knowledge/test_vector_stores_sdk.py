@@ -152,3 +152,23 @@ def test_scopes_read_and_write(saas: Any) -> None:  # noqa: F811
     finally:
         reader.close()
         chatter.close()
+
+
+def test_file_batches_upload_and_poll(saas: Any) -> None:  # noqa: F811
+    gw = saas()
+    client, other = _client(gw, "acme"), _client(gw, "globex")
+    store = client.vector_stores.create(name="batch")
+    names = ["returns.txt", "shipping.md", "faq.csv"]
+    batch = client.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=store.id, files=[(n, FILES[n]) for n in names]
+    )
+    assert batch.object == "vector_store.files_batch" and batch.status == "completed"
+    assert (batch.file_counts.completed, batch.file_counts.total) == (3, 3)
+    listed = client.vector_stores.file_batches.list_files(batch_id=batch.id, vector_store_id=store.id)
+    assert len(listed.data) == 3 and {f.status for f in listed.data} == {"completed"}
+    assert client.vector_stores.search(store.id, query="PayPal").data[0].filename == "faq.csv"
+    with pytest.raises(openai.NotFoundError):
+        other.vector_stores.file_batches.retrieve(batch_id=batch.id, vector_store_id=store.id)
+    mine = other.vector_stores.create(name="mine")
+    with pytest.raises(openai.NotFoundError):  # another tenant's file ids cannot be batched
+        other.vector_stores.file_batches.create(vector_store_id=mine.id, file_ids=[listed.data[0].id])
