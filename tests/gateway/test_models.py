@@ -11,8 +11,8 @@ import pytest
 from gateway.app import create_app
 from gateway.services import Services
 from gateway.settings import Settings
-from providers.base import CAPABILITIES
 from policies.routing import ProviderRegistry, Router
+from providers.base import CAPABILITIES
 from tests.gateway import fake_providers
 from tests.gateway.fake_providers import FakeGateway
 from tests.servers import ServerThread, serving
