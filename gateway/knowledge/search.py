@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import numpy as np
 
 from gateway.knowledge import filters as attribute_filters
 from gateway.knowledge.encoders import Encoders
 from gateway.knowledge.index import IndexCache, StoreIndex
 from gateway.knowledge.lexical import tokenize
-from gateway.knowledge.ranking import lexical_score, rrf, top_k
+from gateway.knowledge.ranking import DENSE_OFFLOAD_ROWS, dense_scores, lexical_score, rrf, top_k
 from gateway.knowledge.store import KnowledgeStore
 
 
@@ -116,7 +117,10 @@ class Searcher:
             if index.dense is not None:
                 vector = query_vector.get(index.dense_model or "")
                 if vector is not None:
-                    cosine = index.dense @ vector
+                    if index.size > DENSE_OFFLOAD_ROWS:
+                        cosine = await anyio.to_thread.run_sync(dense_scores, index.dense, vector)
+                    else:
+                        cosine = dense_scores(index.dense, vector)
                     rankings.append(top_k(cosine, self.config.candidates, mask))
                     dense_used = True
                 else:
