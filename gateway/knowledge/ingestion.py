@@ -84,7 +84,12 @@ class Ingestor:
     async def start(self) -> None:
         for _ in range(max(1, self.config.workers)):
             self._tasks.append(asyncio.create_task(self._worker()))
-        for row in await self.store.pending():
+        try:
+            pending = await self.store.pending()
+        except Exception:  # e.g. saas.migrate_on_start off and the tables not created yet
+            log.exception("could not re-queue unfinished ingestions (are the migrations applied?)")
+            return
+        for row in pending:
             self.submit(Job(row.tenant_id, row.store_id, row.file_id, row.generation, row.chunking or {}))
 
     async def stop(self) -> None:
