@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import openai
 
 from tests.conftest import SimHandle
@@ -34,7 +35,10 @@ def _search(client: openai.OpenAI, store_id: str, query: str) -> tuple[list[str]
 def test_embedding_batches_respect_the_bailian_limit(
     gateway_settings: Callable[..., Any], run_gateway: Callable[..., Any], sim: SimHandle
 ) -> None:
-    client = _sdk(run_gateway(gateway_settings(knowledge={"chunk_tokens": 120, "chunk_overlap": 0})))
+    server = run_gateway(gateway_settings(knowledge={"chunk_tokens": 120, "chunk_overlap": 0}))
+    ready = httpx.get(f"{server.url}/readyz", timeout=30).json()  # embedding/rerank providers do not break it
+    assert ready["mode"] == "cloud" and set(ready["providers"]) == {"chat", "asr", "tts"}
+    client = _sdk(server)
     store = client.vector_stores.create(name="kb")
     done = _ingest(client, store.id, "manual.md", MANUAL)
     assert done.status == "completed"
