@@ -98,6 +98,8 @@ class ChatCompletionRequest(_Lenient):
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     response_format: Any = None
+    #: talkgate extension: ground the answer in vector stores (gateway/knowledge_chat.py checks it)
+    knowledge: Any = None
 
     @model_validator(mode="before")
     @classmethod

@@ -14,6 +14,8 @@ from typing import Any
 
 from fastapi import Request
 
+from gateway.knowledge.grounding import KnowledgeRetriever, Retriever
+from gateway.knowledge.service import KnowledgeService
 from gateway.settings import Settings
 from policies.routing import ProviderRegistry, Router
 
@@ -41,6 +43,8 @@ class Services:
     local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
     realtime_metrics: Any = None  # gateway.realtime.metrics.RealtimeMetrics
     vad_scorer: Any = None  # Silero VAD in a worker (providers/local/vad_engine.py); None: in-process
+    knowledge: KnowledgeService | None = None  # files, vector stores, search (gateway/knowledge/)
+    retriever: Retriever | None = None  # grounding for chat, talk and realtime turns
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -65,8 +69,27 @@ def build_services(settings: Settings) -> Services:
     _wire_providers(services)
     _wire_operations(services)
     _wire_saas(services)
+    _wire_knowledge(services)
     _wire_lipsync(services)
     return services
+
+
+def _wire_knowledge(services: Services) -> None:
+    """Files and vector stores in the keys-and-usage database; started after its migrations."""
+    settings = services.settings
+    knowledge = services.knowledge = KnowledgeService(
+        services.keystore.sessions,
+        settings.data_dir,
+        services.router,
+        services.registry,
+        settings.knowledge,
+        services.metrics,
+    )
+    services.retriever = KnowledgeRetriever(
+        knowledge, settings.knowledge.answer_min_score, settings.knowledge.answer_min_support
+    )
+    services.on_startup.append(knowledge.start)
+    services.on_shutdown.append(knowledge.stop)
 
 
 def _wire_lipsync(services: Services) -> None:

@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_keys import unknown_keys
+from gateway.knowledge.config import KnowledgeConfig
 from gateway.realtime.config import RealtimeConfig
 from policies.circuit import BreakerSettings
 from policies.retry import RetrySettings
@@ -69,6 +70,9 @@ def _default_routes() -> dict[str, RouteConfig]:
             aliases={"default": "cosyvoice-v2", "tts-1": "cosyvoice-v2", "tts-1-hd": "cosyvoice-v2"},
             extra_models=["qwen-tts"],
         ),
+        # Knowledge base (gateway/knowledge/): no local target; a failed embedding means lexical search.
+        "embedding": RouteConfig(chain=["bailian:text-embedding-v4"]),
+        "rerank": RouteConfig(chain=["bailian:qwen3-rerank", "bailian:gte-rerank-v2"]),
     }
 
 
@@ -147,6 +151,8 @@ class DeadlineConfig(BaseModel):
     chat: float = 60.0
     asr: float = 60.0
     tts: float = 60.0
+    embedding: float = 30.0
+    rerank: float = 10.0
     first_byte: float = 15.0
 
 
@@ -395,6 +401,7 @@ class Settings(BaseSettings):
     saas: SaasConfig = Field(default_factory=SaasConfig)
     nls: NlsConfig = Field(default_factory=NlsConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     experiments: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("auth", mode="before")

@@ -38,8 +38,12 @@ from providers.base import (
     ChatChunk,
     ChatRequest,
     ChatResult,
+    EmbedRequest,
+    EmbedResult,
     ErrorKind,
     ProviderError,
+    RerankRequest,
+    RerankResult,
     SpeechChunk,
     SpeechResult,
     SynthesizeRequest,
@@ -432,6 +436,12 @@ class Router:
 
     async def synthesize(self, request: SynthesizeRequest, ctx: Any) -> SpeechResult:
         return await self._run("tts", request, ctx, lambda p, r: p.synthesize(r))
+
+    async def embed(self, request: EmbedRequest, ctx: Any) -> EmbedResult:
+        return await self._run("embedding", request, ctx, lambda p, r: p.embed(r))
+
+    async def rerank(self, request: RerankRequest, ctx: Any) -> RerankResult:
+        return await self._run("rerank", request, ctx, lambda p, r: p.rerank(r))
 
     async def _open_stream(
         self,

@@ -44,7 +44,13 @@ class ProviderRegistry:
     """Provider instances by capability and backend family ("bailian", "local")."""
 
     def __init__(self) -> None:
-        self._by_cap: dict[str, dict[str, Any]] = {"chat": {}, "asr": {}, "tts": {}}
+        self._by_cap: dict[str, dict[str, Any]] = {
+            "chat": {},
+            "asr": {},
+            "tts": {},
+            "embedding": {},
+            "rerank": {},
+        }
 
     def register(self, capability: Capability, provider: Any) -> None:
         self._by_cap[capability][provider.name] = provider

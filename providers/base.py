@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Capability = Literal["chat", "asr", "tts"]
+Capability = Literal["chat", "asr", "tts", "embedding", "rerank"]
+#: The client-facing capabilities (listed by /v1/models, admin views).
 CAPABILITIES: tuple[Capability, ...] = ("chat", "asr", "tts")
+#: Capabilities the knowledge base uses internally (gateway/knowledge/): routed like the others.
+KNOWLEDGE_CAPABILITIES: tuple[Capability, ...] = ("embedding", "rerank")
 
 
 # --------------------------------------------------------------------------- errors
@@ -284,3 +287,54 @@ class SynthesizeProvider(Lifecycle, Protocol):
     async def synthesize(self, request: SynthesizeRequest) -> SpeechResult: ...
 
     def synthesize_stream(self, request: SynthesizeRequest) -> AsyncIterator[SpeechChunk]: ...
+
+
+# --------------------------------------------------------------------------- knowledge
+
+
+@dataclass(slots=True)
+class EmbedRequest:
+    """Texts to embed. ``text_type`` is ``document`` for stored chunks, ``query`` for searches
+    (DashScope embeds them asymmetrically); ``dimension`` None keeps the model's default."""
+
+    model: str
+    texts: list[str]
+    text_type: Literal["document", "query"] = "document"
+    dimension: int | None = None
+
+
+@dataclass(slots=True)
+class EmbedResult:
+    """One vector per input text, in order. ``model`` names the space: vectors of two different
+    ``model`` values (name and dimension) must never be compared."""
+
+    vectors: list[list[float]]
+    model: str
+    tokens: int = 0
+
+
+@dataclass(slots=True)
+class RerankRequest:
+    model: str
+    query: str
+    documents: list[str]
+    top_n: int | None = None
+
+
+@dataclass(slots=True)
+class RerankResult:
+    """``(index into documents, relevance in [0, 1])``, best first."""
+
+    ranking: list[tuple[int, float]]
+    model: str = ""
+    tokens: int = 0
+
+
+@runtime_checkable
+class EmbeddingProvider(Lifecycle, Protocol):
+    async def embed(self, request: EmbedRequest) -> EmbedResult: ...
+
+
+@runtime_checkable
+class RerankProvider(Lifecycle, Protocol):
+    async def rerank(self, request: RerankRequest) -> RerankResult: ...

@@ -23,6 +23,10 @@ _MODULES = (
     "admin_experiments",
     "ops",
     "realtime",
+    "files",
+    "vector_stores",
+    "file_batches",
+    "admin_knowledge",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import Send
 
-from gateway import response_cache
+from gateway import knowledge_chat, response_cache
 from gateway.auth import Principal, require_scope, run_admitted
 from gateway.context import RequestContext, get_context
 from gateway.errors import APIError, no_provider_error, refuse_unknown_model
@@ -217,9 +218,18 @@ async def _chat_response(request: Request) -> Response:
     completion_id = new_completion_id()
     created = int(time.time())
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    # Knowledge (gateway/knowledge_chat.py): passages into the prompt, or a decline with no model call.
+    grounding = await knowledge_chat.ground(request, body.knowledge, chat_request.messages, ctx)
+    if grounding is not None:
+        if not grounding.answerable:
+            return knowledge_chat.declined(
+                grounding, completion_id, created, body.model, bool(body.stream), include_usage
+            )
+        chat_request = replace(chat_request, messages=grounding.ground(chat_request.messages))
     # Exact-match cache (gateway/response_cache.py): deterministic requests only, per tenant.
-    # Tool-call answers are not cached (an entry replays text); the key covers every other field.
-    plan = None if chat_request.tools else response_cache.chat_plan(request, body.model, chat_request)
+    # Tool-call and grounded answers are not cached (an entry replays text, not citations).
+    cacheable = not chat_request.tools and grounding is None
+    plan = response_cache.chat_plan(request, body.model, chat_request) if cacheable else None
     if plan is not None and (hit := await plan.get()) is not None:
         return response_cache.chat_hit_response(request, hit, body.model, bool(body.stream), include_usage)
     check = AnswerCheck(chat_request) if is_structured(chat_request) else None
@@ -251,7 +261,11 @@ async def _chat_response(request: Request) -> Response:
                 )
             ),
         )
-        return SSEResponse(chat_sse(chunks, writer, include_usage, on_done, meter), headers=SSE_HEADERS)
+        sse = chat_sse(chunks, writer, include_usage, on_done, meter)
+        if grounding is not None:
+            head = {"id": completion_id, "created": created, "model": body.model}
+            sse = knowledge_chat.with_citations(sse, grounding, meter, head)
+        return SSEResponse(sse, headers=SSE_HEADERS)
 
     try:
         result = await services.router.chat(chat_request, ctx, check, skip)
@@ -262,7 +276,8 @@ async def _chat_response(request: Request) -> Response:
         services.metrics.tool_calls(ctx.provider, len(result.tool_calls))
         if images:
             services.metrics.vision(ctx.provider)
-    content = orjson.dumps(completion_body(completion_id, created, body.model, result))
+    answer = completion_body(completion_id, created, body.model, result)
+    content = orjson.dumps(knowledge_chat.cite(answer, grounding) if grounding is not None else answer)
     if response_cache.storable(plan, ctx):
         assert plan is not None
         entry = response_cache.chat_entry(

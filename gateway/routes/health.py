@@ -27,6 +27,8 @@ async def readyz(request: Request) -> OrjsonResponse:
     caps: dict[str, list[str]] = {"chat": [], "asr": [], "tts": []}
     unhealthy: dict[str, str] = {}
     for cap, provider in services.registry.all():
+        if cap not in caps:  # embedding/rerank serve the knowledge base, which degrades to lexical
+            continue
         health = await provider.health()
         if health.ok:
             caps[cap].append(provider.name)

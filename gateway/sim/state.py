@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.sim.config import SimConfig
 
-SERVICES = ("generation", "asr", "tts", "nls-token", "nls-asr", "nls-tts", "*")
+SERVICES = ("generation", "asr", "tts", "embedding", "rerank", "nls-token", "nls-asr", "nls-tts", "*")
 
 # Bailian's error code and message for each HTTP status a fault may carry (reference §6.1).
 DEFAULT_CODES: dict[int, tuple[str, str]] = {

@@ -13,11 +13,14 @@ from typing import Any
 from providers.cloud.asr import BailianASRProvider
 from providers.cloud.chat import BailianChatProvider
 from providers.cloud.client import DashScopeClient
+from providers.cloud.embedding import BailianEmbeddingProvider, BailianRerankProvider
 from providers.cloud.tts import BailianTTSProvider
 
 __all__ = [
     "BailianASRProvider",
     "BailianChatProvider",
+    "BailianEmbeddingProvider",
+    "BailianRerankProvider",
     "BailianTTSProvider",
     "DashScopeClient",
     "register_cloud_providers",
@@ -31,6 +34,8 @@ def register_cloud_providers(services: Any) -> None:
         ("chat", BailianChatProvider(services.settings, client)),
         ("asr", BailianASRProvider(services.settings, client)),
         ("tts", BailianTTSProvider(services.settings, client)),
+        ("embedding", BailianEmbeddingProvider(services.settings, client)),
+        ("rerank", BailianRerankProvider(services.settings, client)),
     )
     for capability, provider in providers:
         services.registry.register(capability, provider)

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from tests.gateway.saas_support import ADMIN_KEY, CHAT, Gateway, database_url, query, saas  # noqa: F401
 
-V1_SCOPES = ("chat", "asr", "tts", "talk", "avatars", "realtime")
+V1_SCOPES = ("chat", "asr", "tts", "talk", "avatars", "realtime", "knowledge:read", "knowledge:write")
 
 
 def _walk(routes: list[Any]) -> Any:

@@ -1,0 +1,252 @@
+"""Knowledge base: ingestion pages/s, search latency at 10k and 100k chunks, recall@5/MRR.
+
+    python -m bench.knowledge            # everything (about 5 minutes on 2 cores)
+    python -m bench.knowledge --quick    # 10k chunks only
+
+Method (printed with the figures):
+1. Ingestion: ``gateway.knowledge.ingestion.prepare`` (parse, Qwen-token chunking, jieba) on a
+   100-page PDF rendered from the fixture text, in process, 3 runs, best reported as pages/s;
+   then the whole fixture (17 files) through the HTTP API of a gateway with no cloud key
+   (files.create + vector_stores.files.create_and_poll), wall time per file.
+2. Search: N chunks written straight into a fresh SQLite store through ``ChunkStore.replace_chunks``
+   (two fixture passages and a distinct model number per chunk, each passage segmented by jieba
+   once; 512-d random unit vectors as text-embedding-v4 would store), then ``Searcher.search`` in process: 200 queries (fixture
+   questions, repeated), the first one (index build) excluded. Lexical = BM25 only (offline);
+   hybrid = BM25 + dense cosine + RRF, the query vector taken from the Bailian simulator over HTTP
+   (reported with and without that call: the simulator shares this process and its 2 cores);
+   rerank is excluded (a network call whose time is Bailian's).
+3. Quality: tests/fixtures/knowledge (83 questions) through the HTTP API, offline (no cloud key)
+   and cloud (simulator: text-embedding-v4 + qwen3-rerank as simulated, fused with BM25).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.fixtures.knowledge.corpus import DOCUMENTS
+from tests.fixtures.knowledge.questions import QUESTIONS
+
+
+def _passages() -> list[str]:
+    out = []
+    for content in DOCUMENTS.values():
+        for item in content:
+            heading, body = item
+            out.append(" ".join(body) if isinstance(body, list) else f"{heading} {body}")
+    return out
+
+
+def _pdf(pages: int) -> bytes:
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    passages = _passages()
+    out = io.BytesIO()
+    c = canvas.Canvas(out)
+    for page in range(pages):
+        c.setFont("STSong-Light", 10)
+        y = 800
+        for i in range(40):
+            text = passages[(page * 40 + i) % len(passages)][:90]
+            c.drawString(40, y, text)
+            y -= 19
+        c.showPage()
+    c.save()
+    return out.getvalue()
+
+
+def bench_prepare(pages: int = 100) -> dict[str, float]:
+    from gateway.knowledge.ingestion import prepare
+    from gateway.knowledge.sections import Limits
+
+    data = _pdf(pages)
+    prepare(_pdf(1), "warm.pdf", Limits(), 400, 50)  # loads jieba and the tokenizer
+    best = float("inf")
+    chunks = 0
+    for _ in range(3):
+        started = time.perf_counter()
+        prepared = prepare(data, "bench.pdf", Limits(), 400, 50)
+        best = min(best, time.perf_counter() - started)
+        chunks = len(prepared.chunks)
+    return {"pages": pages, "seconds": best, "pages_per_s": pages / best, "chunks": chunks}
+
+
+async def _fill(store: Any, store_id: str, n: int, dim: int) -> None:
+    from gateway.knowledge.chunk_store import NewChunk
+    from gateway.knowledge.lexical import tokenize
+
+    rng = np.random.default_rng(7)
+    passages = _passages()
+    terms = {p: " ".join(tokenize(p)) for p in passages}  # segment each passage once, not per chunk
+    per_file = 5000
+    for f in range(0, n, per_file):
+        file_row = await store.create_file("bench", f"part-{f}.txt", "assistants", b"x")
+        await store.attach("bench", store_id, file_row.id, {}, {})
+        chunks = []
+        for i in range(min(per_file, n - f)):
+            a, b = random.choice(passages), random.choice(passages)
+            text = f"{a} Model LH-{f + i} {b}"
+            vector = rng.standard_normal(dim).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            indexed = f"{terms[a]} model lh {f + i} {terms[b]}"
+            chunks.append(NewChunk(i, "", None, text, indexed, 0, vector.tobytes()))
+        await store.replace_chunks(store_id, file_row.id, 1, chunks, f"text-embedding-v4/{dim}", 1)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+async def bench_search(n: int, sim_url: str, sim_key: str, queries: int = 200) -> dict[str, Any]:
+    from gateway.db import create_engine, run_migrations, session_factory
+    from gateway.knowledge.config import KnowledgeConfig
+    from gateway.knowledge.service import KnowledgeService
+    from gateway.services import build_services
+    from gateway.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="kb-bench-"))
+    settings = Settings(
+        dashscope_api_key=sim_key,
+        dashscope_http_base_url=f"{sim_url}/api/v1",
+        data_dir=tmp,
+        log_json=False,
+        knowledge=KnowledgeConfig(rerank=False),
+    )
+    services = build_services(settings)
+    for provider in (services.registry.get("embedding", "bailian"),):
+        await provider.load()
+    engine = create_engine(settings.resolved_database_url)
+    await run_migrations(engine)
+    knowledge = KnowledgeService(
+        session_factory(engine), tmp, services.router, services.registry, settings.knowledge
+    )
+    store = await knowledge.store.create_store("bench", name="bench")
+    started = time.perf_counter()
+    await _fill(knowledge.store, store.id, n, settings.knowledge.embedding_dimension)
+    fill_s = time.perf_counter() - started
+    results: dict[str, Any] = {"chunks": n, "fill_s": fill_s}
+    texts = [q for q, _, _ in QUESTIONS]
+    embed_ms: list[float] = []
+    query = knowledge.encoders.query
+
+    async def timed_query(text: str, parent: Any = None) -> Any:
+        started = time.perf_counter()
+        try:
+            return await query(text, parent)
+        finally:
+            embed_ms.append((time.perf_counter() - started) * 1000)
+
+    knowledge.encoders.query = timed_query  # type: ignore[method-assign]  # to subtract the simulator's time
+    for mode, dense in (("lexical", False), ("hybrid", True)):
+        knowledge.config.dense = dense
+        started = time.perf_counter()
+        first = await knowledge.search("bench", [store.id], texts[0], max_results=5, rerank=False)
+        build_s = time.perf_counter() - started
+        times = []
+        embed_ms.clear()
+        for i in range(queries):
+            started = time.perf_counter()
+            result = await knowledge.search(
+                "bench", [store.id], texts[i % len(texts)], max_results=5, rerank=False
+            )
+            times.append((time.perf_counter() - started) * 1000)
+        assert result.mode == mode, (mode, result.mode, first.mode)
+        own = [t - e for t, e in zip(times, embed_ms, strict=True)] if embed_ms else times
+        results[mode] = {
+            "p50_ms": _percentile(times, 50),
+            "p95_ms": _percentile(times, 95),
+            "own_p50_ms": _percentile(own, 50),
+            "own_p95_ms": _percentile(own, 95),
+            "first_s": build_s,
+        }
+    await services.registry.get("embedding", "bailian").unload()
+    await engine.dispose()
+    return results
+
+
+def bench_quality(sim_url: str, sim_key: str) -> dict[str, Any]:
+    import openai
+
+    from gateway.app import create_app
+    from gateway.settings import Settings
+    from tests.fixtures.knowledge.evaluate import DOCS, evaluate, ingest
+    from tests.servers import ServerThread
+
+    out: dict[str, Any] = {}
+    for label, key in (("offline", None), ("cloud", sim_key)):
+        settings = Settings(
+            dashscope_api_key=key,
+            dashscope_http_base_url=f"{sim_url}/api/v1",
+            data_dir=Path(tempfile.mkdtemp(prefix=f"kb-{label}-")),
+            log_json=False,
+        )
+        server = ServerThread(create_app(settings)).start()
+        try:
+            client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=120)
+            started = time.perf_counter()
+            store_id = ingest(client)
+            ingest_s = time.perf_counter() - started
+            scores = evaluate(client, store_id)
+            out[label] = {
+                "recall_at_5": scores.recall_at_k,
+                "mrr": scores.mrr,
+                "modes": sorted(scores.modes),
+                "ingest_s": ingest_s,
+                "files": len(list(DOCS.iterdir())),
+            }
+        finally:
+            server.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="10k chunks only")
+    args = parser.parse_args()
+    from gateway.sim.app import create_app as sim_app
+    from gateway.sim.config import SimConfig
+    from tests.servers import ServerThread
+
+    print(__doc__)
+    key = "sk-bench"
+    sim = ServerThread(sim_app(SimConfig(api_keys=[key]))).start()
+    try:
+        prep = bench_prepare()
+        print(
+            f"ingestion (parse + chunk + jieba, in process): {prep['pages']} PDF pages in {prep['seconds']:.2f} s"
+            f" = {prep['pages_per_s']:.0f} pages/s ({prep['chunks']} chunks)"
+        )
+        quality = bench_quality(sim.url, key)
+        for label, q in quality.items():
+            print(
+                f"quality {label}: recall@5 {q['recall_at_5']:.3f}, MRR {q['mrr']:.3f} (mode {q['modes']}); "
+                f"fixture ingested through the API in {q['ingest_s']:.1f} s ({q['files']} files)"
+            )
+        for n in (10_000,) if args.quick else (10_000, 100_000):
+            r = asyncio.run(bench_search(n, sim.url, key))
+            for mode in ("lexical", "hybrid"):
+                m = r[mode]
+                print(
+                    f"search {n} chunks, {mode}: P50 {m['p50_ms']:.1f} ms, P95 {m['p95_ms']:.1f} ms; without the "
+                    f"query-embedding call P50 {m['own_p50_ms']:.1f} ms, P95 {m['own_p95_ms']:.1f} ms "
+                    f"(first search incl. index build {m['first_s']:.1f} s; rows written in {r['fill_s']:.0f} s)"
+                )
+    finally:
+        sim.stop()
+
+
+if __name__ == "__main__":
+    main()
