@@ -34,9 +34,16 @@ from providers.base import (
     ProviderError,
     SynthesizeRequest,
     ToolCall,
+    Usage,
 )
 
 _DONE = object()
+#: The "provider" of a canned answer: the gateway itself (as grounded chat books a decline).
+CANNED_PROVIDER = "talkgate:knowledge"
+
+
+async def _one_chunk(text: str) -> AsyncIterator[ChatChunk]:
+    yield ChatChunk(delta=text, finish_reason="stop", usage=Usage())
 
 
 @dataclass(slots=True)
@@ -65,9 +72,9 @@ class AnswerStats:
 
     def backend(self) -> str:
         """``cloud``, ``local`` or ``mixed`` across the stages that answered."""
-        kinds = {p.split(":", 1)[0] for p in self.providers.values()}
+        kinds = {p.split(":", 1)[0] for p in self.providers.values()} - {"talkgate"}
         if not kinds:
-            return "none"
+            return "gateway" if self.providers else "none"
         if kinds <= {"local"}:
             return "local"
         return "cloud" if "local" not in kinds else "mixed"
@@ -88,10 +95,13 @@ class SpokenAnswer:
         sample_rate: int | None = None,
         skip: Any = None,
         metrics: Any = None,
+        canned: str | None = None,
     ) -> None:
         self.router = router
         self.skip = skip  # targets the request may not use (gateway/routes/chat.py target_skip)
         self.metrics = metrics
+        #: a fixed answer spoken without a model call (a knowledge-base decline)
+        self.canned = canned
         self.ctx = ctx
         self.request = request
         self.voice = voice
@@ -119,8 +129,12 @@ class SpokenAnswer:
     async def pieces(self) -> AsyncIterator[AnswerPiece]:
         out: asyncio.Queue[Any] = asyncio.Queue()
         sentences: asyncio.Queue[Any] = asyncio.Queue()
-        stream = await open_chat_stream(self.router, self.request, self.ctx, self.skip, self.metrics)
-        self._note("chat")
+        if self.canned is not None:
+            stream = _one_chunk(self.canned)
+            self.stats.providers["chat"] = CANNED_PROVIDER
+        else:
+            stream = await open_chat_stream(self.router, self.request, self.ctx, self.skip, self.metrics)
+            self._note("chat")
         tasks = [asyncio.create_task(self._read(stream, sentences, out))]
         if self.speak:
             tasks.append(asyncio.create_task(self._synthesise(sentences, out)))
@@ -140,7 +154,8 @@ class SpokenAnswer:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await stream.aclose()
-            self.stats.tokens_in, self.stats.tokens_out = self.meter.tokens()
+            if self.canned is None:  # a canned answer used no model: nothing to bill
+                self.stats.tokens_in, self.stats.tokens_out = self.meter.tokens()
 
     async def _read(self, stream: Any, sentences: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
         splitter = SentenceSplitter()

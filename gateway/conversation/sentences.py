@@ -13,11 +13,13 @@ _END = re.compile(r"(?:[.!?…]+[\"'”’)\]]*\s)|(?:[。！？；]+[”’」�
 _ABBREVIATIONS = ("mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "etc.", "e.g.", "i.e.", "no.")
 _SPEAKABLE = re.compile(r"\w", re.UNICODE)
 _MARKUP = re.compile(r"[*_#`~>|]+")
+#: Citation markers of grounded answers ("[1]", "【2】"): shown in text, never read aloud.
+_CITATION = re.compile(r"\[\d{1,2}\]|【\d{1,2}】")
 
 
 def clean_for_speech(text: str) -> str:
-    """Drop markdown symbols and collapse whitespace; what remains is read aloud."""
-    return " ".join(_MARKUP.sub(" ", text).split())
+    """Drop markdown symbols and citation markers, collapse whitespace; what remains is read aloud."""
+    return " ".join(_MARKUP.sub(" ", _CITATION.sub(" ", text)).split())
 
 
 def speakable(text: str) -> bool:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.conversation.answer import SpokenAnswer
+from gateway.conversation.knowledge import TurnGrounding
 from lipsync.avatars import Avatar
 from lipsync.render import RenderService, VideoBuilder
 from policies.routing import StreamInterrupted
@@ -27,6 +29,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "without lists, markdown or emoji."
 )
 _DONE = object()
+#: ``grounder(messages)``: the turn's knowledge-base grounding, or None (gateway/routes/talk.py).
+Grounder = Callable[[list[dict[str, Any]]], Awaitable[TurnGrounding | None]]
 
 
 class TalkError(Exception):
@@ -71,6 +75,8 @@ class TalkResult:
     tokens_out: int = 0
     tts_chars: int = 0
     asr_seconds: float = 0.0
+    #: ``{"citations": [...], "knowledge": {...}}`` of a grounded turn (gateway/conversation/knowledge.py)
+    knowledge: dict[str, Any] | None = None
 
 
 def _ms(seconds: float) -> float:
@@ -80,8 +86,16 @@ def _ms(seconds: float) -> float:
 class TalkPipeline:
     """One talk request. ``run`` returns the finished MP4 (at ``video_path``) and its metadata."""
 
-    def __init__(self, router: Any, renders: RenderService, ctx: Any, video_path: Path) -> None:
+    def __init__(
+        self,
+        router: Any,
+        renders: RenderService,
+        ctx: Any,
+        video_path: Path,
+        grounder: Grounder | None = None,
+    ) -> None:
         self.router = router
+        self.grounder = grounder
         self.renders = renders
         self.ctx = ctx
         self.video_path = video_path
@@ -110,8 +124,16 @@ class TalkPipeline:
             raise TalkError(400, "text is empty: there is nothing to answer", "empty_text", "text")
         messages = [{"role": "system", "content": inp.system_prompt or DEFAULT_SYSTEM_PROMPT}]
         messages += [*inp.history, {"role": "user", "content": transcript}]
+        grounding = await self.grounder(messages) if self.grounder is not None else None
+        canned = None
+        if grounding is not None and grounding.answerable:
+            messages = grounding.ground(messages)
+        elif grounding is not None:
+            canned = grounding.decline_text()
         request = ChatRequest(model=inp.model, messages=messages, max_tokens=inp.max_tokens)
-        answer = SpokenAnswer(self.router, self.ctx, request, voice=inp.voice, language=inp.language)
+        answer = SpokenAnswer(
+            self.router, self.ctx, request, voice=inp.voice, language=inp.language, canned=canned
+        )
         builder = self.renders.builder(inp.avatar, self.video_path)
         speech: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # back-pressure on TTS
         started = time.perf_counter()
@@ -147,6 +169,7 @@ class TalkPipeline:
             tokens_out=answer.stats.tokens_out,
             tts_chars=answer.stats.tts_chars,
             asr_seconds=inp.audio.duration_s if inp.audio is not None else 0.0,
+            knowledge=grounding.summary(answer.text) if grounding is not None else None,
         )
 
     def _account(self, answer: SpokenAnswer, elapsed_s: float) -> None:

@@ -137,6 +137,8 @@ class SessionConfig:
     tool_choice: str | dict[str, Any] = "auto"
     tools_wire: list[dict[str, Any]] = field(default_factory=list)
     tool_choice_wire: str | dict[str, Any] = "auto"
+    #: talkgate's own: ``{"vector_store_ids": [...], "max_num_results": 5}`` grounds every answer
+    knowledge: dict[str, Any] | None = None
 
     @property
     def audio_out(self) -> bool:
@@ -162,6 +164,7 @@ class SessionConfig:
             "temperature": self.temperature,
             "tools": [dict(t) for t in self.tools_wire],
             "tool_choice": self.tool_choice_wire,
+            "knowledge": self.knowledge,
         }
 
     def update(self, session: Any, event_id: str | None = None) -> None:

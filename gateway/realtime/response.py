@@ -84,6 +84,8 @@ class ResponseTurn:
         self.tools = tools or []
         self.tool_choice = tool_choice
         self.calls: list[tuple[str, ToolCall]] = []  # (item id, call) of the function calls made
+        self.grounding: Any = None  # gateway.conversation.knowledge.TurnGrounding of the turn, if any
+        self.canned: str | None = None  # a fixed answer instead of the LLM (a knowledge decline)
         self.ctx = RequestContext(request_id=uuid.uuid4().hex)
         self.text = ""
         self.started = False  # output item announced: failures now leave an incomplete item
@@ -118,9 +120,16 @@ class ResponseTurn:
 
     def _served(self) -> dict[str, Any]:
         stats = self.answer.stats if self.answer is not None else None
-        if stats is None:
-            return {"backend": "none", "providers": {}, "fallback": False}
-        return {"backend": stats.backend(), "providers": dict(stats.providers), "fallback": stats.fallback}
+        served: dict[str, Any] = {"backend": "none", "providers": {}, "fallback": False}
+        if stats is not None:
+            served = {
+                "backend": stats.backend(),
+                "providers": dict(stats.providers),
+                "fallback": stats.fallback,
+            }
+        if self.grounding is not None:
+            served.update(self.grounding.summary(self.text))  # citations and the knowledge summary
+        return served
 
     def _item(self, status: str) -> dict[str, Any]:
         return message_item(
@@ -173,7 +182,13 @@ class ResponseTurn:
             tool_choice=self.tool_choice if self.tools else None,
         )
         self.answer = SpokenAnswer(
-            self.router, self.ctx, request, voice=self.voice, speak=self.audio, sample_rate=PCM_RATE
+            self.router,
+            self.ctx,
+            request,
+            voice=self.voice,
+            speak=self.audio,
+            sample_rate=PCM_RATE,
+            canned=self.canned,
         )
         delta_type = "response.output_audio_transcript.delta" if self.audio else "response.output_text.delta"
         pieces = self.answer.pieces()

@@ -105,6 +105,8 @@ async def realtime(websocket: WebSocket, caller: Principal | APIError = Depends(
         metrics=metrics,
         session_id=session_id,
         vad_scorer=services.vad_scorer,
+        retriever=services.retriever,
+        tenant=caller.tenant or "default",
     )
     outcome = "closed"
     if metrics is not None:

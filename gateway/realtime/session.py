@@ -17,8 +17,10 @@ from functools import partial
 from typing import Any
 
 from gateway.context import RequestContext
+from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
 from gateway.conversation.turn import DEFAULT_SYSTEM_PROMPT
 from gateway.errors import APIError
+from gateway.knowledge.service import NotFound
 from gateway.realtime.account import SessionAccount, estimate_tokens
 from gateway.realtime.audio import to_rate, wire_to_pcm
 from gateway.realtime.events import (
@@ -45,7 +47,7 @@ from gateway.realtime.tools import (
     parse_tools,
 )
 from gateway.realtime.vad import SpeechDetector
-from providers.base import AudioData, TranscribeRequest
+from providers.base import AudioData, ErrorKind, ProviderError, TranscribeRequest
 
 #: The ASR providers are fed 16 kHz (what Paraformer and Whisper are trained on).
 ASR_RATE = 16000
@@ -87,6 +89,8 @@ class RealtimeSession:
         metrics: Any = None,
         session_id: str | None = None,
         vad_scorer: Any = None,
+        retriever: Any = None,
+        tenant: str = "default",
     ) -> None:
         self.send = send
         self.router = router
@@ -95,6 +99,8 @@ class RealtimeSession:
         self.account = account
         self.metrics = metrics
         self.vad_scorer = vad_scorer
+        self.retriever = retriever  # knowledge grounding (gateway/conversation/knowledge.py)
+        self.tenant = tenant
         self.config = SessionConfig(model=model, voice=settings.voices.default)
         if session_id:
             self.config.id = session_id
@@ -174,7 +180,21 @@ class RealtimeSession:
                 choice = parse_tool_choice(session["tool_choice"], tools, eid)
             elif "tools" in session:
                 choice = parse_tool_choice(describe_tool_choice(choice), tools, eid)
+        knowledge = self.config.knowledge
+        if isinstance(session, dict) and "knowledge" in session:  # talkgate's own field
+            try:
+                knowledge = parse_spec(session["knowledge"], "session.knowledge")
+            except KnowledgeSpecError as exc:
+                raise BadEvent(str(exc), "invalid_value", exc.param, eid) from None
+            if knowledge is not None and self.retriever is None:
+                raise BadEvent(
+                    "The knowledge base is not enabled on this gateway.",
+                    "knowledge_disabled",
+                    "session.knowledge",
+                    eid,
+                )
         self.config.update(session, eid)
+        self.config.knowledge = knowledge
         self.config.tools, self.config.tool_choice = tools, choice
         self.config.tools_wire, self.config.tool_choice_wire = (
             describe_tools(tools),
@@ -469,6 +489,7 @@ class RealtimeSession:
             if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
                 await asyncio.wait(pending)
             turn.messages += history(self.items)
+            await self._ground(turn)
 
         status = "cancelled"
         speech_end, self.speech_end = self.speech_end, None  # the speech this turn answers, if any
@@ -491,6 +512,20 @@ class RealtimeSession:
                         name=call.name,
                     )
                 )
+
+    async def _ground(self, turn: ResponseTurn) -> None:
+        """Knowledge grounding of the turn: passages into the prompt, or the fixed decline."""
+        try:
+            grounding = await ground_turn(
+                self.retriever, self.settings, self.tenant, self.config.knowledge, turn.messages, turn.ctx
+            )
+        except NotFound as exc:
+            raise ProviderError(ErrorKind.BAD_REQUEST, str(exc), code="vector_store_not_found") from None
+        turn.grounding = grounding
+        if grounding is not None and grounding.answerable:
+            turn.messages = grounding.ground(turn.messages)
+        elif grounding is not None:
+            turn.canned = grounding.decline_text()
 
     async def _account_turn(
         self,

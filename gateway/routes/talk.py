@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import anyio
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
@@ -24,6 +25,7 @@ from starlette.datastructures import UploadFile
 from gateway.audio import AudioDecodeError
 from gateway.auth import Principal, charge_quota, require_scope
 from gateway.context import get_context
+from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
 from gateway.conversation.memory import ConversationMemory
 from gateway.conversation.turn import TalkError, TalkInput, TalkPipeline, TalkResult
 from gateway.errors import APIError, refuse_unknown_model
@@ -31,6 +33,8 @@ from gateway.inputs.audio import decode_upload
 from gateway.inputs.echo import echo
 from gateway.inputs.hosts import public_url
 from gateway.inputs.images import check_image
+from gateway.knowledge.api import not_found
+from gateway.knowledge.service import NotFound
 from gateway.routes.avatars import json_response, lipsync_error, parse_face_index, read_form
 from gateway.schemas import parse_json_body, read_body, too_large, validate
 from gateway.services import Services
@@ -59,6 +63,8 @@ class TalkBody(BaseModel):
     model: str | None = Field(default=None, max_length=256)
     language: str | None = Field(default=None, max_length=64)
     max_tokens: int | None = Field(default=None, ge=1, le=1024)
+    #: ``{"vector_store_ids": [...], "max_num_results": 5}``: ground the answer (multipart: JSON text)
+    knowledge: dict[str, Any] | str | None = None
 
 
 def _b64(value: str, field: str) -> bytes:
@@ -148,6 +154,34 @@ def _memory(request: Request) -> ConversationMemory:
     return memory
 
 
+def _grounder(services: Services, principal: Principal, body: TalkBody, request: Request) -> Any:
+    """The turn's knowledge grounding (None: the request names no stores and the tenant has no
+    default); a bad ``knowledge`` is a 400, a store of another tenant a 404."""
+    raw = body.knowledge
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise APIError(400, "knowledge must be a JSON object.", param="knowledge") from None
+    try:
+        spec = parse_spec(raw)
+    except KnowledgeSpecError as exc:
+        raise APIError(400, str(exc), param=exc.param) from None
+    if spec is not None and services.retriever is None:
+        raise APIError(503, "The knowledge base is not enabled on this gateway.", code="knowledge_disabled")
+    ctx = get_context(request)
+
+    async def ground(messages: list[dict[str, Any]]) -> Any:
+        try:
+            return await ground_turn(
+                services.retriever, services.settings, principal.tenant, spec, messages, ctx
+            )
+        except NotFound as exc:
+            raise not_found(exc) from None
+
+    return ground
+
+
 def _wants_video(request: Request) -> bool:
     return "video/mp4" in request.headers.get("accept", "").lower()
 
@@ -209,7 +243,13 @@ async def _answer(
     renders = services.renderer
     stem = renders.artifacts.new_stem()
     video_path = renders.artifacts.path_for(f"{stem}.mp4", principal.tenant)
-    pipeline = TalkPipeline(services.router, renders, get_context(request), video_path)
+    pipeline = TalkPipeline(
+        services.router,
+        renders,
+        get_context(request),
+        video_path,
+        _grounder(services, principal, body, request),
+    )
     inp = TalkInput(
         avatar=avatar,
         voice=voice,
@@ -268,6 +308,7 @@ def _json(request: Request, result: TalkResult, stem: str) -> dict[str, Any]:
         "renderer": result.renderer,
         "providers": result.providers,
         "fallback": result.fallback,
+        **(result.knowledge or {}),
         # From the configured public base URL, never from the Host header (gateway/inputs/hosts.py).
         "audio_url": _artifact_url(request, f"{stem}.wav"),
         "video_url": _artifact_url(request, f"{stem}.mp4"),
