@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from gateway.context import RequestContext
 from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
 from gateway.conversation.turn import DEFAULT_SYSTEM_PROMPT
 from gateway.errors import APIError
 from gateway.knowledge.service import NotFound
 from gateway.realtime.account import SessionAccount, estimate_tokens
-from gateway.realtime.audio import to_rate, wire_to_pcm
+from gateway.realtime.audio import wire_to_pcm
 from gateway.realtime.events import (
     PCM_RATE,
     BadEvent,
@@ -36,44 +33,27 @@ from gateway.realtime.events import (
     parse_modalities,
     server_event,
 )
-from gateway.realtime.response import ResponseTurn, Send, error_of
+from gateway.realtime.items import Conversation, Item
+from gateway.realtime.response import ResponseTurn, Send
 from gateway.realtime.tools import (
     describe_tool_choice,
     describe_tools,
-    function_output_item,
-    history,
-    parse_call_output,
     parse_tool_choice,
     parse_tools,
 )
+from gateway.realtime.transcription import transcribe_item
 from gateway.realtime.vad import SpeechDetector
-from providers.base import AudioData, ErrorKind, ProviderError, TranscribeRequest
+from providers.base import ErrorKind, ProviderError
 
-#: The ASR providers are fed 16 kHz (what Paraformer and Whisper are trained on).
-ASR_RATE = 16000
 #: The input buffer holds at most ``settings.limits.audio_max_seconds["realtime"]`` (120 s by
 #: default: 5.76 MB of 24 kHz PCM16), the shared per-surface audio limit (gateway/inputs/audio.py).
 AUDIO_SURFACE = "realtime"
 #: Shortest committable audio, as OpenAI: 100 ms.
 MIN_COMMIT_BYTES = PCM_RATE // 10 * 2
-#: Items kept in the conversation; older ones drop out of the history sent to the LLM.
-MAX_ITEMS = 200
 #: Not implemented yet, named so the client learns that rather than "unknown event".
 NOT_YET = frozenset({"conversation.item.retrieve", "output_audio_buffer.clear"})
 #: Bytes of 24 kHz PCM16 per millisecond.
 BYTES_PER_MS = PCM_RATE * 2 // 1000
-
-
-@dataclass(slots=True)
-class Item:
-    id: str
-    role: str
-    text: str
-    kind: str = "text"  # text | input_audio | audio | function_call | function_call_output
-    audio_ms: int = 0  # assistant audio sent, for conversation.item.truncate
-    transcription: asyncio.Task[None] | None = None
-    call_id: str = ""  # function_call(_output): the call; ``text`` holds arguments / output
-    name: str = ""  # function_call: the function
 
 
 class RealtimeSession:
@@ -108,7 +88,7 @@ class RealtimeSession:
         self.speech_end: float | None = None  # perf_counter at the end of the last user speech
         self.transcribed: float | None = None  # ... and when its transcript was final
         self.conversation_id = new_id("conv")
-        self.items: list[Item] = []
+        self.conversation = Conversation(send)
         self.buffer = bytearray()
         self.audio_in = 0  # bytes appended in the session; the buffer holds the last of them
         self.vad: SpeechDetector | None = None
@@ -122,9 +102,9 @@ class RealtimeSession:
             "input_audio_buffer.append": self._append,
             "input_audio_buffer.commit": self._commit,
             "input_audio_buffer.clear": self._clear,
-            "conversation.item.create": self._item_create,
-            "conversation.item.delete": self._item_delete,
-            "conversation.item.truncate": self._item_truncate,
+            "conversation.item.create": self.conversation.create,
+            "conversation.item.delete": self.conversation.delete,
+            "conversation.item.truncate": self.conversation.truncate,
             "response.create": self._response_create,
             "response.cancel": self._response_cancel,
         }
@@ -160,12 +140,6 @@ class RealtimeSession:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
-
-    def _add_item(self, item: Item) -> str | None:
-        previous = self.items[-1].id if self.items else None
-        self.items.append(item)
-        del self.items[:-MAX_ITEMS]
-        return previous
 
     # ------------------------------------------------------------------ session and items
 
@@ -213,77 +187,6 @@ class RealtimeSession:
                     vad["silence_duration_ms"],
                 )
         await self.send(server_event("session.updated", session=self.config.describe()))
-
-    async def _item_create(self, event: dict[str, Any]) -> None:
-        item, eid = event.get("item"), event.get("event_id")
-        if isinstance(item, dict) and item.get("type") == "function_call_output":
-            await self._call_output_create(item, eid)
-            return
-        if not isinstance(item, dict) or item.get("type", "message") != "message":
-            raise BadEvent(
-                "Only 'message' and 'function_call_output' items can be created.",
-                "invalid_value",
-                "item.type",
-                eid,
-            )
-        role = item.get("role")
-        if role not in ("user", "assistant", "system"):
-            raise BadEvent(
-                "'item.role' must be user, assistant or system.", "invalid_value", "item.role", eid
-            )
-        content = item.get("content")
-        if not isinstance(content, list) or not content:
-            raise BadEvent("'item.content' must be a non-empty list.", "invalid_value", "item.content", eid)
-        texts = []
-        for part in content:
-            kind = part.get("type") if isinstance(part, dict) else None
-            value = part.get("transcript" if kind == "input_audio" else "text") if kind else None
-            if kind not in ("input_text", "text", "output_text", "input_audio") or not isinstance(value, str):
-                raise BadEvent(
-                    "Content parts must be input_text/output_text with 'text' (or input_audio with a 'transcript').",
-                    "invalid_value",
-                    "item.content",
-                    eid,
-                )
-            texts.append(value)
-        item_id = item.get("id") if isinstance(item.get("id"), str) and item["id"] else new_id("item")
-        if any(i.id == item_id for i in self.items):
-            raise BadEvent(
-                f"An item with id '{item_id[:64]}' exists already.", "duplicate_item_id", "item.id", eid
-            )
-        text = "\n".join(texts)
-        previous = self._add_item(Item(item_id, role, text))
-        wire = message_item(item_id, role, text)
-        if role == "assistant":
-            wire["content"] = [{"type": "output_text", "text": text}]
-        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
-        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
-
-    async def _call_output_create(self, item: dict[str, Any], eid: str | None) -> None:
-        """The client's result of a function call the model made."""
-        calls = {i.call_id for i in self.items if i.kind == "function_call"}
-        call_id, output = parse_call_output(item, calls, eid)
-        item_id = item.get("id") if isinstance(item.get("id"), str) and item["id"] else new_id("item")
-        if any(i.id == item_id for i in self.items):
-            raise BadEvent(
-                f"An item with id '{item_id[:64]}' exists already.", "duplicate_item_id", "item.id", eid
-            )
-        previous = self._add_item(Item(item_id, "tool", output, kind="function_call_output", call_id=call_id))
-        wire = function_output_item(item_id, call_id, output)
-        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
-        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
-
-    async def _item_delete(self, event: dict[str, Any]) -> None:
-        item_id = event.get("item_id")
-        found = [i for i in self.items if i.id == item_id]
-        if not found:
-            raise BadEvent(
-                f"No item with id '{str(item_id)[:64]}'.", "item_not_found", "item_id", event.get("event_id")
-            )
-        self.items.remove(found[0])
-        await self.send(server_event("conversation.item.deleted", item_id=item_id))
-
-    # ------------------------------------------------------------------ input audio
 
     async def _append(self, event: dict[str, Any]) -> None:
         kind = self.config.input_format
@@ -367,7 +270,7 @@ class RealtimeSession:
 
     async def _commit_audio(self, pcm: bytes, item_id: str) -> None:
         item = Item(item_id, "user", "", kind="input_audio")
-        previous = self._add_item(item)
+        previous = self.conversation.add(item)
         await self.send(
             server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item.id)
         )
@@ -376,56 +279,10 @@ class RealtimeSession:
         item.transcription = self._spawn(self._transcribe(item, pcm, previous))
 
     async def _transcribe(self, item: Item, pcm: bytes, previous: str | None) -> None:
-        """Committed audio → transcript through the ASR chain; the user item's text."""
-        ctx = RequestContext(request_id=uuid.uuid4().hex)
-        audio = AudioData(await asyncio.to_thread(to_rate, pcm, PCM_RATE, ASR_RATE), ASR_RATE)
-        status = 200
-        try:
-            if self.account is not None:
-                await self.account.admit_transcription(audio.duration_s)
-            result = await self.router.transcribe(TranscribeRequest(model="", audio=audio), ctx)
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        except Exception as exc:
-            status = exc.status if isinstance(exc, APIError) else 502
-            type_, code, message = (
-                (exc.type, exc.code or "refused", exc.message) if isinstance(exc, APIError) else error_of(exc)
-            )
-            error = {"type": type_, "code": code, "message": message, "param": None}
-            await self.send(
-                server_event(
-                    "conversation.item.input_audio_transcription.failed",
-                    item_id=item.id,
-                    content_index=0,
-                    error=error,
-                )
-            )
-            return
-        finally:
-            if self.account is not None and status != 429:
-                await self.account.book(
-                    item.id,
-                    audio_seconds=audio.duration_s if status == 200 else 0.0,
-                    provider=ctx.provider,
-                    fallback=ctx.fallback,
-                    latency_ms=(time.perf_counter() - ctx.started) * 1000.0,
-                    status=status,
-                )
-        self.transcribed = time.perf_counter()
-        item.text = result.text.strip()
-        usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
-        await self.send(
-            server_event(
-                "conversation.item.input_audio_transcription.completed",
-                item_id=item.id,
-                content_index=0,
-                transcript=item.text,
-                usage=usage,
-            )
-        )
-        wire = message_item(item.id, "user", item.text, kind="input_audio")
-        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
+        if await transcribe_item(
+            item, pcm, previous, router=self.router, account=self.account, send=self.send
+        ):
+            self.transcribed = time.perf_counter()
 
     # ------------------------------------------------------------------ responses
 
@@ -461,7 +318,7 @@ class RealtimeSession:
         budget = self.settings.saas.default_completion_tokens if max_tokens == "inf" else int(max_tokens)
         charged = 0
         if self.account is not None:
-            history = [{"content": instructions}] + [{"content": i.text} for i in self.items]
+            history = [{"content": instructions}] + [{"content": i.text} for i in self.conversation.items]
             try:
                 charged = await self.account.admit_response(estimate_tokens(history, budget))
             except APIError as exc:
@@ -485,10 +342,10 @@ class RealtimeSession:
     async def _respond(self, turn: ResponseTurn, charged: int) -> None:
         async def prepare() -> None:
             # Spoken questions are answered once transcribed: wait for pending transcriptions.
-            pending = [i.transcription for i in self.items if i.transcription and not i.transcription.done()]
+            pending = self.conversation.pending_transcriptions()
             if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
                 await asyncio.wait(pending)
-            turn.messages += history(self.items)
+            turn.messages += self.conversation.messages()
             await self._ground(turn)
 
         status = "cancelled"
@@ -499,10 +356,10 @@ class RealtimeSession:
             await self._account_turn(turn, status, charged, speech_end, self.transcribed)
         if turn.started and turn.text and status != "failed":
             kind, audio_ms = ("audio", turn.audio_bytes // BYTES_PER_MS) if turn.audio else ("text", 0)
-            self._add_item(Item(turn.item_id, "assistant", turn.text, kind=kind, audio_ms=audio_ms))
+            self.conversation.add(Item(turn.item_id, "assistant", turn.text, kind=kind, audio_ms=audio_ms))
         if status == "completed":
             for item_id, call in turn.calls:
-                self._add_item(
+                self.conversation.add(
                     Item(
                         item_id,
                         "assistant",
@@ -573,35 +430,3 @@ class RealtimeSession:
             )
         turn.cancel_reason = "client_cancelled"
         task.cancel()
-
-    # ------------------------------------------------------------------ truncation
-
-    async def _item_truncate(self, event: dict[str, Any]) -> None:
-        """Cuts an assistant item's remembered text to about what the user heard of its audio."""
-        eid, item_id = event.get("event_id"), event.get("item_id")
-        found = [i for i in self.items if i.id == item_id]
-        if not found:
-            raise BadEvent(f"No item with id '{str(item_id)[:64]}'.", "item_not_found", "item_id", eid)
-        item = found[0]
-        if item.role != "assistant" or item.kind != "audio":
-            raise BadEvent("Only assistant audio items can be truncated.", "invalid_value", "item_id", eid)
-        if event.get("content_index") != 0:
-            raise BadEvent("'content_index' must be 0.", "invalid_value", "content_index", eid)
-        end = event.get("audio_end_ms")
-        if isinstance(end, bool) or not isinstance(end, int) or end < 0:
-            raise BadEvent(
-                "'audio_end_ms' must be a non-negative integer.", "invalid_value", "audio_end_ms", eid
-            )
-        if end > item.audio_ms:
-            raise BadEvent(
-                f"Audio content of {item.audio_ms}ms is already shorter than {end}ms.",
-                "invalid_value",
-                "audio_end_ms",
-                eid,
-            )
-        if item.audio_ms:
-            item.text = item.text[: round(len(item.text) * end / item.audio_ms)]
-        item.audio_ms = end
-        await self.send(
-            server_event("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=end)
-        )

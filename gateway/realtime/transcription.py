@@ -1,0 +1,79 @@
+"""Committed input audio → the user item's transcript, through the router's ASR chain.
+
+One transcription per committed turn, run as its own task so the session keeps taking events;
+the response that answers it waits for it. Each transcription books its own usage row (ASR
+seconds, the provider that answered) through the session's account, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from gateway.context import RequestContext
+from gateway.errors import APIError
+from gateway.realtime.audio import to_rate
+from gateway.realtime.events import PCM_RATE, message_item, server_event
+from gateway.realtime.items import Item
+from gateway.realtime.response import error_of
+from providers.base import AudioData, TranscribeRequest
+
+#: The ASR providers are fed 16 kHz (what Paraformer and Whisper are trained on).
+ASR_RATE = 16000
+
+
+async def transcribe_item(
+    item: Item, pcm: bytes, previous: str | None, *, router: Any, account: Any, send: Any
+) -> bool:
+    """Sets ``item.text`` and sends the transcription events; False when the transcription failed."""
+    ctx = RequestContext(request_id=uuid.uuid4().hex)
+    audio = AudioData(await asyncio.to_thread(to_rate, pcm, PCM_RATE, ASR_RATE), ASR_RATE)
+    status = 200
+    try:
+        if account is not None:
+            await account.admit_transcription(audio.duration_s)
+        result = await router.transcribe(TranscribeRequest(model="", audio=audio), ctx)
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except Exception as exc:
+        status = exc.status if isinstance(exc, APIError) else 502
+        type_, code, message = (
+            (exc.type, exc.code or "refused", exc.message) if isinstance(exc, APIError) else error_of(exc)
+        )
+        error = {"type": type_, "code": code, "message": message, "param": None}
+        await send(
+            server_event(
+                "conversation.item.input_audio_transcription.failed",
+                item_id=item.id,
+                content_index=0,
+                error=error,
+            )
+        )
+        return False
+    finally:
+        if account is not None and status != 429:
+            await account.book(
+                item.id,
+                audio_seconds=audio.duration_s if status == 200 else 0.0,
+                provider=ctx.provider,
+                fallback=ctx.fallback,
+                latency_ms=(time.perf_counter() - ctx.started) * 1000.0,
+                status=status,
+            )
+    item.text = result.text.strip()
+    usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
+    await send(
+        server_event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item.id,
+            content_index=0,
+            transcript=item.text,
+            usage=usage,
+        )
+    )
+    wire = message_item(item.id, "user", item.text, kind="input_audio")
+    await send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
+    return True
