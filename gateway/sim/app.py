@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from gateway.sim import compat, generation, multimodal
+from gateway.sim import compat, generation, multimodal, voice_enrollment
 from gateway.sim.config import SimConfig
 from gateway.sim.control import routes as control_routes
 from gateway.sim.exposure import check_exposure, control_token_from_env
@@ -55,6 +55,7 @@ def create_app(config: SimConfig | None = None, *, control_token: str | None = N
         Route(generation.PATH, generation.text_generation, methods=["POST"]),
         Route(compat.PATH, compat.chat_completions, methods=["POST"]),
         Route(multimodal.PATH, multimodal.multimodal_generation, methods=["POST"]),
+        Route(voice_enrollment.PATH, voice_enrollment.customization, methods=["POST"]),
         WebSocketRoute("/api-ws/v1/inference", inference_ws),
         WebSocketRoute("/api-ws/v1/inference/", inference_ws),
         Route("/sim/health", _health, methods=["GET"]),
