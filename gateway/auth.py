@@ -38,7 +38,7 @@ from providers.base import ProviderError
 
 log = logging.getLogger("talkgate.auth")
 
-SCOPES = ("chat", "asr", "tts", "talk", "avatars", "admin")
+SCOPES = ("chat", "asr", "tts", "talk", "avatars", "voices", "admin")
 #: ``require_scope(ANY_SCOPE)``: any valid key (e.g. /v1/models); no limits charged, no usage row.
 ANY_SCOPE = "*"
 

@@ -38,6 +38,7 @@ class Services:
     renderer: Any = None  # lipsync renderer
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
     quota: Any = None  # policies.quota (SaaS)
+    voice_store: Any = None  # gateway.voices.store.VoiceStore (created on first use)
     local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -25,8 +25,8 @@ from gateway.keystore import KeyStoreError
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 TenantId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-Scope = Literal["chat", "asr", "tts", "talk", "avatars", "admin"]
-assert set(SCOPES) == {"chat", "asr", "tts", "talk", "avatars", "admin"}
+Scope = Literal["chat", "asr", "tts", "talk", "avatars", "voices", "admin"]
+assert set(SCOPES) == {"chat", "asr", "tts", "talk", "avatars", "voices", "admin"}
 
 
 class KeyCreate(BaseModel):
