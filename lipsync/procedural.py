@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
+from lipsync.expression import ExpressionState, FaceAnimator
 from lipsync.faces import Box
 
 #: Mouth geometry as fractions of the (S3FD-like, padded) face box.
@@ -170,6 +171,19 @@ class ProceduralRenderer:
     def __init__(self, fps: float = 25.0) -> None:
         self.fps = fps
         self._animators: dict[str, MouthAnimator] = {}
+        self._faces: dict[str, FaceAnimator] = {}
+
+    def face(self, avatar: object) -> FaceAnimator:
+        """The avatar's expression fields (brows, lids, mouth corners, sway): lipsync/expression.py."""
+        key = getattr(avatar, "id", "")
+        face = self._faces.get(key)
+        if face is None:
+            anim = self.animator(avatar)
+            face = FaceAnimator(avatar.box, anim.image, anim.mx, anim.my, anim.half_w)  # type: ignore[attr-defined]
+            if len(self._faces) > 32:
+                self._faces.clear()
+            self._faces[key] = face
+        return face
 
     def animator(self, avatar: object) -> MouthAnimator:
         key = getattr(avatar, "id", "")
@@ -187,21 +201,27 @@ class ProceduralRenderer:
         pcm16k: np.ndarray,
         n_frames: int | None = None,
         timings: dict[str, float] | None = None,
+        expression: ExpressionState | None = None,
     ) -> Iterator[np.ndarray]:
         """BGR frames for 16 kHz float audio; ``n_frames`` fixes the count (default: audio length).
 
         ``timings`` accumulates seconds per stage: "mel" (audio analysis), "model" (warp), "paste".
+        ``expression`` (one per video) adds brows, lids and blinks, mouth corners and head sway.
         """
         stages = timings if timings is not None else {}
         t0 = time.perf_counter()
         track = mouth_track(pcm16k, 16000, self.fps, n_frames)
         anim = self.animator(avatar)
+        face = self.face(avatar) if expression is not None and expression.enabled else None
         stages["mel"] = stages.get("mel", 0.0) + time.perf_counter() - t0
         for o, w in zip(track.opening, track.width, strict=True):
             t1 = time.perf_counter()
             region = anim.mouth_region(float(o), float(w))
             t2 = time.perf_counter()
             frame = anim.compose(region)
+            if face is not None:
+                assert expression is not None
+                face.apply(frame, *expression.step())
             t3 = time.perf_counter()
             stages["model"] = stages.get("model", 0.0) + t2 - t1
             stages["paste"] = stages.get("paste", 0.0) + t3 - t2
