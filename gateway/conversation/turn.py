@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.conversation.emotion import PROMPT as EMOTION_PROMPT
+from gateway.conversation.emotion import TagStripper, classify, voice_params
 from gateway.conversation.sentences import SentenceSplitter, clean_for_speech, speakable
 from lipsync.avatars import Avatar
+from lipsync.expression import ExpressionState
 from lipsync.render import RenderService, VideoBuilder
 from policies.routing import StreamInterrupted
 from providers.base import (
@@ -58,6 +61,14 @@ class TalkInput:
     model: str = ""
     language: str | None = None
     max_tokens: int = 256
+    #: emotion: "auto" (LLM tag, else lexicon), "off", or one of emotion.EMOTIONS (forced)
+    emotion: str = "auto"
+    #: TTS model ("" = the route's default; a cloned voice's target model) and router skip hook
+    voice_model: str = ""
+    tts_skip: Any = None
+    #: implicit label of the MP4/WAV, and the visible "AI" mark
+    label: Any = None
+    visible_mark: bool = False
 
 
 @dataclass(slots=True)
@@ -78,6 +89,9 @@ class TalkResult:
     tokens_out: int = 0
     tts_chars: int = 0
     asr_seconds: float = 0.0
+    #: the answer's emotion and where it came from ("tag", "lexicon", "request", "off")
+    emotion: str = "neutral"
+    emotion_source: str = "off"
 
 
 def _ms(seconds: float) -> float:
@@ -108,6 +122,9 @@ class TalkPipeline:
         self.tokens_in = 0
         self.tokens_out = 0
         self.tts_chars = 0
+        self.tags = TagStripper()
+        self.emotion, self.emotion_source = "neutral", "off"
+        self.expression: ExpressionState | None = None
 
     def _note_provider(self, stage: str) -> None:
         # Read right after the router call returned: no other task ran in between.
@@ -119,9 +136,17 @@ class TalkPipeline:
         transcript = await self._transcribe(inp) if inp.audio is not None else (inp.text or "").strip()
         if not transcript:
             raise TalkError(400, "text is empty: there is nothing to answer", "empty_text", "text")
-        messages = [{"role": "system", "content": inp.system_prompt or DEFAULT_SYSTEM_PROMPT}]
+        system = inp.system_prompt or DEFAULT_SYSTEM_PROMPT
+        if inp.emotion == "auto":
+            system = f"{system}\n{EMOTION_PROMPT}"
+        elif inp.emotion != "off":
+            self.emotion, self.emotion_source = inp.emotion, "request"
+        messages = [{"role": "system", "content": system}]
         messages += [*inp.history, {"role": "user", "content": transcript}]
-        builder = self.renders.builder(inp.avatar, self.video_path)
+        self.expression = ExpressionState(self.emotion, fps=self.renders.fps, enabled=inp.emotion != "off")
+        builder = self.renders.builder(
+            inp.avatar, self.video_path, inp.label, expression=self.expression, visible_mark=inp.visible_mark
+        )
         sentences: asyncio.Queue[Any] = asyncio.Queue()
         speech: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # back-pressure on TTS
         try:
@@ -155,6 +180,8 @@ class TalkPipeline:
             tokens_out=self.tokens_out,
             tts_chars=self.tts_chars,
             asr_seconds=inp.audio.duration_s if inp.audio is not None else 0.0,
+            emotion=self.emotion,
+            emotion_source=self.emotion_source,
         )
 
     # ------------------------------------------------------------------ stages
@@ -178,6 +205,7 @@ class TalkPipeline:
         async def emit(sentence: str) -> None:
             if not self.sentences:
                 self.timings["llm_first_sentence_ms"] = _ms(time.perf_counter() - started)
+                self._decide_emotion(inp, sentence)
             self.sentences.append(sentence)
             spoken = clean_for_speech(sentence)
             if speakable(spoken):
@@ -196,8 +224,11 @@ class TalkPipeline:
                 if chunk.usage is not None:
                     self.tokens_in = chunk.usage.prompt_tokens
                     self.tokens_out = chunk.usage.completion_tokens
-                for sentence in splitter.feed(chunk.delta or ""):
+                # a leading emotion tag is cut here: it never reaches TTS, subtitles or the transcript
+                for sentence in splitter.feed(self.tags.feed(chunk.delta or "")):
                     await emit(sentence)
+            for sentence in splitter.feed(self.tags.flush()):
+                await emit(sentence)
             for sentence in splitter.flush():
                 await emit(sentence)
         finally:
@@ -208,14 +239,28 @@ class TalkPipeline:
         try:
             while (text := await sentences.get()) is not _DONE:
                 started = time.perf_counter()
-                request = SynthesizeRequest(model="", text=text, voice=inp.voice, language=inp.language)
-                result = await self.router.synthesize(request, self.ctx)
+                extra = voice_params(self.emotion) if self.emotion_source != "off" else {}
+                request = SynthesizeRequest(
+                    model=inp.voice_model, text=text, voice=inp.voice, language=inp.language,
+                    speed=float(extra.get("speed", 1.0)), extra=extra,
+                )  # fmt: skip
+                result = await self.router.synthesize(request, self.ctx, skip=inp.tts_skip)
                 self._note_provider("tts")
                 self.tts_chars += len(text)
                 self.timings["tts_ms"] = round(self.timings["tts_ms"] + _ms(time.perf_counter() - started), 1)
                 await out.put(result.audio)
         finally:
             await out.put(_DONE)
+
+    def _decide_emotion(self, inp: TalkInput, first_sentence: str) -> None:
+        """One emotion per answer, known at the first sentence: the tag, else the lexicon."""
+        if inp.emotion == "auto":
+            if self.tags.tag is not None:
+                self.emotion, self.emotion_source = self.tags.tag, "tag"
+            else:
+                self.emotion, self.emotion_source = classify(first_sentence), "lexicon"
+        if self.expression is not None:
+            self.expression.emotion = self.emotion
 
     async def _render(self, builder: VideoBuilder, speech: asyncio.Queue[Any]) -> None:
         while (audio := await speech.get()) is not _DONE:
