@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,7 +62,7 @@ def creates(sim: SimHandle) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_enrol_use_audit_and_revoke(gw: Gateway, sim: SimHandle) -> None:
     acme = gw.client(gw.create_key("acme", ["voices", "tts"])["key"])
     globex = gw.client(gw.create_key("globex", ["voices", "tts"])["key"])
@@ -199,3 +200,28 @@ def test_fallback_policy_when_the_cloud_tts_fails(gw: Gateway, sim: SimHandle) -
         "/v1/audio/speech", json={"model": "tts-1", "input": "Hello there.", "voice": voices["refuse"]}
     )
     assert r.status_code >= 500 and "refuses a local fallback" in r.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_voice_under_review_is_pending_until_the_provider_approves_it(
+    saas: Callable[..., Gateway],  # noqa: F811
+    sim: SimHandle,
+) -> None:
+    routes = _default_routes()
+    routes["asr"] = RouteConfig(chain=["local:whisper-tiny.en"], aliases={"default": "whisper-tiny.en"})
+    gw = saas(routes=routes, voice_cloning={"inline_wait_s": 0.0, "poll_interval_s": 0.05})
+    sim.control("PUT", "/sim/config", json={"voice_review_ms": 1500}).raise_for_status()
+    acme = gw.client(gw.create_key("acme", ["voices", "tts"])["key"])
+    st = statement(acme)
+    r = enrol(acme, st["code"], wav(SAMPLE_TEXT), wav(st["statement"]))
+    assert r.status_code == 202, r.text
+    voice = r.json()
+    assert voice["status"] == "pending" and voice["provider_status"] == "DEPLOYING"
+    r = acme.post("/v1/audio/speech", json={"model": "tts-1", "input": "Too early.", "voice": voice["voice"]})
+    assert r.status_code == 403 and "under review" in r.json()["error"]["message"]
+    time.sleep(1.6)
+    assert acme.get(f"/v1/voices/{voice['id']}").json()["status"] == "active"
+    r = acme.post(
+        "/v1/audio/speech", json={"model": "tts-1", "input": "Now it works.", "voice": voice["voice"]}
+    )
+    assert r.status_code == 200
