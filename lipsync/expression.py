@@ -5,8 +5,9 @@ few (reference voice-emotion.md §4.3): inner/outer brow raise (AU1/AU2, sadness
 brow lowering (AU4, anger), lid tightening or widening (AU7/AU5), lip-corner pull or depression
 (AU12/AU15, smile and frown); a talking head also needs blinks (15-26 a minute, never periodic:
 §4.1) and a little head movement, or it looks like a photograph. Each control is a smooth
-displacement field precomputed once per avatar; a frame is one ``cv2.remap`` of the head region,
-so expressions cost a small share of the render. Mouth corners are displaced after the viseme
+displacement field precomputed once per avatar; the expression-warped face is one ``cv2.remap``
+of the head region, redrawn only when a displacement changed by ``REDRAW_PX`` (measured cost:
+bench/RESULTS.md, "Voices"). Mouth corners are displaced after the viseme
 warp, so lip-sync is untouched (TalkingHead's "face-safe" channels).
 
 Blinks are scheduled from a seeded generator: intervals drawn around the emotion's rate with
@@ -35,6 +36,8 @@ BROW_MAX, CORNER_MAX, LID_MAX, SWAY_MAX = 0.05, 0.035, 0.04, 0.012
 BLINK_PROFILE = (0.55, 1.0, 1.0, 0.6, 0.25)
 #: an eye's half width and half height, as fractions of the face box
 EYE_A, EYE_B = 0.085, 0.035
+#: the expression-warped face is redrawn when a displacement changed by more than this (pixels)
+REDRAW_PX = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,19 @@ class FaceAnimator:
         self.sway_weight = np.outer(wy, wx).astype(np.float32)
         self.sway_px = SWAY_MAX * bh
         self.cx, self.cy = float(np.mean(xs)) - self.x1, float(box.y2) - self.y1  # rotate about the chin
+        self._base: np.ndarray | None = None
+        self._base_image: np.ndarray | None = None
+        self._state: tuple[float, ...] = (0.0,) * 9
+        w = self.sway_weight
+        # map_x = stack · (1, brow_lower, sway_x px, -angle); map_y = stack · (1, raise-lower, inner,
+        # -lid, corner, sway_y px, angle): rotation about (cx, cy) weighted like the translation.
+        self.x_stack = np.stack([self.grid_x, self.inward_field, w, (self.grid_y - self.cy) * w]).reshape(
+            4, -1
+        )
+        self.y_stack = np.stack(
+            [self.grid_y, self.brow_field, self.inner_field, self.lid_field, self.corner_field, w,
+             (self.grid_x - self.cx) * w]
+        ).reshape(7, -1)  # fmt: skip
         roi = image[self.y1 : self.y2, self.x1 : self.x2]
         eyes_at = [
             _darkest(roi, fx(x) - self.x1, fy(EYE_Y) - self.y1, 0.12 * bw, 0.05 * bh)
@@ -143,23 +159,65 @@ class FaceAnimator:
         alpha = cv2.GaussianBlur(alpha, (0, 0), max(0.6, 0.25 * b))[:, :, None]
         return (y0, y1, x0, x1), closed, alpha
 
+    def base(
+        self, image: np.ndarray, c: dict[str, float], blink: float, sway: tuple[float, float, float]
+    ) -> np.ndarray:
+        """The portrait with this expression, blink and sway, for the mouth to be animated on.
+
+        Re-warped only when some displacement changed by more than ``REDRAW_PX`` pixels since the
+        last one (the sway moves about 0.05 px a frame), so most frames reuse it; a redraw rewrites
+        only the head region of a buffer kept for the avatar.
+        """
+        bh, sway_px = self.bh, self.sway_px
+        state = (
+            c["brow_raise"] * bh * BROW_MAX, c["brow_inner"] * bh * BROW_MAX, c["brow_lower"] * bh * BROW_MAX,
+            c["lid"] * bh * LID_MAX, c["corner"] * bh * CORNER_MAX, blink * bh * EYE_B * 2,
+            sway[0] * sway_px, sway[1] * sway_px, sway[2] * bh,
+        )  # fmt: skip
+        last = self._state
+        if (
+            self._base is None
+            or self._base_image is not image
+            or any(abs(a - b) > REDRAW_PX for a, b in zip(state, last, strict=True))
+        ):
+            if self._base is None or self._base_image is not image:
+                self._base, self._base_image = image.copy(), image
+            self.apply(self._base, c, blink, sway, source=image)  # only the head region is rewritten
+            self._state = state
+        return self._base
+
     def apply(
-        self, frame: np.ndarray, c: dict[str, float], blink: float, sway: tuple[float, float, float]
+        self,
+        frame: np.ndarray,
+        c: dict[str, float],
+        blink: float,
+        sway: tuple[float, float, float],
+        source: np.ndarray | None = None,
     ) -> None:
-        """Warp the head region of ``frame`` in place (a frame that owns its pixels)."""
-        lid = c["lid"]
-        lower = c["brow_lower"]
-        dy = (c["brow_raise"] - lower) * self.brow_field + c["brow_inner"] * self.inner_field
-        dy -= lid * self.lid_field
-        dy += c["corner"] * self.corner_field
-        dx = lower * self.inward_field
+        """Warp the head region of ``source`` (default: ``frame`` itself) into ``frame``, in place.
+
+        The maps are one matrix-vector product each over the stacked fields (BLAS, one pass over
+        the region) instead of a dozen array expressions: that is what keeps expressions cheap.
+        """
         sx, sy, angle = sway
-        if sx or sy or angle:
-            dx = dx - (sx * self.sway_px + angle * (self.grid_y - self.cy)) * self.sway_weight
-            dy = dy - (sy * self.sway_px - angle * (self.grid_x - self.cx)) * self.sway_weight
-        roi = frame[self.y1 : self.y2, self.x1 : self.x2]
-        map_x = self.grid_x + dx if isinstance(dx, np.ndarray) else self.grid_x
-        out = cv2.remap(roi, map_x, self.grid_y + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        lower = c["brow_lower"]
+        kx = np.array([1.0, lower, -sx * self.sway_px, -angle], np.float32)
+        ky = np.array(
+            [
+                1.0,
+                c["brow_raise"] - lower,
+                c["brow_inner"],
+                -c["lid"],
+                c["corner"],
+                -sy * self.sway_px,
+                angle,
+            ],
+            np.float32,
+        )
+        map_x = (kx @ self.x_stack).reshape(self.grid_x.shape)
+        map_y = (ky @ self.y_stack).reshape(self.grid_y.shape)
+        roi = (frame if source is None else source)[self.y1 : self.y2, self.x1 : self.x2]
+        out = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if blink > 0:  # closed lids fade in over the eyes
             for (y0, y1, x0, x1), closed, alpha in self.lids:
                 part = out[y0:y1, x0:x1].astype(np.float32)

@@ -122,22 +122,26 @@ class MouthAnimator:
         self.width_field = (near * across).astype(np.float32)
         self.roi = image[self.y1 : self.y2, self.x1 : self.x2]
 
-    def mouth_region(self, opening: float, width: float) -> np.ndarray | None:
-        """The warped lower-face region, or None when the mouth is at rest."""
+    def mouth_region(self, opening: float, width: float, base: np.ndarray | None = None) -> np.ndarray | None:
+        """The warped lower-face region, or None when the mouth is at rest.
+
+        ``base``: the full frame to warp from instead of the portrait (an expression-warped face).
+        """
         if opening < 0.01 and abs(width - 1.0) < 0.01:
             return None
+        roi = self.roi if base is None else base[self.y1 : self.y2, self.x1 : self.x2]
         drop = opening * self.max_drop
         map_y = self.grid_y - drop * self.drop_field
         scale = 1.0 + (1.0 / width - 1.0) * self.width_field
         map_x = self.mx_local + (self.grid_x - self.mx_local) * scale
-        warped = cv2.remap(self.roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        warped = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if drop >= 0.5:
             warped = self._interior(warped, opening, width, drop)
         return warped
 
-    def compose(self, region: np.ndarray | None) -> np.ndarray:
+    def compose(self, region: np.ndarray | None, base: np.ndarray | None = None) -> np.ndarray:
         """The full frame with ``region`` put back (the warp fades to zero at the region edges)."""
-        out = self.image.copy()
+        out = (self.image if base is None else base).copy()
         if region is not None:
             out[self.y1 : self.y2, self.x1 : self.x2] = region
         return out
@@ -216,12 +220,12 @@ class ProceduralRenderer:
         stages["mel"] = stages.get("mel", 0.0) + time.perf_counter() - t0
         for o, w in zip(track.opening, track.width, strict=True):
             t1 = time.perf_counter()
-            region = anim.mouth_region(float(o), float(w))
+            # The expression warps the portrait (re-warped only when it moved by a visible amount),
+            # and the mouth is animated on top of that face: lip-sync stays as it was.
+            base = face.base(anim.image, *expression.step()) if face is not None and expression else None
+            region = anim.mouth_region(float(o), float(w), base)
             t2 = time.perf_counter()
-            frame = anim.compose(region)
-            if face is not None:
-                assert expression is not None
-                face.apply(frame, *expression.step())
+            frame = anim.compose(region, base)
             t3 = time.perf_counter()
             stages["model"] = stages.get("model", 0.0) + t2 - t1
             stages["paste"] = stages.get("paste", 0.0) + t3 - t2

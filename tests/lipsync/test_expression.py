@@ -36,18 +36,21 @@ def avatar() -> Any:
 
 def vertical_shift(img: np.ndarray, frame: np.ndarray, box: Any, cx: float, cy: float) -> float:
     """How far the content around (cx, cy) (box fractions) moved up in ``frame`` (pixels; > 0 = up):
-    the sub-pixel shift of the portrait's patch that best matches the frame's (least mean |diff|)."""
-    half_w, half_h = 0.07 * box.width, 0.05 * box.height
+    the sub-pixel shift of the portrait's patch that best matches the frame's (least mean |diff|),
+    searched in both directions so the head sway's sideways drift does not bias it."""
+    half_w, half_h, margin = 0.07 * box.width, 0.05 * box.height, 12
     x0, x1 = int(box.x1 + cx * box.width - half_w), int(box.x1 + cx * box.width + half_w)
     y0, y1 = int(box.y1 + cy * box.height - half_h), int(box.y1 + cy * box.height + half_h)
     target = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y0:y1, x0:x1].astype(np.float32)
-    source = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    source = gray[y0 - margin : y1 + margin, x0 - margin : x1 + margin]
     best, best_err = 0.0, np.inf
-    for up in np.arange(-10.0, 10.01, 0.25):
-        moved = cv2.warpAffine(source, np.float32([[1, 0, 0], [0, 1, -up]]), source.shape[::-1])
-        err = float(np.abs(moved[y0:y1, x0:x1] - target).mean())
-        if err < best_err:
-            best, best_err = float(up), err
+    for up in np.arange(-8.0, 8.01, 0.25):
+        for right in np.arange(-2.0, 2.01, 0.25):
+            moved = cv2.warpAffine(source, np.float32([[1, 0, right], [0, 1, -up]]), source.shape[::-1])
+            err = float(np.abs(moved[margin:-margin, margin:-margin] - target).mean())
+            if err < best_err:
+                best, best_err = float(up), err
     return best
 
 
