@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.db.models import Voice
 from gateway.voices import checks
 from gateway.voices.provider import EnrollmentClient, EnrollmentError
 from gateway.voices.statement import LANGUAGES, make_statement, new_code
@@ -210,8 +211,6 @@ async def enrol(
             422, "consent checks failed: " + describe_failures(results), "consent_check_failed"
         )
     voice_id = new_voice_id()
-    from gateway.db.models import Voice
-
     voice = Voice(
         id=voice_id, tenant=tenant, key_id=key_id, name=name, purpose=challenge.purpose,
         language=challenge.language, statement=challenge.statement, code=code, request_hash=rhash,

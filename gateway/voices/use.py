@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import APIError
 from gateway.voices.store import VoiceStore
 
 PREFIX = "custom:"
@@ -100,8 +101,6 @@ async def cloned_voice(services: Any, tenant: str, voice: str | None) -> ClonedV
     """None for an ordinary voice name; the resolved voice for ``custom:<id>``; else an APIError."""
     if not is_custom(voice):
         return None
-    from gateway.errors import APIError
-
     assert voice is not None
     try:
         return await resolve(store_for(services), tenant, voice)
