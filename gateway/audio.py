@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import av
 import numpy as np
 
+from lipsync.labels import MediaLabel, labelled_wav_header
 from providers.base import AudioData
 from providers.wav import wav_header
 
@@ -210,7 +211,7 @@ class StreamEncoder:
     synthesis is still running. Not thread-safe; one instance per response.
     """
 
-    def __init__(self, fmt: str, sample_rate: int) -> None:
+    def __init__(self, fmt: str, sample_rate: int, label: MediaLabel | None = None) -> None:
         if fmt not in SPEECH_FORMATS:
             raise ValueError(f"unsupported speech format {fmt!r}")
         self.format = fmt
@@ -220,12 +221,15 @@ class StreamEncoder:
         self._odd_byte = b""
         self._container = None
         self._stream = None
+        self.label = label
         if fmt in _ENCODERS:
             container_fmt, codec, rates = _ENCODERS[fmt]
             self.output_rate = _pick_rate(sample_rate, rates)
             self._sink = _Sink()
             options = {"page_duration": "100000"} if container_fmt == "ogg" else {}
             self._container = av.open(self._sink, mode="w", format=container_fmt, options=options)
+            if label is not None:  # the implicit AI-generated label (lipsync/labels.py)
+                self._container.metadata.update(label.metadata())
             self._stream = self._container.add_stream(codec, rate=self.output_rate)
             self._stream.layout = "mono"
             self._resampler = (
@@ -278,7 +282,8 @@ class StreamEncoder:
     def _raw(self, pcm: bytes) -> bytes:
         if self.format == "wav" and not self._started:
             self._started = True
-            return wav_stream_header(self.input_rate) + pcm
+            header = wav_stream_header(self.input_rate)
+            return (labelled_wav_header(header, self.label) if self.label else header) + pcm
         return pcm
 
     def _encode(self, frame: av.AudioFrame | None) -> None:

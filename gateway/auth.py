@@ -38,7 +38,18 @@ from providers.base import ProviderError
 
 log = logging.getLogger("talkgate.auth")
 
-SCOPES = ("chat", "asr", "tts", "talk", "avatars", "realtime", "admin", "knowledge:read", "knowledge:write")
+SCOPES = (
+    "chat",
+    "asr",
+    "tts",
+    "talk",
+    "avatars",
+    "realtime",
+    "voices",
+    "admin",
+    "knowledge:read",
+    "knowledge:write",
+)
 #: ``require_scope(ANY_SCOPE)``: any valid key (e.g. /v1/models); no limits charged, no usage row.
 ANY_SCOPE = "*"
 

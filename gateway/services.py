@@ -40,6 +40,7 @@ class Services:
     renderer: Any = None  # lipsync renderer
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
     quota: Any = None  # policies.quota (SaaS)
+    voice_store: Any = None  # gateway.voices.store.VoiceStore (created on first use)
     local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
     realtime_metrics: Any = None  # gateway.realtime.metrics.RealtimeMetrics
     vad_scorer: Any = None  # Silero VAD in a worker (providers/local/vad_engine.py); None: in-process

@@ -219,7 +219,13 @@ class InputLimitsConfig(BaseModel):
     #: longest audio per surface, in seconds: from the container's declared duration first,
     #: then enforced while decoding (never more is materialised)
     audio_max_seconds: dict[str, float] = Field(
-        default_factory=lambda: {"transcription": 600.0, "talk": 60.0, "realtime": 120.0, "default": 600.0}
+        default_factory=lambda: {
+            "transcription": 600.0,
+            "talk": 60.0,
+            "realtime": 120.0,
+            "voices": 60.0,
+            "default": 600.0,
+        }
     )
     #: decoded PCM (16-bit mono at 16 kHz) may be at most this many times the uploaded bytes
     audio_max_expansion: float = 256.0
@@ -309,6 +315,48 @@ def _merge_route(default: RouteConfig, given: dict[str, Any]) -> dict[str, Any]:
     aliases["default"] = str(chain[0]).partition(":")[2]
     route["aliases"] = aliases
     return route
+
+
+class VoiceCloningConfig(BaseModel):
+    """Cloned voices with recorded consent (``/v1/voices``, gateway/voices/)."""
+
+    #: the CosyVoice model cloned voices are enrolled for; synthesis must use the same model
+    target_model: str = "cosyvoice-v2"
+    #: who the consent statement names as the party that will use the voice
+    operator_name: str = "the operator of this talkgate gateway"
+    statement_ttl_s: float = 900.0
+    sample_min_s: float = 5.0
+    sample_max_s: float = 60.0
+    consent_min_s: float = 2.0
+    #: Silero VAD: at least this much speech in each recording
+    min_speech_s: float = 2.0
+    #: the consent transcript must match the statement at least this well (0..1, word-level)
+    transcript_match_threshold: float = 0.8
+    #: "resemblyzer" (weights shipped in its wheel) or "off" (recorded as "unavailable")
+    speaker_check: str = "resemblyzer"
+    #: cosine similarity of the two recordings' d-vectors at or above which they are one speaker
+    speaker_threshold: float = 0.8
+    poll_interval_s: float = 2.0
+    #: how long POST /v1/voices waits for the provider's review; after that it answers 202 and
+    #: GET /v1/voices/{id} asks the provider again
+    inline_wait_s: float = 20.0
+    max_voices_per_tenant: int = 20
+    #: when the cloud TTS fails for a cloned voice: "local" (a local voice, flagged) or "refuse"
+    default_fallback: str = "refuse"
+
+
+class MediaLabelConfig(BaseModel):
+    """Implicit AI-generated labels in produced WAV/MP3/MP4 and a header on responses."""
+
+    producer: str = "talkgate"
+    #: draw a visible "AI" mark on rendered video
+    visible_video_mark: bool = False
+
+
+class EmotionConfig(BaseModel):
+    """The answer's emotion (LLM tag, lexicon fallback) driving voice and face in /v1/talk."""
+
+    enabled: bool = True
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -403,6 +451,9 @@ class Settings(BaseSettings):
     egress: EgressConfig = Field(default_factory=EgressConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     experiments: dict[str, Any] = Field(default_factory=dict)
+    voice_cloning: VoiceCloningConfig = Field(default_factory=VoiceCloningConfig)
+    media_labels: MediaLabelConfig = Field(default_factory=MediaLabelConfig)
+    emotion: EmotionConfig = Field(default_factory=EmotionConfig)
 
     @field_validator("auth", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lipsync.labels import MediaLabel
 from providers.wav import float_to_pcm16
 
 AUDIO_RATE = 24000  # output AAC rate; segments at other rates are resampled
@@ -34,6 +35,7 @@ class Mp4Writer:
         sample_rate: int = AUDIO_RATE,
         crf: int = 23,
         preset: str = "veryfast",
+        label: MediaLabel | None = None,
     ) -> None:
         if width % 2 or height % 2:
             raise ValueError(f"H.264 4:2:0 needs even dimensions, got {width}×{height}")
@@ -41,7 +43,11 @@ class Mp4Writer:
         self.fps = fps
         self.sample_rate = sample_rate
         self.width, self.height = width, height
-        self._container = av.open(str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        # use_metadata_tags: the label's own keys (ai_generated, consent_id, ...) are written too
+        movflags = "+faststart+use_metadata_tags" if label is not None else "+faststart"
+        self._container = av.open(str(self.path), mode="w", format="mp4", options={"movflags": movflags})
+        if label is not None:  # the implicit AI-generated label (lipsync/labels.py)
+            self._container.metadata.update(label.metadata())
         self._video = self._container.add_stream("libx264", rate=fps)
         self._video.width, self._video.height = width, height
         self._video.pix_fmt = "yuv420p"

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
+from lipsync.expression import ExpressionState, FaceAnimator
 from lipsync.faces import Box
 
 #: Mouth geometry as fractions of the (S3FD-like, padded) face box.
@@ -121,22 +122,26 @@ class MouthAnimator:
         self.width_field = (near * across).astype(np.float32)
         self.roi = image[self.y1 : self.y2, self.x1 : self.x2]
 
-    def mouth_region(self, opening: float, width: float) -> np.ndarray | None:
-        """The warped lower-face region, or None when the mouth is at rest."""
+    def mouth_region(self, opening: float, width: float, base: np.ndarray | None = None) -> np.ndarray | None:
+        """The warped lower-face region, or None when the mouth is at rest.
+
+        ``base``: the full frame to warp from instead of the portrait (an expression-warped face).
+        """
         if opening < 0.01 and abs(width - 1.0) < 0.01:
             return None
+        roi = self.roi if base is None else base[self.y1 : self.y2, self.x1 : self.x2]
         drop = opening * self.max_drop
         map_y = self.grid_y - drop * self.drop_field
         scale = 1.0 + (1.0 / width - 1.0) * self.width_field
         map_x = self.mx_local + (self.grid_x - self.mx_local) * scale
-        warped = cv2.remap(self.roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        warped = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if drop >= 0.5:
             warped = self._interior(warped, opening, width, drop)
         return warped
 
-    def compose(self, region: np.ndarray | None) -> np.ndarray:
+    def compose(self, region: np.ndarray | None, base: np.ndarray | None = None) -> np.ndarray:
         """The full frame with ``region`` put back (the warp fades to zero at the region edges)."""
-        out = self.image.copy()
+        out = (self.image if base is None else base).copy()
         if region is not None:
             out[self.y1 : self.y2, self.x1 : self.x2] = region
         return out
@@ -170,6 +175,19 @@ class ProceduralRenderer:
     def __init__(self, fps: float = 25.0) -> None:
         self.fps = fps
         self._animators: dict[str, MouthAnimator] = {}
+        self._faces: dict[str, FaceAnimator] = {}
+
+    def face(self, avatar: object) -> FaceAnimator:
+        """The avatar's expression fields (brows, lids, mouth corners, sway): lipsync/expression.py."""
+        key = getattr(avatar, "id", "")
+        face = self._faces.get(key)
+        if face is None:
+            anim = self.animator(avatar)
+            face = FaceAnimator(avatar.box, anim.image, anim.mx, anim.my, anim.half_w)  # type: ignore[attr-defined]
+            if len(self._faces) > 32:
+                self._faces.clear()
+            self._faces[key] = face
+        return face
 
     def animator(self, avatar: object) -> MouthAnimator:
         key = getattr(avatar, "id", "")
@@ -187,21 +205,27 @@ class ProceduralRenderer:
         pcm16k: np.ndarray,
         n_frames: int | None = None,
         timings: dict[str, float] | None = None,
+        expression: ExpressionState | None = None,
     ) -> Iterator[np.ndarray]:
         """BGR frames for 16 kHz float audio; ``n_frames`` fixes the count (default: audio length).
 
         ``timings`` accumulates seconds per stage: "mel" (audio analysis), "model" (warp), "paste".
+        ``expression`` (one per video) adds brows, lids and blinks, mouth corners and head sway.
         """
         stages = timings if timings is not None else {}
         t0 = time.perf_counter()
         track = mouth_track(pcm16k, 16000, self.fps, n_frames)
         anim = self.animator(avatar)
+        face = self.face(avatar) if expression is not None and expression.enabled else None
         stages["mel"] = stages.get("mel", 0.0) + time.perf_counter() - t0
         for o, w in zip(track.opening, track.width, strict=True):
             t1 = time.perf_counter()
-            region = anim.mouth_region(float(o), float(w))
+            # The expression warps the portrait (re-warped only when it moved by a visible amount),
+            # and the mouth is animated on top of that face: lip-sync stays as it was.
+            base = face.base(anim.image, *expression.step()) if face is not None and expression else None
+            region = anim.mouth_region(float(o), float(w), base)
             t2 = time.perf_counter()
-            frame = anim.compose(region)
+            frame = anim.compose(region, base)
             t3 = time.perf_counter()
             stages["model"] = stages.get("model", 0.0) + t2 - t1
             stages["paste"] = stages.get("paste", 0.0) + t3 - t2

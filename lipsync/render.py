@@ -26,6 +26,8 @@ from lipsync.avatars import Avatar
 from lipsync.blend import face_input, paste
 from lipsync.encode import Mp4Writer
 from lipsync.errors import LipsyncError
+from lipsync.expression import ExpressionState
+from lipsync.labels import MediaLabel, draw_ai_mark, labelled_wav_header
 from lipsync.mel import SAMPLE_RATE, mel_chunks, melspectrogram, resample
 from lipsync.procedural import ProceduralRenderer
 from lipsync.wav2lip_worker import RemoteWav2Lip
@@ -101,10 +103,24 @@ class VideoBuilder:
     pipeline). ``timings`` holds the seconds per stage (mel, model, paste, encode).
     """
 
-    def __init__(self, renderer: Renderer, avatar: Avatar, path: Path, fps: int) -> None:
+    def __init__(
+        self,
+        renderer: Renderer,
+        avatar: Avatar,
+        path: Path,
+        fps: int,
+        label: MediaLabel | None = None,
+        *,
+        expression: ExpressionState | None = None,
+        visible_mark: bool = False,
+    ) -> None:
         self.renderer = renderer
         self.avatar = avatar
-        self.writer = Mp4Writer(path, avatar.width, avatar.height, fps=fps)
+        self.label = label
+        #: the face's expression across the whole video (procedural renderer only)
+        self.expression = expression if getattr(renderer, "name", "") == "procedural" else None
+        self.visible_mark = visible_mark
+        self.writer = Mp4Writer(path, avatar.width, avatar.height, fps=fps, label=label)
         self.timings: dict[str, float] = {}
         self.audio_parts: list[np.ndarray] = []  # output-rate audio, for the WAV artifact
         self._lock = threading.Lock()
@@ -118,7 +134,14 @@ class VideoBuilder:
         out_audio = resample(pcm, sample_rate, self.writer.sample_rate)
         n_frames = self.writer.frames_for(out_audio.size)
         audio16k = resample(pcm, sample_rate, SAMPLE_RATE)
-        frames = self.renderer.render(self.avatar, audio16k, n_frames, self.timings) if n_frames else iter(())
+        extra = {"expression": self.expression} if self.expression is not None else {}
+        frames = (
+            self.renderer.render(self.avatar, audio16k, n_frames, self.timings, **extra)
+            if n_frames
+            else iter(())
+        )
+        if self.visible_mark:
+            frames = (draw_ai_mark(f.copy()) for f in frames)
         rendering_before = self._rendering()
         t0 = time.perf_counter()
         self.writer.write(frames, out_audio)
@@ -144,7 +167,8 @@ class VideoBuilder:
     def wav_bytes(self) -> bytes:
         """The spoken audio as a 16-bit mono WAV file."""
         audio = np.concatenate(self.audio_parts) if self.audio_parts else np.zeros(0, np.float32)
-        return pcm_to_wav(float_to_pcm16(audio).tobytes(), self.writer.sample_rate)
+        wav = pcm_to_wav(float_to_pcm16(audio).tobytes(), self.writer.sample_rate)
+        return wav if self.label is None else labelled_wav_header(wav[:44], self.label) + wav[44:]
 
     @property
     def duration_s(self) -> float:
@@ -261,8 +285,18 @@ class RenderService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    def builder(self, avatar: Avatar, path: Path) -> VideoBuilder:
-        return VideoBuilder(self.renderer, avatar, path, self.fps)
+    def builder(
+        self,
+        avatar: Avatar,
+        path: Path,
+        label: MediaLabel | None = None,
+        *,
+        expression: ExpressionState | None = None,
+        visible_mark: bool = False,
+    ) -> VideoBuilder:
+        return VideoBuilder(
+            self.renderer, avatar, path, self.fps, label, expression=expression, visible_mark=visible_mark
+        )
 
     def render_file(self, avatar: Avatar, pcm: np.ndarray, sample_rate: int, path: Path) -> VideoBuilder:
         """Synchronous one-shot: the whole clip into ``path`` (call through ``run``)."""

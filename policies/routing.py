@@ -434,8 +434,10 @@ class Router:
     async def transcribe(self, request: TranscribeRequest, ctx: Any) -> Transcript:
         return await self._run("asr", request, ctx, lambda p, r: p.transcribe(r))
 
-    async def synthesize(self, request: SynthesizeRequest, ctx: Any) -> SpeechResult:
-        return await self._run("tts", request, ctx, lambda p, r: p.synthesize(r))
+    async def synthesize(
+        self, request: SynthesizeRequest, ctx: Any, skip: Callable[[Target], str | None] | None = None
+    ) -> SpeechResult:
+        return await self._run("tts", request, ctx, lambda p, r: p.synthesize(r), skip=skip)
 
     async def embed(self, request: EmbedRequest, ctx: Any) -> EmbedResult:
         return await self._run("embedding", request, ctx, lambda p, r: p.embed(r))
@@ -471,8 +473,10 @@ class Router:
         """Returns once the first chunk is in hand; later failures raise StreamInterrupted."""
         return await self._open_stream("chat", request, ctx, "chat_stream", skip)
 
-    async def synthesize_stream(self, request: SynthesizeRequest, ctx: Any) -> AsyncIterator[SpeechChunk]:
-        return await self._open_stream("tts", request, ctx, "synthesize_stream")
+    async def synthesize_stream(
+        self, request: SynthesizeRequest, ctx: Any, skip: Callable[[Target], str | None] | None = None
+    ) -> AsyncIterator[SpeechChunk]:
+        return await self._open_stream("tts", request, ctx, "synthesize_stream", skip)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.conversation.emotion import TagStripper, classify, voice_params
 from gateway.conversation.sentences import SentenceSplitter, clean_for_speech, speakable
 from gateway.streaming import StreamMeter
 from gateway.structured.answers import assemble
@@ -96,12 +97,26 @@ class SpokenAnswer:
         skip: Any = None,
         metrics: Any = None,
         canned: str | None = None,
+        emotion: str = "off",
+        voice_model: str = "",
+        tts_skip: Any = None,
+        on_emotion: Callable[[str], None] | None = None,
     ) -> None:
         self.router = router
         self.skip = skip  # targets the request may not use (gateway/routes/chat.py target_skip)
         self.metrics = metrics
         #: a fixed answer spoken without a model call (a knowledge-base decline)
         self.canned = canned
+        #: "auto" (the LLM's leading tag, else the lexicon), "off", or a fixed emotion
+        #: (gateway/conversation/emotion.py); decided once, at the first sentence
+        self.emotion_mode = emotion
+        self.emotion, self.emotion_source = (
+            (emotion, "request") if emotion not in ("auto", "off") else ("neutral", "off")
+        )
+        self.on_emotion = on_emotion
+        self.voice_model = voice_model  # a cloned voice's target model ("" = the route's default)
+        self.tts_skip = tts_skip  # targets a cloned voice may not fall back to (its consent policy)
+        self._tags = TagStripper()
         self.ctx = ctx
         self.request = request
         self.voice = voice
@@ -162,7 +177,9 @@ class SpokenAnswer:
         call_chunks: list[ChatChunk] = []
 
         async def emit(sentence: str) -> None:
-            self._mark("first_sentence")
+            if not self.sentences:
+                self._mark("first_sentence")
+                self._decide_emotion(sentence)
             self.sentences.append(sentence)
             spoken = clean_for_speech(sentence)
             if self.speak and speakable(spoken):
@@ -184,10 +201,10 @@ class SpokenAnswer:
                     continue
                 self._mark("llm_first_token")
                 self.meter.parts.append(chunk.delta)
-                self.text += chunk.delta
-                await out.put(AnswerPiece("text", text=chunk.delta))
-                for sentence in splitter.feed(chunk.delta):
-                    await emit(sentence)
+                # a leading emotion tag is cut here: it never reaches TTS, subtitles or transcripts
+                delta = self._tags.feed(chunk.delta) if self.emotion_mode == "auto" else chunk.delta
+                await self._text(delta, splitter, emit, out)
+            await self._text(self._tags.flush(), splitter, emit, out)
             for sentence in splitter.flush():
                 await emit(sentence)
             self._mark("llm_done")
@@ -200,18 +217,39 @@ class SpokenAnswer:
             await sentences.put(_DONE)
             await out.put(_DONE)
 
+    async def _text(self, delta: str, splitter: SentenceSplitter, emit: Any, out: asyncio.Queue[Any]) -> None:
+        if not delta:
+            return
+        self.text += delta
+        await out.put(AnswerPiece("text", text=delta))
+        for sentence in splitter.feed(delta):
+            await emit(sentence)
+
+    def _decide_emotion(self, first_sentence: str) -> None:
+        """One emotion per answer, known at the first sentence: the tag, else the lexicon."""
+        if self.emotion_mode == "auto":
+            if self._tags.tag is not None:
+                self.emotion, self.emotion_source = self._tags.tag, "tag"
+            else:
+                self.emotion, self.emotion_source = classify(first_sentence), "lexicon"
+        if self.on_emotion is not None:
+            self.on_emotion(self.emotion)
+
     async def _synthesise(self, sentences: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
         try:
             while (text := await sentences.get()) is not _DONE:
                 started = time.perf_counter()
+                extra = voice_params(self.emotion) if self.emotion_source != "off" else {}
                 request = SynthesizeRequest(
-                    model="",
+                    model=self.voice_model,
                     text=text,
                     voice=self.voice,
                     language=self.language,
                     sample_rate=self.sample_rate,
+                    speed=float(extra.get("speed", 1.0)),
+                    extra=extra,
                 )
-                result = await self.router.synthesize(request, self.ctx)
+                result = await self.router.synthesize(request, self.ctx, skip=self.tts_skip)
                 self._note("tts")
                 self.stats.tts_chars += len(text)
                 self.stats.tts_s += time.perf_counter() - started

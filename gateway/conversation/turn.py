@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.conversation.answer import SpokenAnswer
+from gateway.conversation.emotion import PROMPT as EMOTION_PROMPT
 from gateway.conversation.knowledge import TurnGrounding
 from lipsync.avatars import Avatar
+from lipsync.expression import ExpressionState
 from lipsync.render import RenderService, VideoBuilder
 from policies.routing import StreamInterrupted
 from providers.base import AudioData, ChatRequest, ProviderError, TranscribeRequest
@@ -55,6 +57,14 @@ class TalkInput:
     model: str = ""
     language: str | None = None
     max_tokens: int = 256
+    #: emotion: "auto" (LLM tag, else lexicon), "off", or one of emotion.EMOTIONS (forced)
+    emotion: str = "auto"
+    #: TTS model ("" = the route's default; a cloned voice's target model) and router skip hook
+    voice_model: str = ""
+    tts_skip: Any = None
+    #: implicit label of the MP4/WAV, and the visible "AI" mark
+    label: Any = None
+    visible_mark: bool = False
 
 
 @dataclass(slots=True)
@@ -77,6 +87,9 @@ class TalkResult:
     asr_seconds: float = 0.0
     #: ``{"citations": [...], "knowledge": {...}}`` of a grounded turn (gateway/conversation/knowledge.py)
     knowledge: dict[str, Any] | None = None
+    #: the answer's emotion and where it came from ("tag", "lexicon", "request", "off")
+    emotion: str = "neutral"
+    emotion_source: str = "off"
 
 
 def _ms(seconds: float) -> float:
@@ -122,7 +135,10 @@ class TalkPipeline:
         transcript = await self._transcribe(inp) if inp.audio is not None else (inp.text or "").strip()
         if not transcript:
             raise TalkError(400, "text is empty: there is nothing to answer", "empty_text", "text")
-        messages = [{"role": "system", "content": inp.system_prompt or DEFAULT_SYSTEM_PROMPT}]
+        system = inp.system_prompt or DEFAULT_SYSTEM_PROMPT
+        if inp.emotion == "auto":
+            system = f"{system}\n{EMOTION_PROMPT}"
+        messages = [{"role": "system", "content": system}]
         messages += [*inp.history, {"role": "user", "content": transcript}]
         grounding = await self.grounder(messages) if self.grounder is not None else None
         canned = None
@@ -131,10 +147,25 @@ class TalkPipeline:
         elif grounding is not None:
             canned = grounding.decline_text()
         request = ChatRequest(model=inp.model, messages=messages, max_tokens=inp.max_tokens)
-        answer = SpokenAnswer(
-            self.router, self.ctx, request, voice=inp.voice, language=inp.language, canned=canned
+        forced = inp.emotion not in ("auto", "off")
+        expression = ExpressionState(
+            inp.emotion if forced else "neutral", fps=self.renders.fps, enabled=inp.emotion != "off"
         )
-        builder = self.renders.builder(inp.avatar, self.video_path)
+        answer = SpokenAnswer(
+            self.router,
+            self.ctx,
+            request,
+            voice=inp.voice,
+            language=inp.language,
+            canned=canned,
+            emotion=inp.emotion,
+            voice_model=inp.voice_model,
+            tts_skip=inp.tts_skip,
+            on_emotion=lambda emotion: setattr(expression, "emotion", emotion),
+        )
+        builder = self.renders.builder(
+            inp.avatar, self.video_path, inp.label, expression=expression, visible_mark=inp.visible_mark
+        )
         speech: asyncio.Queue[Any] = asyncio.Queue(maxsize=2)  # back-pressure on TTS
         started = time.perf_counter()
         try:
@@ -170,6 +201,8 @@ class TalkPipeline:
             tts_chars=answer.stats.tts_chars,
             asr_seconds=inp.audio.duration_s if inp.audio is not None else 0.0,
             knowledge=grounding.summary(answer.text) if grounding is not None else None,
+            emotion=answer.emotion,
+            emotion_source=answer.emotion_source,
         )
 
     def _account(self, answer: SpokenAnswer, elapsed_s: float) -> None:

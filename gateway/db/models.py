@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
@@ -74,3 +86,68 @@ class UsageRecord(Base):
     video_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     status: Mapped[int] = mapped_column(Integer, default=200)
+
+
+# --------------------------------------------------------------------------- cloned voices (issue 13)
+
+
+class VoiceChallenge(Base):
+    """A consent statement handed out with a one-time code; the consent recording must read it."""
+
+    __tablename__ = "voice_challenges"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    purpose: Mapped[str] = mapped_column(String(300))
+    language: Mapped[str] = mapped_column(String(8))
+    statement: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Voice(Base):
+    """A cloned voice and its consent record (who, when, what was read, hashes, checks, provider)."""
+
+    __tablename__ = "voices"
+    __table_args__ = (UniqueConstraint("tenant", "request_hash", name="uq_voices_tenant_request"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    purpose: Mapped[str] = mapped_column(String(300))
+    language: Mapped[str] = mapped_column(String(8))
+    statement: Mapped[str] = mapped_column(Text)
+    code: Mapped[str] = mapped_column(String(16))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    sample_sha256: Mapped[str] = mapped_column(String(64))
+    consent_sha256: Mapped[str] = mapped_column(String(64))
+    checks: Mapped[dict] = mapped_column(JSON)
+    provider: Mapped[str] = mapped_column(String(32))
+    target_model: Mapped[str] = mapped_column(String(64))
+    provider_prefix: Mapped[str] = mapped_column(String(16))
+    provider_voice_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    provider_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    fallback: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # pending | active | failed | revoked
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revocation_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class VoiceAuditEvent(Base):
+    """Append-only audit log of a voice: enrolment, status changes, every use, revocation."""
+
+    __tablename__ = "voice_audit"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    voice_id: Mapped[str] = mapped_column(String(32), index=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict] = mapped_column(JSON)

@@ -10,6 +10,7 @@ generation that nobody will hear is no longer billed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from gateway.realtime.tools import function_call_item
 from policies.routing import StreamInterrupted, UnknownModelError
 from providers.base import AudioData, ChatRequest, ErrorKind, ProviderError, ToolCall
 
+log = logging.getLogger("talkgate.realtime")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: Audio per response.output_audio.delta: 100 ms, small enough for playback to start at once,
 #: large enough not to flood the socket with tiny frames.
@@ -164,6 +166,8 @@ class ResponseTurn:
             return "cancelled"
         except Exception as exc:
             type_, code, message = error_of(_first(exc))
+            if code == "internal_error":  # a bug here, not a model failure: keep its traceback
+                log.exception("realtime response %s failed inside the gateway", self.id)
             error = {"type": type_, "code": code, "message": message}
             await self.send(server_event("error", error={**error, "param": None, "event_id": None}))
             details = {"type": "failed", "error": error}

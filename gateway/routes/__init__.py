@@ -27,6 +27,7 @@ _MODULES = (
     "vector_stores",
     "file_batches",
     "admin_knowledge",
+    "voices",
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -37,6 +38,8 @@ from gateway.schemas import (
 )
 from gateway.services import Services
 from gateway.usage import record
+from gateway.voices.use import cloned_voice, record_use, store_for
+from lipsync.labels import MediaLabel
 from policies.routing import StreamInterrupted, UnknownModelError
 from providers.base import (
     ProviderError,
@@ -280,12 +283,12 @@ async def encode_speech(
 @router.post("/v1/audio/speech")
 async def speech(request: Request, principal: Principal = require_scope("tts")) -> Response:
     try:
-        return await _speech(request)
+        return await _speech(request, principal)
     except UnknownModelError as exc:  # before the first byte: the chain is resolved first
         raise refuse_unknown_model(request, exc) from None
 
 
-async def _speech(request: Request) -> Response:
+async def _speech(request: Request, principal: Principal) -> Response:
     services: Services = request.app.state.services
     body: SpeechRequest = validate(
         SpeechRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))
@@ -293,22 +296,38 @@ async def _speech(request: Request) -> Response:
     tts_request = build_speech_request(body, services)
     ctx = get_context(request)
     ctx.model = body.model
-    if services.experiments is not None:  # A/B: may change model / voice, sets ctx.variant
+    cloned = await cloned_voice(services, principal.tenant, body.voice)  # "custom:<id>": 404 / 403
+    if cloned is not None:  # its own model and voice id; no A/B, no cache (every use is audited)
+        tts_request = replace(tts_request, model=cloned.target_model, voice=cloned.provider_voice_id)
+    elif services.experiments is not None:  # A/B: may change model / voice, sets ctx.variant
         tts_request = services.experiments.apply("tts", ctx, tts_request)
-    plan = response_cache.speech_plan(request, body, tts_request)
+    plan = response_cache.speech_plan(request, body, tts_request) if cloned is None else None
     if plan is not None and (hit := await plan.get()) is not None:
         return response_cache.speech_hit_response(request, hit)
+    skip = cloned.skip_for() if cloned is not None else None
     try:
-        stream = await services.router.synthesize_stream(tts_request, ctx)
+        stream = await services.router.synthesize_stream(tts_request, ctx, skip=skip)
         first = await anext(stream)  # already in hand: the router returns after the first piece
     except ProviderError as exc:
         raise no_provider_error(services, "tts", exc) from None
     record(request, characters=len(tts_request.text))
-    encoder = StreamEncoder(body.response_format, first.sample_rate)
+    label = MediaLabel(services.settings.media_labels.producer, cloned.consent_id if cloned else None)
+    encoder = StreamEncoder(body.response_format, first.sample_rate, label)
     headers = {
         "x-talkgate-sample-rate": str(encoder.output_rate),
         "content-disposition": f'inline; filename="speech.{body.response_format}"',
+        **label.headers(),
     }
+    if cloned is not None:
+        headers["x-talkgate-voice-fallback"] = "local" if ctx.fallback else "none"
+        await record_use(
+            store_for(services),
+            cloned,
+            route="speech",
+            text=tts_request.text,
+            key_id=principal.key_id,
+            ctx=ctx,
+        )
     media_type = CONTENT_TYPES[body.response_format]
     audio = response_cache.tee_into_cache(
         encode_speech(first, stream, encoder), plan, media_type, headers, ctx

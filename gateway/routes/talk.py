@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import orjson
@@ -39,8 +39,10 @@ from gateway.routes.avatars import json_response, lipsync_error, parse_face_inde
 from gateway.schemas import parse_json_body, read_body, too_large, validate
 from gateway.services import Services
 from gateway.usage import record as record_usage
+from gateway.voices.use import cloned_voice, record_use, store_for
 from lipsync.avatars import Avatar
 from lipsync.errors import FaceError, ImageError, LipsyncError
+from lipsync.labels import MediaLabel
 from policies.routing import UnknownModelError
 
 log = logging.getLogger("talkgate.talk")
@@ -65,6 +67,8 @@ class TalkBody(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=1024)
     #: ``{"vector_store_ids": [...], "max_num_results": 5}``: ground the answer (multipart: JSON text)
     knowledge: dict[str, Any] | str | None = None
+    #: "auto" (the LLM's tag, else a lexicon), "off", or one of neutral/happy/sad/angry/surprised/gentle
+    emotion: Literal["auto", "off", "neutral", "happy", "sad", "angry", "surprised", "gentle"] = "auto"
 
 
 def _b64(value: str, field: str) -> bytes:
@@ -239,6 +243,8 @@ async def _answer(
         await charge_quota(request, principal, {"asr_seconds": audio.duration_s})
     voice = body.voice or settings.voices.default
     voice = settings.voices.aliases.get(voice, voice)
+    cloned = await cloned_voice(services, principal.tenant, body.voice)  # "custom:<id>": 404 / 403
+    label = MediaLabel(settings.media_labels.producer, cloned.consent_id if cloned else None)
     memory = _memory(request)
     renders = services.renderer
     stem = renders.artifacts.new_stem()
@@ -260,7 +266,16 @@ async def _answer(
         model=body.model or "",
         language=body.language,
         max_tokens=body.max_tokens or 256,
+        emotion=body.emotion if settings.emotion.enabled else "off",
+        label=label,
+        visible_mark=settings.media_labels.visible_video_mark,
     )
+    if cloned is not None:
+        inp.voice, inp.voice_model, inp.tts_skip = (
+            cloned.provider_voice_id,
+            cloned.target_model,
+            cloned.skip_for(),
+        )
     try:
         result = await pipeline.run(inp)
     except TalkError as exc:
@@ -287,7 +302,18 @@ async def _answer(
         "x-talkgate-renderer": result.renderer,
         "x-talkgate-first-video-ms": str(result.timings["first_video_ms"]),
         "x-talkgate-duration-s": str(result.duration_s),
+        "x-talkgate-emotion": f"{result.emotion}; source={result.emotion_source}",
+        **label.headers(),
     }
+    if cloned is not None:
+        headers["x-talkgate-voice-fallback"] = (
+            "local" if result.fallback and "local" in result.providers.get("tts", "") else "none"
+        )
+        store = store_for(services)
+        assert store is not None
+        await record_use(
+            store, cloned, route="talk", text=result.reply, key_id=principal.key_id, ctx=get_context(request)
+        )
     if _wants_video(request):
         data = await anyio.Path(video_path).read_bytes()
         await anyio.Path(video_path).unlink(missing_ok=True)
@@ -313,6 +339,8 @@ def _json(request: Request, result: TalkResult, stem: str) -> dict[str, Any]:
         "audio_url": _artifact_url(request, f"{stem}.wav"),
         "video_url": _artifact_url(request, f"{stem}.mp4"),
         "duration_s": result.duration_s,
+        "emotion": result.emotion,
+        "emotion_source": result.emotion_source,
     }
 
 

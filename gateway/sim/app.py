@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from gateway.sim import compat, embedding, generation, multimodal, rerank
+from gateway.sim import compat, embedding, generation, multimodal, rerank, voice_enrollment
 from gateway.sim.config import SimConfig
 from gateway.sim.control import routes as control_routes
 from gateway.sim.exposure import UnsafeExposure, check_exposure, control_token_from_env
@@ -72,6 +72,7 @@ def create_app(
         Route(multimodal.PATH, multimodal.multimodal_generation, methods=["POST"]),
         Route(embedding.PATH, embedding.text_embedding, methods=["POST"]),
         Route(rerank.PATH, rerank.text_rerank, methods=["POST"]),
+        Route(voice_enrollment.PATH, voice_enrollment.customization, methods=["POST"]),
         WebSocketRoute("/api-ws/v1/inference", inference_ws),
         WebSocketRoute("/api-ws/v1/inference/", inference_ws),
         Route("/sim/health", _health, methods=["GET"]),

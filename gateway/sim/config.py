@@ -49,6 +49,11 @@ class SimConfig:
     model_capabilities: dict[str, dict[str, bool]] = field(default_factory=dict)
     # Non-streamed tool-call replies report finish_reason "stop", as a 2024 capture did.
     legacy_tool_finish_reason: bool = False
+    # Voice enrollment (gateway/sim/voice_enrollment.py): review time of a new voice, its outcome
+    # ("OK" or "UNDEPLOYED") and the account's voice limit (1000 on Bailian).
+    voice_review_ms: float = 0.0
+    voice_review_outcome: str = "OK"
+    voice_limit: int = 1000
 
     def __post_init__(self) -> None:
         if self.api_keys is None:
@@ -114,6 +119,18 @@ class SimConfig:
                 if not isinstance(value, bool):
                     raise ValueError("legacy_tool_finish_reason must be a boolean")
                 self.legacy_tool_finish_reason = value
+            elif name == "voice_review_ms":
+                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                    raise ValueError("voice_review_ms must be a non-negative number")
+                self.voice_review_ms = float(value)
+            elif name == "voice_review_outcome":
+                if value not in ("OK", "UNDEPLOYED"):
+                    raise ValueError("voice_review_outcome must be 'OK' or 'UNDEPLOYED'")
+                self.voice_review_outcome = value
+            elif name == "voice_limit":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ValueError("voice_limit must be a non-negative integer")
+                self.voice_limit = value
             elif name == "record_limit":
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise ValueError("record_limit must be a positive integer")

@@ -19,6 +19,7 @@ from gateway.sim.models import COSYVOICE_VOICES
 from gateway.sim.state import SimState
 from gateway.sim.text import split_sentences, strip_markup
 from gateway.sim.voice import Speech, WordTiming, synthesize
+from gateway.sim.voice_enrollment import is_enrolled, synthesis_refusal
 from gateway.sim.ws_conn import Conn, TaskFailed
 
 FRAME_S = 0.2
@@ -121,7 +122,9 @@ class CosyVoiceTask:
     ) -> None:
         voice = params.get("voice")
         # isinstance first: a list or object here is unhashable and would crash the set lookup.
-        if not isinstance(voice, str) or voice not in COSYVOICE_VOICES:
+        if isinstance(voice, str) and (refusal := synthesis_refusal(state, voice, payload.get("model"))):
+            raise TaskFailed("InvalidParameter", refusal)
+        if not isinstance(voice, str) or (voice not in COSYVOICE_VOICES and not is_enrolled(state, voice)):
             raise TaskFailed(
                 "InvalidParameter",
                 f"voice '{str(voice)[:64]}' is not a supported voice of {payload.get('model')}"

@@ -190,9 +190,9 @@ class BailianTTSProvider(CloudLifecycle):
             "voice": request.voice,
             "format": "pcm",
             "sample_rate": rate,
-            "volume": 50,
+            "volume": int(request.extra.get("volume", 50)),
             "rate": request.speed,
-            "pitch": 1.0,
+            "pitch": float(request.extra.get("pitch", 1.0)),
             "word_timestamp_enabled": True,
         }
         if request.language:

@@ -82,5 +82,7 @@ class PiperTTSProvider(LocalModels):
             "speaker_id": speakers.get(request.voice),
             "length_scale": voice["length_scale"] / request.speed,
             "sample_rate": request.sample_rate or voice["sample_rate"],
+            # emotion (gateway/conversation/emotion.py): piper has no pitch, only tempo and loudness
+            "volume": min(1.0, max(0.1, float(request.extra.get("local_volume", 1.0)))),
         }
         return name, job

@@ -62,6 +62,6 @@ class PiperEngine:
                 continue
             audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes), settings)
             peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-            if peak > 1e-8:  # normalise each sentence to full scale, as piper does
-                audio = audio / peak
+            if peak > 1e-8:  # normalise each sentence to full scale, as piper does (then the volume)
+                audio = audio / peak * job.get("volume", 1.0)
             yield float_to_pcm16(resample(audio, native, job["sample_rate"])).tobytes()
