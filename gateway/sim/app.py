@@ -13,11 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from gateway.dashscope.bodies import INFERENCE_WS_PATHS, json_response, new_request_id
 from gateway.sim import compat, generation, multimodal
 from gateway.sim.config import SimConfig
 from gateway.sim.control import routes as control_routes
 from gateway.sim.exposure import check_exposure, control_token_from_env
-from gateway.sim.http_common import install_log_filter, json_response, new_request_id
+from gateway.sim.http_common import install_log_filter
 from gateway.sim.state import SimState
 from gateway.sim.ws import WS_MAX_MESSAGE_BYTES, inference_ws
 
@@ -55,8 +56,7 @@ def create_app(config: SimConfig | None = None, *, control_token: str | None = N
         Route(generation.PATH, generation.text_generation, methods=["POST"]),
         Route(compat.PATH, compat.chat_completions, methods=["POST"]),
         Route(multimodal.PATH, multimodal.multimodal_generation, methods=["POST"]),
-        WebSocketRoute("/api-ws/v1/inference", inference_ws),
-        WebSocketRoute("/api-ws/v1/inference/", inference_ws),
+        *(WebSocketRoute(path, inference_ws) for path in INFERENCE_WS_PATHS),
         Route("/sim/health", _health, methods=["GET"]),
         *control_routes,
     ]

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from gateway.dashscope.ws_task import Conn, TaskFailed
 from gateway.sim.audio_codec import StreamEncoder, check_format
 from gateway.sim.http_common import sleep_ms
 from gateway.sim.models import COSYVOICE_VOICES
 from gateway.sim.state import SimState
 from gateway.sim.text import split_sentences, strip_markup
 from gateway.sim.voice import Speech, WordTiming, synthesize
-from gateway.sim.ws_conn import Conn, TaskFailed
 
 FRAME_S = 0.2
 MAX_CONTINUE_CHARS = 20_000
@@ -143,6 +143,9 @@ class CosyVoiceTask:
     async def on_audio(self, data: bytes) -> None:
         raise TaskFailed("InvalidParameter", "binary frames are not accepted by a tts task")
 
+    async def close(self) -> None:
+        return None
+
     async def on_message(self, message: dict[str, Any]) -> bool:
         payload = message.get("payload") if isinstance(message.get("payload"), dict) else {}
         data = payload.get("input") if isinstance(payload.get("input"), dict) else {}
@@ -247,6 +250,9 @@ class SambertTask:
 
     async def on_audio(self, data: bytes) -> None:
         raise TaskFailed("InvalidParameter", "binary frames are not accepted by a tts task")
+
+    async def close(self) -> None:
+        return None
 
     async def on_message(self, message: dict[str, Any]) -> bool:
         return False  # one-way: the client sends nothing after run-task
