@@ -23,6 +23,7 @@ _MODULES = (
     "admin_experiments",
     "ops",
     "realtime",
+    "dashscope",
 )
 
 
