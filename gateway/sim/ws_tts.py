@@ -22,6 +22,9 @@ from gateway.sim.text import split_sentences, strip_markup
 from gateway.sim.voice import Speech, WordTiming, synthesize
 
 FRAME_S = 0.2
+#: CosyVoice's own format when the client names none: ``SpeechSynthesizer(model, voice)`` with no
+#: ``format`` sends ``"format": "Default", "sample_rate": 0`` and Bailian answers mp3 at 22050 Hz.
+DEFAULT_FORMAT, DEFAULT_RATE = "mp3", 22050
 MAX_CONTINUE_CHARS = 20_000
 MAX_TOTAL_CHARS = 200_000
 
@@ -40,8 +43,10 @@ class _Speaker:
 
     def __init__(self, conn: Conn, state: SimState, params: dict[str, Any], item: dict[str, Any]) -> None:
         self.conn, self.state, self.item = conn, state, item
-        self.format = str(params.get("format") or "mp3").lower()
-        rate = params.get("sample_rate") or 22050
+        self.format = str(params.get("format") or DEFAULT_FORMAT).lower()
+        if self.format == "default":  # AudioFormat.DEFAULT: the SDK sends "Default" and rate 0
+            self.format = DEFAULT_FORMAT
+        rate = params.get("sample_rate") or DEFAULT_RATE
         if not isinstance(rate, int) or isinstance(rate, bool):
             raise TaskFailed("InvalidParameter", "sample_rate must be an integer")
         problem = check_format(self.format, rate)
