@@ -18,16 +18,17 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway.context import RequestContext, get_context
 from gateway.dashscope import bodies
 from gateway.dashscope.errors import DashScopeError
 from gateway.dashscope.front_errors import mid_stream, validation_message
-from gateway.dashscope.sse import SSE_HEADERS, SSE_MEDIA_TYPE, error_event, sse_event
+from gateway.dashscope.sse import SSE_HEADERS, error_event, sse_event
 from gateway.errors import no_provider_error
 from gateway.inputs.chat import build_chat_request, target_skip
 from gateway.schemas import ChatCompletionRequest
+from gateway.sse_response import SSEResponse
 from gateway.streaming import StreamMeter
 from gateway.structured.answers import AnswerCheck, is_structured
 from gateway.usage import record
@@ -188,7 +189,9 @@ async def _replay(result: ChatResult, request_id: str, fmt: str) -> AsyncIterato
 
 
 def _sse(events: AsyncIterator[bytes]) -> Response:
-    return StreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    """The chat route's stream writer (``gateway.sse_response``): no task group per stream, and
+    events that are ready together go out in one write."""
+    return SSEResponse(events, headers=SSE_HEADERS)
 
 
 def _cache_plan(request: Request, services: Any, ctx: RequestContext, chat: ChatRequest) -> Any:
