@@ -43,6 +43,8 @@ from gateway.dashscope.ws_task import (
 from gateway.errors import APIError, echo_limit
 from gateway.schemas import read_body
 from gateway.usage import UNKNOWN_MODEL, record
+from policies.routing import UnknownModelError
+from providers.base import ProviderError
 
 log = logging.getLogger("talkgate.dashscope")
 router = APIRouter()
@@ -218,6 +220,10 @@ class _Admitted:
         except TaskFailed as exc:
             record(self.websocket, status=status_of_code(exc.code))  # type: ignore[arg-type]
             raise
+        except (APIError, DashScopeError, ProviderError, UnknownModelError) as exc:  # e.g. a used-up quota
+            err, _ = from_exception(exc, echo_limit(self.websocket))
+            record(self.websocket, status=err.status)  # type: ignore[arg-type]
+            raise TaskFailed(err.code, err.message) from None
 
     async def close(self) -> None:
         await self.task.close()

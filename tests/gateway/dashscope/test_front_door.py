@@ -21,6 +21,7 @@ import pytest
 from dashscope import Generation, MultiModalConversation
 from dashscope.audio.asr import Recognition, RecognitionCallback, RecognitionResult
 from dashscope.audio.tts_v2 import AudioFormat, ResultCallback, SpeechSynthesizer
+from dashscope.common.error import RequestFailure
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -47,7 +48,9 @@ def front(
     sim.control("PUT", "/sim/config", json={"answers": {QUESTION: ANSWER}, "asr_transcript": TRANSCRIPT})
     saved = (dashscope.base_http_api_url, dashscope.base_websocket_api_url, dashscope.api_key)
 
-    def start(key_fields: dict[str, Any] | None = None, **overrides: Any) -> tuple[ServerThread, str]:
+    def start(
+        key_fields: dict[str, Any] | None = None, quotas: dict[str, float] | None = None, **overrides: Any
+    ) -> tuple[ServerThread, str]:
         settings = fast(
             ["bailian:qwen-plus", "local:smollm2"],
             auth="keys",
@@ -61,13 +64,13 @@ def front(
         }
         settings.update(overrides)
         server = run_gateway(gateway_settings(**settings))
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        if quotas:
+            tenant = {"id": "acme", "name": "Acme", "quotas": quotas}
+            made = httpx.post(f"{server.url}/admin/tenants", json=tenant, headers=admin, timeout=30)
+            assert made.status_code == 201, made.text
         body = {"tenant": "acme", "scopes": ["chat", "asr", "tts"], **(key_fields or {})}
-        r = httpx.post(
-            f"{server.url}/admin/keys",
-            json=body,
-            headers={"authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=30,
-        )
+        r = httpx.post(f"{server.url}/admin/keys", json=body, headers=admin, timeout=30)
         assert r.status_code == 201, r.text
         key = r.json()["key"]
         dashscope.base_http_api_url = f"{server.url}/api/v1"
@@ -337,6 +340,25 @@ def test_speech_synthesizer_streaming_call(front: Callable[..., Any], sim: SimHa
     assert pcm.size > 22050 and np.abs(pcm).max() > 1000
     rows = [r for r in usage_rows(server) if r["route"] == "/api-ws/v1/inference"]
     assert rows[-1]["characters"] == len("Hello there, this is streamed. And a second sentence.")
+
+
+def test_quota_and_scope_refuse_websocket_tasks(front: Callable[..., Any], sim: SimHandle) -> None:
+    server, _ = front(quotas={"tts_chars": 10})
+    with pytest.raises(RequestFailure) as refused:
+        SpeechSynthesizer(model="cosyvoice-v2", voice="longxiaochun_v2").call(
+            "Hello there. How are you today?"
+        )
+    assert refused.value.name == "Throttling.AllocationQuota"
+    assert sim.requests("tts") == []  # refused before any provider was called
+    r = httpx.post(
+        f"{server.url}/admin/keys",
+        json={"tenant": "acme", "scopes": ["chat"]},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
+    )
+    dashscope.api_key = r.json()["key"]  # a key without the asr scope
+    cb = _recognise(sine_samples(0.5, RATE).tobytes())
+    assert cb.errors and cb.errors[0].code == "AccessDenied" and not cb.sentences
 
 
 def test_qwen3_asr_flash_through_multimodal_conversation(front: Callable[..., Any], sim: SimHandle) -> None:
