@@ -151,6 +151,8 @@ async def _start_task(websocket: WebSocket, data: dict[str, Any], conn: Conn) ->
     payload, model, service = run_task_payload(data)
     check_run_task(conn, payload, model, service)
     assert model is not None
+    if service == "tts" and data["header"].get("streaming", "duplex") != "duplex":
+        raise TaskFailed("InvalidParameter", "Only duplex (CosyVoice) speech synthesis is served here.")
     websocket.scope["talkgate.ctx"] = ctx = RequestContext(request_id=uuid.uuid4().hex, model=model)
     try:
         principal = await authenticate(websocket, service)
@@ -191,10 +193,16 @@ async def _start_task(websocket: WebSocket, data: dict[str, Any], conn: Conn) ->
                 charge,
                 book,
             )
-    except TaskFailed:
+    except TaskFailed as exc:
+        record(websocket, status=status_of_code(exc.code))  # type: ignore[arg-type]
         await admission.__aexit__(None, None, None)
         raise
-    await conn.event("task-started", {})
+    try:
+        await conn.event("task-started", {})
+    except BaseException:  # the client left: free the slot and book the row now
+        await task.close()
+        await admission.__aexit__(None, None, None)
+        raise
     return _Admitted(task, admission, websocket, ctx)
 
 
@@ -203,7 +211,6 @@ class _Admitted:
 
     def __init__(self, task: Any, admission: Any, websocket: WebSocket, ctx: RequestContext) -> None:
         self.task, self.admission, self.websocket, self.ctx = task, admission, websocket, ctx
-        self.failed: BaseException | None = None
 
     async def start(self) -> bool:
         return await self.task.start()
