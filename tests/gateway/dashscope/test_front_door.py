@@ -242,6 +242,19 @@ def test_limits_and_usage_rows_apply(front: Callable[..., Any], sim: SimHandle) 
     assert gen[0]["tokens_out"] == ok[0].usage.output_tokens and gen[0]["tokens_in"] > 0
 
 
+def test_deterministic_answers_are_cached_per_protocol(front: Callable[..., Any], sim: SimHandle) -> None:
+    front(cache={"enabled": True})
+    first = Generation.call(model="qwen-plus", prompt=QUESTION, seed=7, result_format="message")
+    again = list(
+        Generation.call(model="qwen-plus", prompt=QUESTION, seed=7, result_format="message", stream=True)
+    )
+    assert first.output.choices[0].message.content == ANSWER
+    assert "".join(c.output.choices[0].message.content for c in again) == ANSWER
+    assert len(sim.requests("generation")) == 1  # the streamed call was a hit
+    other = Generation.call(model="qwen-plus", prompt=QUESTION, seed=8)
+    assert other.output.text == ANSWER and len(sim.requests("generation")) == 2
+
+
 # --------------------------------------------------------------------------- speech
 
 
