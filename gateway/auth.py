@@ -16,6 +16,7 @@ operator to set it (``auth=none`` opens /v1 only).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -159,7 +160,9 @@ def estimate_chat_tokens(body: bytes, settings: Any) -> int:
     default = settings.saas.default_completion_tokens
     try:
         parsed = orjson.loads(body)
-        messages = parsed.get("messages") or []
+        # OpenAI bodies have messages at the top; DashScope's native ones under "input"
+        native = parsed.get("input") if isinstance(parsed.get("input"), dict) else {}
+        messages = parsed.get("messages") or native.get("messages") or []
         chars, images = 0, 0
         for m in messages:
             if not isinstance(m, dict):
@@ -172,7 +175,9 @@ def estimate_chat_tokens(body: bytes, settings: Any) -> int:
         tools = parsed.get("tools")
         if tools:  # tool definitions are billed as input tokens
             chars += len(orjson.dumps(tools))
-        budget = parsed.get("max_completion_tokens") or parsed.get("max_tokens") or default
+        params = parsed.get("parameters") if isinstance(parsed.get("parameters"), dict) else {}
+        budget = parsed.get("max_completion_tokens") or parsed.get("max_tokens") or params.get("max_tokens")
+        budget = budget or default
         return chars // 4 + len(messages) * 4 + images * IMAGE_TOKENS + max(0, int(budget))
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return default  # the route answers the bad body with a 400
@@ -394,6 +399,25 @@ async def run_admitted(
         raise
     finally:
         await _close(request, principal, ctx, state, status, started_ms)
+
+
+@contextlib.asynccontextmanager
+async def admitted(conn: HTTPConnection, principal: Principal, scope: str) -> AsyncIterator[RequestContext]:
+    """``require_scope``'s quota, rate limits, concurrency slot and usage row around one unit of
+    work that is not a whole HTTP request: a task on the DashScope inference WebSocket, which
+    books one row per task. The caller has authenticated ``principal`` for ``scope`` and put a
+    fresh RequestContext in ``conn.scope["talkgate.ctx"]``."""
+    ctx = _bind(conn, principal)
+    started_ms = int(time.time() * 1000)
+    state = await _admit(conn, principal, scope, ctx)
+    status: int | None = None
+    try:
+        yield ctx
+    except BaseException as exc:
+        status = _status_of(exc)
+        raise
+    finally:
+        await _close(conn, principal, ctx, state, status, started_ms)
 
 
 def require_scope(scope: str) -> Any:

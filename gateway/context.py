@@ -91,7 +91,7 @@ class RequestContextMiddleware:
         ctx = RequestContext(request_id=os.urandom(16).hex(), user=user, client_request_id=rid)
         scope["talkgate.ctx"] = ctx
         path = scope.get("path", "")
-        is_v1 = path.startswith("/v1/")
+        is_v1 = path.startswith(("/v1/", "/api/v1/"))  # the OpenAI API and the DashScope front door
         app = self.app
         rid_token = request_id_var.set(ctx.request_id)
         client_token = client_request_id_var.set(rid) if rid is not None else None

@@ -28,6 +28,7 @@ _MODULES = (
     "file_batches",
     "admin_knowledge",
     "voices",
+    "dashscope",
 )
 
 

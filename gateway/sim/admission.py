@@ -13,16 +13,9 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.sim.http_common import (
-    INVALID_KEY,
-    DropResponse,
-    HangResponse,
-    apply_fault_latency,
-    bearer_key,
-    fault_headers,
-    new_request_id,
-    read_json,
-)
+from gateway.dashscope.bodies import bearer_key, new_request_id, read_json, wants_sse
+from gateway.dashscope.errors import INVALID_KEY
+from gateway.sim.http_common import DropResponse, HangResponse, apply_fault_latency, fault_headers
 from gateway.sim.models import model_not_found_message
 from gateway.sim.state import Fault, SimState
 
@@ -43,13 +36,6 @@ class Call:
     stream: bool
     fault: Fault | None
     record: dict[str, Any]
-
-
-def wants_sse(request: Request) -> bool:
-    """Native endpoints stream when either header asks for it (reference §1.3)."""
-    if request.headers.get("x-dashscope-sse", "").lower() == "enable":
-        return True
-    return "text/event-stream" in request.headers.get("accept", "")
 
 
 async def admit(
@@ -76,7 +62,7 @@ async def admit(
     if stream_in_body:
         is_stream = bool(body and body.get("stream") is True)
     else:
-        is_stream = wants_sse(request) if stream is None else stream
+        is_stream = wants_sse(request.headers) if stream is None else stream
     if callable(service):
         service = service(model)
     record = state.log.record(

@@ -16,11 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from gateway.dashscope.bodies import INFERENCE_WS_PATHS, json_response, new_request_id
 from gateway.sim import compat, embedding, generation, multimodal, rerank, voice_enrollment
 from gateway.sim.config import SimConfig
 from gateway.sim.control import routes as control_routes
 from gateway.sim.exposure import UnsafeExposure, check_exposure, control_token_from_env
-from gateway.sim.http_common import install_log_filter, json_response, new_request_id
+from gateway.sim.http_common import install_log_filter
 from gateway.sim.nls.state import NlsSimConfig, NlsState
 from gateway.sim.state import SimState
 from gateway.sim.ws import WS_MAX_MESSAGE_BYTES, inference_ws
@@ -73,8 +74,7 @@ def create_app(
         Route(embedding.PATH, embedding.text_embedding, methods=["POST"]),
         Route(rerank.PATH, rerank.text_rerank, methods=["POST"]),
         Route(voice_enrollment.PATH, voice_enrollment.customization, methods=["POST"]),
-        WebSocketRoute("/api-ws/v1/inference", inference_ws),
-        WebSocketRoute("/api-ws/v1/inference/", inference_ws),
+        *(WebSocketRoute(path, inference_ws) for path in INFERENCE_WS_PATHS),
         Route("/sim/health", _health, methods=["GET"]),
         *control_routes,
     ]

@@ -16,12 +16,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.dashscope.bodies import bad_max_tokens, json_response, last_user_text
 from gateway.sim.admission import Call, admit
-from gateway.sim.generation import Answer, bad_max_tokens
-from gateway.sim.http_common import SimStream, json_response, sleep_ms
+from gateway.sim.generation import Answer
+from gateway.sim.http_common import SimStream, sleep_ms
 from gateway.sim.models import is_generation_model
 from gateway.sim.state import SimState
-from gateway.sim.text import last_user_text
 
 PATH = "/compatible-mode/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"

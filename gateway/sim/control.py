@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.sim.http_common import bearer_key, json_response, read_json
+from gateway.dashscope.bodies import bearer_key, json_response, read_json
 from gateway.sim.state import SimState
 
 Endpoint = Callable[[Request], Awaitable[Response]]

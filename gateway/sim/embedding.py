@@ -19,8 +19,9 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.dashscope.bodies import json_response
+from gateway.dashscope.errors import native_error
 from gateway.sim.admission import admit
-from gateway.sim.http_common import json_response, native_error
 from gateway.sim.state import SimState
 from gateway.sim.text import count_tokens
 

@@ -16,46 +16,31 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.dashscope.bodies import (
+    EMPTY_INPUT,
+    GENERATION_PATH,
+    bad_max_tokens,
+    generation_input,
+    generation_output,
+    generation_usage,
+    json_response,
+    max_tokens,
+    parameters,
+    result_format,
+)
+from gateway.dashscope.errors import DashScopeError, native_error
+from gateway.dashscope.sse import sse_event
 from gateway.sim import tool_wire
 from gateway.sim.admission import Call, admit
 from gateway.sim.config import SimConfig
-from gateway.sim.errors import SimRequestError
-from gateway.sim.http_common import (
-    SimStream,
-    cut_error_event,
-    json_response,
-    native_error,
-    paced_pieces,
-    sleep_ms,
-    sse_event,
-)
+from gateway.sim.http_common import SimStream, cut_error_event, paced_pieces, sleep_ms
 from gateway.sim.models import is_generation_model
 from gateway.sim.reply import plan_reply
 from gateway.sim.state import SimState
-from gateway.sim.text import answer_for, last_user_text, prompt_tokens, truncate
+from gateway.sim.text import answer_for, prompt_tokens, truncate
 from gateway.sim.tools import ToolCall
 
-PATH = "/api/v1/services/aigc/text-generation/generation"
-
-
-def _parse_input(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str] | None:
-    """(messages, last user text) from ``input.messages`` or ``input.prompt``; None if neither."""
-    data = body.get("input")
-    if not isinstance(data, dict):
-        return None
-    messages = data.get("messages")
-    if isinstance(messages, list) and messages:
-        clean = [m for m in messages if isinstance(m, dict)]
-        return clean, last_user_text(clean)
-    prompt = data.get("prompt")
-    if isinstance(prompt, str) and prompt:
-        return [{"role": "user", "content": prompt}], prompt
-    return None
-
-
-def _max_tokens(params: dict[str, Any]) -> int | None:
-    value = params.get("max_tokens")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+PATH = GENERATION_PATH
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,70 +70,41 @@ class Answer:
         await sleep_ms(config.ttft_ms + config.token_delay_ms * max(len(self.pieces) - 1, 0))
 
 
-def bad_max_tokens(value: Any) -> str | None:
-    """Bailian's complaint about a ``max_tokens`` below 1 or not an integer; None if acceptable."""
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        return f"Range of max_tokens should be [1, 8192], got {value!r}."
-    return None
-
-
-def _output(text: str, finish_reason: str, result_format: str) -> dict[str, Any]:
-    if result_format == "message":
-        message = {"role": "assistant", "content": text}
-        return {"choices": [{"finish_reason": finish_reason, "message": message}]}
-    return {"text": text, "finish_reason": finish_reason}
-
-
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
 async def text_generation(request: Request) -> Response:
     state: SimState = request.app.state.sim
     call = await admit(request, state, "generation", is_generation_model, native_error)
     if isinstance(call, Response):
         return call
-    parsed = _parse_input(call.body)
+    parsed = generation_input(call.body)
     if parsed is None:
         call.record["status"] = 400
-        return native_error(
-            400,
-            "InvalidParameter",
-            "Input should contain a non-empty 'prompt' or 'messages'.",
-            call.request_id,
-        )
+        return native_error(400, "InvalidParameter", EMPTY_INPUT, call.request_id)
     messages, user_text = parsed
-    params = call.body.get("parameters") if isinstance(call.body.get("parameters"), dict) else {}
+    params = parameters(call.body)
     problem = bad_max_tokens(params.get("max_tokens"))
     if problem:
         call.record["status"] = 400
         return native_error(400, "InvalidParameter", problem, call.request_id)
-    result_format = "message" if params.get("result_format") == "message" else "text"
+    fmt = result_format(params)
     try:
         plan = plan_reply(state.config, call.model, messages, user_text, params, call.fault)
-    except SimRequestError as exc:
+    except DashScopeError as exc:
         call.record["status"] = exc.status
         return native_error(exc.status, exc.code, exc.message, call.request_id)
     if plan.calls:
         n_in = prompt_tokens(messages) + plan.tool_tokens
         return await _tool_reply(call, state, plan.calls, n_in, params.get("incremental_output") is True)
-    answer = Answer.from_text(plan.text, messages, _max_tokens(params), plan.tool_tokens)
+    answer = Answer.from_text(plan.text, messages, max_tokens(params), plan.tool_tokens)
     if not call.stream:
         await answer.wait_whole(state.config)
         return json_response(
             {
-                "output": _output("".join(answer.pieces), answer.finish_reason, result_format),
-                "usage": _usage(answer.prompt_tokens, len(answer.pieces)),
+                "output": generation_output("".join(answer.pieces), answer.finish_reason, fmt),
+                "usage": generation_usage(answer.prompt_tokens, len(answer.pieces)),
                 "request_id": call.request_id,
             }
         )
-    return _stream(call, state, answer, result_format, params.get("incremental_output"))
+    return _stream(call, state, answer, fmt, params.get("incremental_output"))
 
 
 async def _tool_reply(
@@ -158,7 +114,7 @@ async def _tool_reply(
         message = {"role": "assistant", "content": "", "tool_calls": entries}
         return {
             "output": {"choices": [{"finish_reason": finish, "message": message}]},
-            "usage": _usage(n_in, n_out),
+            "usage": generation_usage(n_in, n_out),
             "request_id": call.request_id,
         }
 
@@ -181,7 +137,7 @@ def sse_response(call: Call, events: Any, config: SimConfig) -> Response:
     )
 
 
-def _stream(call: Call, state: SimState, answer: Answer, result_format: str, incremental: Any) -> Response:
+def _stream(call: Call, state: SimState, answer: Answer, fmt: str, incremental: Any) -> Response:
     incremental = incremental is True
     config = state.config
     pieces, finish_reason, n_in = answer.pieces, answer.finish_reason, answer.prompt_tokens
@@ -195,14 +151,14 @@ def _stream(call: Call, state: SimState, answer: Answer, result_format: str, inc
             call.record["pieces_sent"] = i + 1
             chunk = piece if incremental else text
             body = {
-                "output": _output(chunk, "null", result_format),
-                "usage": _usage(n_in, i + 1),
+                "output": generation_output(chunk, "null", fmt),
+                "usage": generation_usage(n_in, i + 1),
                 "request_id": call.request_id,
             }
             yield sse_event(i + 1, body)
         final = {
-            "output": _output("" if incremental else text, finish_reason, result_format),
-            "usage": _usage(n_in, len(pieces)),
+            "output": generation_output("" if incremental else text, finish_reason, fmt),
+            "usage": generation_usage(n_in, len(pieces)),
             "request_id": call.request_id,
         }
         yield sse_event(len(pieces) + 1, final)

@@ -1,4 +1,7 @@
-"""HTTP plumbing shared by the simulated services: auth, error bodies, SSE framing, fault responses.
+"""HTTP plumbing of the simulated services: fault responses (hang, drop, cut streams) and pacing.
+
+The DashScope wire itself (key, bodies, error bodies, SSE framing) is ``gateway.dashscope``,
+shared with the gateway's front door.
 
 Responses are written straight to ASGI (no per-request task groups) because the compatible-mode
 endpoint is a latency-benchmark upstream. Abrupt drops return from the ASGI callable without
@@ -10,18 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.dashscope.sse import error_event
 from gateway.sim.state import Fault
 
-INVALID_KEY = ("InvalidApiKey", "Invalid API-key provided.")
 HANG_MAX_S = 600.0
 
 # Set while the sim deliberately leaves a response unfinished, so uvicorn's complaint is not logged.
@@ -45,22 +44,6 @@ def install_log_filter() -> None:
         logger.addFilter(_DropNoise())
 
 
-def new_request_id() -> str:
-    return str(uuid.uuid4())
-
-
-def bearer_key(headers: Any) -> str | None:
-    value = headers.get("authorization") or ""
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
-
-
 def fault_headers(fault: Fault | None) -> dict[str, str] | None:
     if fault is not None and fault.status == 429 and fault.retry_after is not None:
         seconds = fault.retry_after
@@ -68,36 +51,11 @@ def fault_headers(fault: Fault | None) -> dict[str, str] | None:
     return None
 
 
-def native_error(
-    status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None
-) -> Response:
-    """Bailian's native error body (reference §6.1)."""
-    return json_response({"code": code, "message": message, "request_id": request_id}, status, headers)
-
-
-def sse_event(seq: int, body: dict[str, Any], status: int = 200, event: str = "result") -> bytes:
-    """One native SSE event. Note ``event:error`` with no space: the SDK compares the raw text."""
-    return f"id:{seq}\nevent:{event}\n:HTTP_STATUS/{status}\ndata:".encode() + orjson.dumps(body) + b"\n\n"
-
-
 def cut_error_event(fault: Fault | None, request_id: str) -> bytes | None:
     """The ``event:error`` a ``cut_after`` fault with a status sends where it cuts a native stream."""
     if fault is None or fault.cut_after is None or fault.status is None:
         return None
-    body = {"code": fault.error_code, "message": fault.error_message, "request_id": request_id}
-    return sse_event(fault.cut_after + 1, body, status=fault.status, event="error")
-
-
-async def read_json(request: Request) -> tuple[dict[str, Any] | None, str | None]:
-    """The request body as a JSON object, or (None, reason) for the 400 answer."""
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None, "Request body is not valid JSON."
-    if not isinstance(body, dict):
-        return None, "Request body must be a JSON object."
-    return body, None
+    return error_event(fault.cut_after + 1, fault.status, fault.error_code, fault.error_message, request_id)
 
 
 async def wait_for_disconnect(receive: Receive, limit_s: float = HANG_MAX_S) -> None:

@@ -18,10 +18,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.dashscope.bodies import content_text
+from gateway.dashscope.errors import invalid
 from gateway.sim.capabilities import Caps
-from gateway.sim.errors import invalid
 from gateway.sim.schema_gen import generate, invalid_instance
-from gateway.sim.text import content_text
 
 JSON_WORD_MESSAGE = (
     "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'."
@@ -37,7 +37,7 @@ class JsonMode:
 def parse_response_format(
     params: dict[str, Any], caps: Caps, model: str, messages: list[dict[str, Any]], thinking: bool
 ) -> JsonMode | None:
-    """The requested JSON mode, None for plain text; raises SimRequestError as Bailian would."""
+    """The requested JSON mode, None for plain text; raises DashScopeError as Bailian would."""
     raw = params.get("response_format")
     if raw is None:
         return None

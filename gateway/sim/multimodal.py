@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import math
 import time
 from collections.abc import AsyncIterator
@@ -21,26 +20,27 @@ from urllib.parse import urlparse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.dashscope.bodies import (
+    MULTIMODAL_PATH,
+    asr_body,
+    audio_ref,
+    decode_data_url,
+    json_response,
+    parameters,
+)
+from gateway.dashscope.errors import DashScopeError, native_error
+from gateway.dashscope.sse import sse_event
 from gateway.sim.admission import Call, admit
 from gateway.sim.audio_codec import audio_duration, wav_file
 from gateway.sim.capabilities import capabilities
-from gateway.sim.errors import SimRequestError as InputError
-from gateway.sim.http_common import (
-    SimStream,
-    cut_error_event,
-    json_response,
-    native_error,
-    sleep_ms,
-    sse_event,
-)
+from gateway.sim.http_common import SimStream, cut_error_event, sleep_ms
 from gateway.sim.models import HTTP_ASR_PREFIXES, HTTP_TTS_PREFIXES
 from gateway.sim.state import SimState
 from gateway.sim.text import default_transcript, strip_markup, tokens
 from gateway.sim.vl_chat import vl_chat
 from gateway.sim.voice import synthesize
 
-PATH = "/api/v1/services/aigc/multimodal-generation/generation"
-MAX_DATA_URL = 10 * 1024 * 1024
+PATH = MULTIMODAL_PATH
 QWEN_TTS_RATE = 24000
 PCM_CHUNK_S = 0.1
 
@@ -73,37 +73,16 @@ def _redact(body: dict[str, Any]) -> Any:
     return walk(body)
 
 
-def _audio_ref(body: dict[str, Any]) -> str:
-    data = body.get("input")
-    messages = data.get("messages") if isinstance(data, dict) else None
-    for message in messages if isinstance(messages, list) else []:
-        content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else []:
-            if isinstance(part, dict) and isinstance(part.get("audio"), str) and part["audio"]:
-                return part["audio"]
-    raise InputError(400, "InvalidParameter", "No audio found in input.messages content.")
-
-
 def _load_audio(state: SimState, ref: str) -> tuple[bytes, str | None]:
     """Audio bytes and a format hint from a data URL or a ``/sim/audio/`` URL of this simulator."""
     if ref.startswith("data:"):
-        if len(ref) > MAX_DATA_URL:
-            raise InputError(413, "BadRequest.TooLarge", "The audio data URL exceeds 10 MB.")
-        head, _, payload = ref.partition(",")
-        if ";base64" not in head:
-            raise InputError(400, "InvalidParameter", "Audio data URL must be base64-encoded.")
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except binascii.Error as exc:
-            raise InputError(400, "InvalidParameter", "Audio data URL is not valid base64.") from exc
-        mime = head[5:].split(";", 1)[0]
-        return data, mime.rsplit("/", 1)[-1] or None
+        return decode_data_url(ref)
     path = urlparse(ref).path
     if path.startswith("/sim/audio/"):
         stored = state.audio.get(path.rsplit("/", 1)[-1])
         if stored is not None:
             return stored[0], path.rsplit(".", 1)[-1]
-    raise InputError(
+    raise DashScopeError(
         415, "BadRequest.InputDownloadFailed", f"Failed to download the input audio: {ref[:120]}"
     )
 
@@ -123,42 +102,31 @@ async def multimodal_generation(request: Request) -> Response:
         if call.model.startswith(HTTP_ASR_PREFIXES):
             return await _asr(call, state)
         return await vl_chat(call, state)
-    except InputError as exc:
+    except DashScopeError as exc:
         call.record["status"] = exc.status
         return native_error(exc.status, exc.code, exc.message, call.request_id)
 
 
 async def _asr(call: Call, state: SimState) -> Response:
-    data, fmt = _load_audio(state, _audio_ref(call.body))
+    data, fmt = _load_audio(state, audio_ref(call.body))
     try:
         duration = await asyncio.to_thread(audio_duration, data, fmt)
     except ValueError as exc:
-        raise InputError(415, "BadRequest.UnsupportedFileFormat", str(exc)) from exc
+        raise DashScopeError(415, "BadRequest.UnsupportedFileFormat", str(exc)) from exc
     transcript = state.config.asr_transcript
     if transcript is None:
         transcript = default_transcript(duration)
     await sleep_ms(state.config.asr_delay_ms)
     words = tokens(transcript)
 
+    seconds = max(1, math.ceil(duration))
+
     def body(text: str, finish: str, n_out: int) -> dict[str, Any]:
-        message = {
-            "role": "assistant",
-            "content": [{"text": text}],
-            "annotations": [{"type": "audio_info", "language": "en", "emotion": "neutral"}],
-        }
-        return {
-            "request_id": call.request_id,
-            "output": {"choices": [{"finish_reason": finish, "message": message}]},
-            "usage": {
-                "input_tokens_details": {"text_tokens": 0},
-                "output_tokens_details": {"text_tokens": n_out},
-                "seconds": max(1, math.ceil(duration)),
-            },
-        }
+        return asr_body(call.request_id, text, finish, n_out, seconds, "en")
 
     if not call.stream:
         return json_response(body(transcript, "stop", len(words)))
-    params = call.body.get("parameters") if isinstance(call.body.get("parameters"), dict) else {}
+    params = parameters(call.body)
     incremental = params.get("incremental_output") is True
 
     async def events() -> AsyncIterator[bytes]:
@@ -175,7 +143,7 @@ async def _tts(call: Call, state: SimState, request: Request) -> Response:
     data = call.body.get("input") if isinstance(call.body.get("input"), dict) else {}
     text = data.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise InputError(400, "InvalidParameter", "input.text must be a non-empty string.")
+        raise DashScopeError(400, "InvalidParameter", "input.text must be a non-empty string.")
     speech = await asyncio.to_thread(synthesize, strip_markup(text), QWEN_TTS_RATE)
     wav = await asyncio.to_thread(wav_file, speech.pcm, QWEN_TTS_RATE)
     name = state.audio.put(wav, "audio/wav", "wav")

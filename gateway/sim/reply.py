@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.dashscope.errors import invalid
 from gateway.sim.capabilities import capabilities, thinking_enabled
 from gateway.sim.config import SimConfig
-from gateway.sim.errors import invalid
 from gateway.sim.jsonmode import json_text, parse_response_format
 from gateway.sim.state import Fault
 from gateway.sim.text import answer_for
@@ -50,7 +50,7 @@ def plan_reply(
     fault: Fault | None,
     default_text: str | None = None,
 ) -> Plan:
-    """Validate the feature parameters for ``model`` and decide the reply; raises SimRequestError."""
+    """Validate the feature parameters for ``model`` and decide the reply; raises DashScopeError."""
     caps = capabilities(model, config.model_capabilities)
     thinking = thinking_enabled(caps, params)
     tools = parse_tools(params)

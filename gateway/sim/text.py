@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gateway.dashscope.bodies import content_text
 from gateway.sim.config import SimConfig
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -26,28 +27,6 @@ def tokens(text: str) -> list[str]:
 
 def count_tokens(text: str) -> int:
     return len(_TOKEN_RE.findall(text))
-
-
-def content_text(content: Any) -> str:
-    """Text of a message ``content``: a string, or a list of parts (``{"text": ...}`` / OpenAI parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return " ".join(parts)
-    return ""
-
-
-def last_user_text(messages: list[Any]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return content_text(message.get("content"))
-    return ""
 
 
 def prompt_tokens(messages: list[Any]) -> int:

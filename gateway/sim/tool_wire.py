@@ -23,8 +23,9 @@ import copy
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from gateway.dashscope.sse import sse_event
 from gateway.sim.config import SimConfig
-from gateway.sim.http_common import sleep_ms, sse_event
+from gateway.sim.http_common import sleep_ms
 from gateway.sim.tools import ToolCall
 
 FRAGMENT = 8

@@ -25,10 +25,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.dashscope.bodies import content_text
+from gateway.dashscope.errors import DashScopeError, invalid
 from gateway.sim.capabilities import Caps
-from gateway.sim.errors import SimRequestError, invalid
 from gateway.sim.schema_gen import generate, invalid_instance
-from gateway.sim.text import content_text, count_tokens
+from gateway.sim.text import count_tokens
 
 # fmt: off
 _STOP = frozenset({
@@ -121,7 +122,7 @@ def parse_tool_choice(params: dict[str, Any], tools: list[Tool], caps: Caps, thi
     else:
         raise invalid(f"tool_choice is one of the strings that should be {listing}")
     if thinking and choice.forcing:
-        raise SimRequestError(400, "InternalError.Algo.InvalidParameter", _THINKING_CHOICE)
+        raise DashScopeError(400, "InternalError.Algo.InvalidParameter", _THINKING_CHOICE)
     return choice
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from gateway.dashscope.errors import DashScopeError, invalid
 from gateway.sim.capabilities import Caps
-from gateway.sim.errors import SimRequestError, invalid
 
 MAX_DATA_URL = 10 * 1024 * 1024
 MAX_PIXELS_8K = 7680 * 4320
@@ -97,20 +97,20 @@ def image_parts(messages: list[dict[str, Any]]) -> list[ImagePart]:
 
 
 def inspect(part: ImagePart, caps: Caps, high_res: bool) -> ImageInfo:
-    """Decode one image and describe it; raises SimRequestError for what Bailian would refuse."""
+    """Decode one image and describe it; raises DashScopeError for what Bailian would refuse."""
     data, mime = _decode_data_url(part.ref)
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise invalid("The image is larger than 8K (7680x4320 pixels).") from exc
     except (UnidentifiedImageError, OSError) as exc:
-        raise SimRequestError(
+        raise DashScopeError(
             415, "BadRequest.UnsupportedFileFormat", "The image could not be decoded."
         ) from exc
     with image:
         fmt = image.format or ""
         if fmt not in _MIME:
-            raise SimRequestError(
+            raise DashScopeError(
                 415, "BadRequest.UnsupportedFileFormat", f"Unsupported image format: {fmt or 'unknown'}."
             )
         if mime not in _MIME[fmt]:
@@ -120,7 +120,7 @@ def inspect(part: ImagePart, caps: Caps, high_res: bool) -> ImageInfo:
         try:
             colour = _dominant_colour(image)
         except (OSError, ValueError) as exc:
-            raise SimRequestError(
+            raise DashScopeError(
                 415, "BadRequest.UnsupportedFileFormat", "The image could not be decoded."
             ) from exc
     return ImageInfo(width, height, colour, image_tokens(width, height, caps, part.max_pixels, high_res))
@@ -133,7 +133,7 @@ def _decode_data_url(ref: str) -> tuple[bytes, str]:
             f"(data:image/png;base64,...), not {ref[:80]}"
         )
     if len(ref) > MAX_DATA_URL:
-        raise SimRequestError(413, "BadRequest.TooLarge", "The image data URL exceeds 10 MB.")
+        raise DashScopeError(413, "BadRequest.TooLarge", "The image data URL exceeds 10 MB.")
     head, _, payload = ref.partition(",")
     if ";base64" not in head:
         raise invalid("Image data URL must be base64-encoded.")

@@ -17,15 +17,17 @@ from typing import Any
 
 from starlette.responses import Response
 
+from gateway.dashscope.bodies import bad_max_tokens, json_response, last_user_text
+from gateway.dashscope.errors import invalid
+from gateway.dashscope.sse import sse_event
 from gateway.sim import tool_wire
 from gateway.sim.admission import Call
 from gateway.sim.capabilities import capabilities
-from gateway.sim.errors import invalid
-from gateway.sim.generation import bad_max_tokens, sse_response
-from gateway.sim.http_common import json_response, paced_pieces, sleep_ms, sse_event
+from gateway.sim.generation import sse_response
+from gateway.sim.http_common import paced_pieces, sleep_ms
 from gateway.sim.reply import plan_reply
 from gateway.sim.state import SimState
-from gateway.sim.text import last_user_text, prompt_tokens, truncate
+from gateway.sim.text import prompt_tokens, truncate
 from gateway.sim.vision import ImageInfo, describe, image_parts, inspect
 
 
@@ -42,7 +44,7 @@ def _last_user_index(messages: list[dict[str, Any]]) -> int:
 
 
 async def vl_chat(call: Call, state: SimState) -> Response:
-    """Answer one VL chat call; raises SimRequestError for refused input (the caller answers it)."""
+    """Answer one VL chat call; raises DashScopeError for refused input (the caller answers it)."""
     config = state.config
     messages = _messages(call.body)
     params = call.body.get("parameters") if isinstance(call.body.get("parameters"), dict) else {}

@@ -26,9 +26,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.dashscope.bodies import json_response
+from gateway.dashscope.errors import native_error
 from gateway.sim.admission import Call, admit
 from gateway.sim.audio_codec import audio_duration
-from gateway.sim.http_common import json_response, native_error
 from gateway.sim.state import SimState
 
 PATH = "/api/v1/services/audio/tts/customization"

@@ -12,11 +12,11 @@ import asyncio
 import math
 from typing import Any
 
+from gateway.dashscope.ws_task import Conn, TaskFailed
 from gateway.sim.audio_codec import audio_duration
 from gateway.sim.http_common import sleep_ms
 from gateway.sim.state import SimState
 from gateway.sim.text import default_transcript, split_sentences, words_with_spans
-from gateway.sim.ws_conn import Conn, TaskFailed
 
 PARTIAL_EVERY_S = 0.4
 RAW_FORMATS = ("pcm", "wav")
@@ -71,6 +71,9 @@ class AsrTask:
 
     async def start(self) -> bool:
         return False
+
+    async def close(self) -> None:
+        return None
 
     def _raw_seconds(self) -> float | None:
         if self.format == "pcm":

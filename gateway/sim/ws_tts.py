@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.dashscope.ws_task import Conn, TaskFailed
 from gateway.sim.audio_codec import StreamEncoder, check_format
 from gateway.sim.http_common import sleep_ms
 from gateway.sim.models import COSYVOICE_VOICES
@@ -20,9 +21,11 @@ from gateway.sim.state import SimState
 from gateway.sim.text import split_sentences, strip_markup
 from gateway.sim.voice import Speech, WordTiming, synthesize
 from gateway.sim.voice_enrollment import is_enrolled, synthesis_refusal
-from gateway.sim.ws_conn import Conn, TaskFailed
 
 FRAME_S = 0.2
+#: CosyVoice's own format when the client names none: ``SpeechSynthesizer(model, voice)`` with no
+#: ``format`` sends ``"format": "Default", "sample_rate": 0`` and Bailian answers mp3 at 22050 Hz.
+DEFAULT_FORMAT, DEFAULT_RATE = "mp3", 22050
 MAX_CONTINUE_CHARS = 20_000
 MAX_TOTAL_CHARS = 200_000
 
@@ -41,8 +44,10 @@ class _Speaker:
 
     def __init__(self, conn: Conn, state: SimState, params: dict[str, Any], item: dict[str, Any]) -> None:
         self.conn, self.state, self.item = conn, state, item
-        self.format = str(params.get("format") or "mp3").lower()
-        rate = params.get("sample_rate") or 22050
+        self.format = str(params.get("format") or DEFAULT_FORMAT).lower()
+        if self.format == "default":  # AudioFormat.DEFAULT: the SDK sends "Default" and rate 0
+            self.format = DEFAULT_FORMAT
+        rate = params.get("sample_rate") or DEFAULT_RATE
         if not isinstance(rate, int) or isinstance(rate, bool):
             raise TaskFailed("InvalidParameter", "sample_rate must be an integer")
         problem = check_format(self.format, rate)
@@ -145,6 +150,9 @@ class CosyVoiceTask:
 
     async def on_audio(self, data: bytes) -> None:
         raise TaskFailed("InvalidParameter", "binary frames are not accepted by a tts task")
+
+    async def close(self) -> None:
+        return None
 
     async def on_message(self, message: dict[str, Any]) -> bool:
         payload = message.get("payload") if isinstance(message.get("payload"), dict) else {}
@@ -250,6 +258,9 @@ class SambertTask:
 
     async def on_audio(self, data: bytes) -> None:
         raise TaskFailed("InvalidParameter", "binary frames are not accepted by a tts task")
+
+    async def close(self) -> None:
+        return None
 
     async def on_message(self, message: dict[str, Any]) -> bool:
         return False  # one-way: the client sends nothing after run-task

@@ -146,10 +146,13 @@ def describe_failures(results: dict[str, Any]) -> str:
                 f"speaker: the two recordings are not the same voice (similarity {r['similarity']} < {r['threshold']})"
             )
         elif name == "consent_transcript":
-            why = "" if r["code_spoken"] else ", the one-time code was not heard"
-            parts.append(
-                f"consent_transcript: the recording does not match the statement (score {r['score']} < {r['threshold']}{why})"
-            )
+            if r["score"] < r["threshold"]:
+                parts.append(
+                    f"consent_transcript: the recording does not match the statement "
+                    f"(score {r['score']} < {r['threshold']})"
+                )
+            if not r["code_spoken"]:
+                parts.append("consent_transcript: the one-time code was not heard in the recording")
         elif name.endswith("_speech"):
             parts.append(f"{name}: {r['speech_s']} s of speech, at least {r['min_speech_s']} s needed")
         else:

@@ -74,6 +74,24 @@ def match_score(statement: str, transcript: str) -> float:
 
 
 def code_spoken(code: str, transcript: str) -> bool:
-    """The one-time code appears, digit for digit and in order, in the transcript."""
+    """The one-time code appears, in order, in the transcript, allowing one digit misheard,
+    dropped or added (speech recognition of spoken digits is not perfect). Guessing a fresh
+    six-digit code within one edit still has odds of about 1 in 10,000."""
     digits = "".join(t for t in tokens(transcript) if t.isdigit())
-    return code in digits
+    if code in digits:
+        return True
+    n = len(code)
+    return any(
+        _within_one_edit(code, digits[start : start + size])
+        for size in (n - 1, n, n + 1)
+        for start in range(0, max(0, len(digits) - size) + 1)
+    )
+
+
+def _within_one_edit(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 1 or not b:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))

@@ -17,6 +17,7 @@ import orjson
 
 from providers.base import ErrorKind, ProviderError
 from providers.cloud import errors
+from providers.cloud.ws_envelope import action_frame
 
 if TYPE_CHECKING:
     from providers.cloud.client import DashScopeClient
@@ -35,13 +36,9 @@ class DuplexTask:
         self.heard_back = False  # any message from the server yet (a stale pooled socket has none)
         self.finished = False
 
-    def _envelope(self, action: str, payload: dict[str, Any]) -> bytes:
-        header = {"action": action, "task_id": self.task_id, "streaming": "duplex"}
-        return orjson.dumps({"header": header, "payload": payload})
-
     async def send_action(self, action: str, payload: dict[str, Any]) -> None:
         with errors.translated():
-            await self.ws.send_str(self._envelope(action, payload).decode())
+            await self.ws.send_str(action_frame(action, self.task_id, payload).decode())
 
     async def send_audio(self, frame: bytes) -> None:
         with errors.translated():

@@ -74,6 +74,17 @@ def test_call_returns_decodable_mp3_that_grows_with_text(ds: SimHandle) -> None:
     )
 
 
+def test_call_without_format_gets_the_default_mp3(ds: SimHandle) -> None:
+    """The SDK's most common call names no format: it sends "Default" and rate 0 (AudioFormat.DEFAULT);
+    Bailian answers in CosyVoice's default format, mp3 at 22050 Hz, and so does the simulator."""
+    audio = SpeechSynthesizer(model="cosyvoice-v2", voice="longxiaochun_v2").call("Hello there.")
+    samples, rate = _decode(audio)
+    assert rate == 22050 and 0.5 < len(samples) / rate < 2.0
+    assert np.abs(samples).max() > 0.2
+    params = ds.requests("tts")[0]["body"]["payload"]["parameters"]
+    assert (params["format"], params["sample_rate"]) == ("Default", 0)
+
+
 def test_streaming_call_pcm_frames_and_word_timestamps(ds: SimHandle) -> None:
     cb = Collector()
     synth = SpeechSynthesizer(

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 import websocket
 
+from gateway.dashscope.ws_task import MAX_TEXT_FRAME_CHARS
 from gateway.sim.app import create_app, server_options
 from gateway.sim.config import SimConfig
-from gateway.sim.ws import MAX_TEXT_FRAME_CHARS, WS_MAX_MESSAGE_BYTES
+from gateway.sim.ws import WS_MAX_MESSAGE_BYTES
 from tests.servers import ServerThread
 
 KEY = "sk-ws-protocol"

@@ -44,6 +44,14 @@ def test_another_text_or_another_code_does_not_match() -> None:
     assert match_score(text, "") == 0.0
 
 
+def test_one_misheard_digit_is_tolerated_two_are_not() -> None:
+    assert code_spoken("472915", "my code is 4 7 2 9 1 6")  # one substituted
+    assert code_spoken("472915", "my code is 4 7 9 1 5")  # one dropped
+    assert code_spoken("472915", "my code is 4 7 2 2 9 1 5")  # one added
+    assert not code_spoken("472915", "my code is 4 7 3 9 1 6")  # two wrong
+    assert not code_spoken("472915", "my code is 4 7")
+
+
 def test_chinese_numerals_and_characters() -> None:
     assert tokens("同意码是四七二九一五") == [*"同意码是", *"472915"]
     text = statement("zh")

@@ -1,0 +1,299 @@
+"""Front door tasks on the inference WebSocket: Paraformer realtime ASR and CosyVoice TTS through
+the gateway's ASR and TTS chains (reference §4.1, §5.1).
+
+The envelope and the task state machine are ``gateway.dashscope.ws_task`` (shared with the
+simulator); these tasks only translate. Each task is one admitted unit of work: the route wraps
+it in ``gateway.auth.admitted`` (scope, quota, rate limits, one usage row per task).
+
+- ASR: binary frames are buffered (bounded by the surface's audio limit); on finish-task the
+  audio is transcribed by the chain and every segment goes out as a final ``result-generated``
+  sentence (``end_time`` set, which is how the SDK recognises a sentence end), then
+  ``task-finished``. Interim (partial) results are not produced: the chains' providers answer
+  whole utterances.
+- TTS: continue-task text is cut into sentences; each sentence is synthesised by the chain and
+  streamed as ``sentence-begin``, then one ``sentence-synthesis`` event before each binary audio
+  frame, then ``sentence-end``; finish-task speaks the rest and ends with ``task-finished``
+  carrying the character count. The audio is one stream per task in the requested format and rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from gateway.audio import AudioDecodeError, StreamEncoder, run_in_codec_pool
+from gateway.conversation.sentences import SentenceSplitter
+from gateway.dashscope.front_errors import from_exception
+from gateway.dashscope.ws_task import Conn, TaskFailed
+from gateway.inputs.audio import decode_upload
+from providers.base import AudioData, SpeechChunk, SynthesizeRequest, TranscribeRequest
+from providers.wav import float_to_pcm16, pcm16_to_float, resample
+
+ASR_RATE = 16000
+ASR_FORMATS = ("pcm", "wav", "mp3", "opus", "speex", "aac", "amr")
+#: The surface whose audio limit (``settings.limits.audio_max_seconds``) a realtime ASR task has.
+ASR_SURFACE = "dashscope"
+TTS_FORMATS = ("pcm", "wav", "mp3", "opus")
+#: ``AudioFormat.DEFAULT`` of the SDK sends format "default" (and no rate): CosyVoice then
+#: answers in its default, mp3 at 22050 Hz (reference §7).
+DEFAULT_TTS_FORMAT, DEFAULT_TTS_RATE = "mp3", 22050
+#: CosyVoice's limits per continue-task and per task (reference §5.1).
+MAX_CONTINUE_CHARS, MAX_TOTAL_CHARS = 20_000, 200_000
+
+#: ``record(**fields)`` of the task's usage row.
+Record = Callable[..., None]
+
+
+def _failed(exc: BaseException) -> TaskFailed:
+    err, _ = from_exception(exc)
+    return TaskFailed(err.code, err.message)
+
+
+def _rate(params: dict[str, Any], default: int) -> int:
+    rate = params.get("sample_rate")
+    if rate is None or rate == 0:
+        return default
+    if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 48000:
+        raise TaskFailed("InvalidParameter", "sample_rate must be an integer in [8000, 48000]")
+    return rate
+
+
+class AsrTask:
+    """Realtime recognition through ``transcribe(request) -> Transcript`` (the router, bound)."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        model: str,
+        params: dict[str, Any],
+        settings: Any,
+        transcribe: Callable[[TranscribeRequest], Awaitable[Any]],
+        charge: Callable[[float], Awaitable[None]],
+        record: Record,
+    ) -> None:
+        self.conn, self.model, self.settings = conn, model, settings
+        self.transcribe, self.charge, self.record = transcribe, charge, record
+        self.format = str(params.get("format") or "pcm").lower()
+        if self.format not in ASR_FORMATS:
+            raise TaskFailed("InvalidParameter", f"unsupported audio format '{self.format[:32]}'")
+        self.rate = _rate(params, ASR_RATE)
+        hints = params.get("language_hints")
+        self.language = hints[0] if isinstance(hints, list) and hints and isinstance(hints[0], str) else None
+        seconds = settings.limits.audio_seconds(ASR_SURFACE)
+        #: raw PCM at the declared rate, or the upload limit for compressed formats
+        self.max_bytes = (
+            int(seconds * self.rate * 2) if self.format in ("pcm", "wav") else settings.max_upload_bytes
+        )
+        self.audio = bytearray()
+
+    async def start(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        self.audio = bytearray()
+
+    async def on_audio(self, data: bytes) -> None:
+        if len(self.audio) + len(data) > self.max_bytes:
+            raise TaskFailed(
+                "BadRequest.TooLarge",
+                f"The task's audio exceeds this gateway's limit of "
+                f"{self.settings.limits.audio_seconds(ASR_SURFACE):g} seconds.",
+            )
+        self.audio.extend(data)
+
+    async def on_message(self, message: dict[str, Any]) -> bool:
+        if message["header"]["action"] == "continue-task":
+            return False  # update_context(): nothing to recognise differently
+        await self._finish()
+        return True
+
+    async def _decode(self) -> AudioData:
+        data = bytes(self.audio)
+        if self.format == "pcm":
+            return AudioData(pcm=data[: len(data) - len(data) % 2], sample_rate=self.rate)
+        try:
+            return await decode_upload(data, ASR_RATE, self.settings.limits, ASR_SURFACE)
+        except AudioDecodeError as exc:
+            raise TaskFailed("InvalidParameter", f"audio could not be decoded: {exc}") from None
+
+    async def _finish(self) -> None:
+        if self.audio:
+            audio = await self._decode()
+            try:
+                await self.charge(audio.duration_s)
+                request = TranscribeRequest(model=self.model, audio=audio, language=self.language)
+                transcript = await self.transcribe(request)
+            except Exception as exc:
+                raise _failed(exc) from None
+            self.record(audio_seconds=audio.duration_s)
+            segments = transcript.segments or []
+            if not segments and transcript.text.strip():
+                segments = [_Whole(transcript.text, audio.duration_s)]
+            for index, segment in enumerate(segments, start=1):
+                begin, end = round(segment.start * 1000), round(segment.end * 1000)
+                words = [
+                    {
+                        "begin_time": round(w.start * 1000),
+                        "end_time": round(w.end * 1000),
+                        "text": w.text,
+                        "punctuation": "",
+                    }
+                    for w in getattr(segment, "words", [])
+                ]
+                sentence = {
+                    "begin_time": begin,
+                    "end_time": max(end, begin),
+                    "text": segment.text.strip(),
+                    "heartbeat": False,
+                    "sentence_end": True,
+                    "sentence_id": index,
+                    "words": words,
+                }
+                usage = {"duration": max(1, round(segment.end - segment.start))}
+                await self.conn.event("result-generated", {"output": {"sentence": sentence}, "usage": usage})
+        await self.conn.event("task-finished", {"output": {}, "usage": None})
+
+
+class _Whole:
+    """One segment spanning the audio, for a transcript that came without segments."""
+
+    def __init__(self, text: str, seconds: float) -> None:
+        self.text, self.start, self.end, self.words = text, 0.0, seconds, []
+
+
+class TtsTask:
+    """Duplex CosyVoice through ``synthesize_stream(request) -> AsyncIterator[SpeechChunk]``."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        model: str,
+        params: dict[str, Any],
+        settings: Any,
+        synthesize_stream: Callable[[SynthesizeRequest], Awaitable[Any]],
+        charge: Callable[[float], Awaitable[None]],
+        record: Record,
+    ) -> None:
+        self.conn, self.model, self.settings = conn, model, settings
+        self.synthesize_stream, self.charge, self.record = synthesize_stream, charge, record
+        fmt = str(params.get("format") or "default").lower()
+        self.rate = _rate(params, DEFAULT_TTS_RATE)
+        if fmt == "default":
+            fmt = DEFAULT_TTS_FORMAT
+        if fmt not in TTS_FORMATS:
+            raise TaskFailed("InvalidParameter", f"unsupported audio format '{fmt[:32]}'")
+        self.format = fmt
+        voice = params.get("voice")
+        if voice is not None and (not isinstance(voice, str) or len(voice) > 128):
+            raise TaskFailed("InvalidParameter", "parameters.voice must be a voice name")
+        voice = voice or settings.voices.default
+        self.voice = settings.voices.aliases.get(voice, voice)
+        speed = params.get("rate", 1.0)
+        if not isinstance(speed, int | float) or isinstance(speed, bool) or not 0.5 <= speed <= 2.0:
+            raise TaskFailed("InvalidParameter", "rate must be a number in [0.5, 2]")
+        self.speed = float(speed)
+        self.splitter = SentenceSplitter()
+        self.encoder = StreamEncoder(self.format, self.rate)
+        self.characters = 0
+        self.index = 0
+
+    async def start(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        self.encoder.close()
+
+    async def on_audio(self, data: bytes) -> None:
+        raise TaskFailed("InvalidParameter", "binary frames are not accepted by a tts task")
+
+    async def on_message(self, message: dict[str, Any]) -> bool:
+        payload = message.get("payload") if isinstance(message.get("payload"), dict) else {}
+        data = payload.get("input") if isinstance(payload.get("input"), dict) else {}
+        if message["header"]["action"] == "finish-task":
+            if data.get("directive") == "cancel":
+                self.splitter = SentenceSplitter()
+            else:
+                for sentence in self.splitter.flush():
+                    await self._speak(sentence)
+            await self._finish()
+            return True
+        text = data.get("text")
+        if isinstance(text, str) and text:
+            if len(text) > MAX_CONTINUE_CHARS or self.characters + len(text) > MAX_TOTAL_CHARS:
+                raise TaskFailed("InvalidParameter", "text is too long")
+            if (
+                len(text) > self.settings.max_tts_chars
+                or self.characters + len(text) > self.settings.max_tts_chars
+            ):
+                raise TaskFailed(
+                    "InvalidParameter",
+                    f"The task's text exceeds this gateway's limit of {self.settings.max_tts_chars} characters.",
+                )
+            await self.charge(len(text))
+            self.characters += len(text)
+            self.record(characters=len(text))
+            sentences = self.splitter.feed(text)
+            if data.get("flush") is True:
+                sentences += self.splitter.flush()
+            for sentence in sentences:
+                await self._speak(sentence)
+        elif data.get("flush") is True:
+            for sentence in self.splitter.flush():
+                await self._speak(sentence)
+        return False
+
+    def _output(self, kind: str, sentence: str) -> dict[str, Any]:
+        return {
+            "output": {
+                "type": kind,
+                "original_text": sentence,
+                "sentence": {"index": self.index, "words": []},
+            },
+            "usage": {"characters": self.characters},
+        }
+
+    def _pcm_at_rate(self, chunk: SpeechChunk) -> bytes:
+        if chunk.sample_rate == self.rate or not chunk.pcm:
+            return chunk.pcm
+        samples = pcm16_to_float(np.frombuffer(chunk.pcm[: len(chunk.pcm) - len(chunk.pcm) % 2], dtype="<i2"))
+        return float_to_pcm16(resample(samples, chunk.sample_rate, self.rate)).tobytes()
+
+    async def _send_audio(self, pcm: bytes) -> None:
+        encoded = (
+            await run_in_codec_pool(self.encoder.feed, pcm)
+            if self.format not in ("pcm", "wav")
+            else self.encoder.feed(pcm)
+        )
+        if encoded:
+            await self.conn.event("result-generated", self._output("sentence-synthesis", ""))
+            await self.conn.audio(encoded)
+
+    async def _speak(self, sentence: str) -> None:
+        if not sentence.strip():
+            return
+        request = SynthesizeRequest(
+            model=self.model, text=sentence, voice=self.voice, speed=self.speed, sample_rate=self.rate
+        )
+        await self.conn.event("result-generated", self._output("sentence-begin", sentence))
+        try:
+            stream = await self.synthesize_stream(request)
+            async for chunk in stream:
+                await self._send_audio(self._pcm_at_rate(chunk))
+        except TaskFailed:
+            raise
+        except Exception as exc:
+            raise _failed(exc) from None
+        await self.conn.event("result-generated", self._output("sentence-end", sentence))
+        self.index += 1
+
+    async def _finish(self) -> None:
+        tail = await run_in_codec_pool(self.encoder.finish)
+        if tail:
+            await self.conn.event("result-generated", self._output("sentence-synthesis", ""))
+            await self.conn.audio(tail)
+        sentence = {"index": max(self.index - 1, 0), "words": []}
+        await self.conn.event(
+            "task-finished", {"output": {"sentence": sentence}, "usage": {"characters": self.characters}}
+        )

@@ -1,0 +1,429 @@
+"""The DashScope front door end to end: the official ``dashscope`` SDK pointed at the GATEWAY
+(real uvicorn), which routes to the Bailian simulator, or to the local models when the
+simulated cloud is broken; keys, limits and usage rows are the gateway's own."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import dashscope
+import httpx
+import numpy as np
+import pytest
+from dashscope import Generation, MultiModalConversation
+from dashscope.audio.asr import Recognition, RecognitionCallback, RecognitionResult
+from dashscope.audio.tts_v2 import AudioFormat, ResultCallback, SpeechSynthesizer
+from dashscope.common.error import RequestFailure
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from tests.conftest import SimHandle
+from tests.gateway.resilience_support import fast
+from tests.servers import ServerThread
+from tests.sounds import sine_samples, wav_of
+
+ADMIN_KEY = "tg-admin-front-door-91c2"
+ANSWER = "Our store opens at nine in the morning and closes at eight."
+QUESTION = "When does the store open?"
+TRANSCRIPT = "Hello from the front door. It works."
+RATE = 16000
+
+
+@pytest.fixture
+def front(
+    gateway_settings: Callable[..., Any],
+    run_gateway: Callable[..., ServerThread],
+    sim: SimHandle,
+    tmp_path: Path,
+) -> Iterator[Callable[..., Any]]:
+    """Starts a gateway with keys on (SQLite usage), points the SDK at it, returns (server, key)."""
+    sim.control("PUT", "/sim/config", json={"answers": {QUESTION: ANSWER}, "asr_transcript": TRANSCRIPT})
+    saved = (dashscope.base_http_api_url, dashscope.base_websocket_api_url, dashscope.api_key)
+
+    def start(
+        key_fields: dict[str, Any] | None = None, quotas: dict[str, float] | None = None, **overrides: Any
+    ) -> tuple[ServerThread, str]:
+        settings = fast(
+            ["bailian:qwen-plus", "local:smollm2"],
+            auth="keys",
+            admin_key=ADMIN_KEY,
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'front.db'}",
+            deadlines={"chat": 60.0, "asr": 60.0, "tts": 60.0, "first_byte": 15.0},
+            retry={"attempts": 1},
+        )
+        settings["routes"]["asr"]["chains"] = {
+            "qwen3-asr-flash": ["bailian:qwen3-asr-flash", "local:whisper-tiny.en"]
+        }
+        settings.update(overrides)
+        server = run_gateway(gateway_settings(**settings))
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        if quotas:
+            tenant = {"id": "acme", "name": "Acme", "quotas": quotas}
+            made = httpx.post(f"{server.url}/admin/tenants", json=tenant, headers=admin, timeout=30)
+            assert made.status_code == 201, made.text
+        body = {"tenant": "acme", "scopes": ["chat", "asr", "tts"], **(key_fields or {})}
+        r = httpx.post(f"{server.url}/admin/keys", json=body, headers=admin, timeout=30)
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]
+        dashscope.base_http_api_url = f"{server.url}/api/v1"
+        dashscope.base_websocket_api_url = f"ws://127.0.0.1:{server.port}/api-ws/v1/inference"
+        dashscope.api_key = key
+        return server, key
+
+    try:
+        yield start
+    finally:
+        dashscope.base_http_api_url, dashscope.base_websocket_api_url, dashscope.api_key = saved
+        sim.control("DELETE", "/sim/config")
+
+
+def usage_rows(server: ServerThread, at_least: int = 1) -> list[dict[str, Any]]:
+    """The usage rows the gateway wrote (its writer flushes every second), oldest first."""
+    from tests.gateway.saas_support import query
+
+    url = str(server.server.config.app.state.services.settings.database_url)
+    deadline = time.monotonic() + 15
+    while True:
+        rows = [dict(r._mapping) for r in query(url, "SELECT * FROM usage_records ORDER BY ts_ms")]
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- text generation
+
+
+def test_generation_plain_both_result_formats(front: Callable[..., Any], sim: SimHandle) -> None:
+    front()
+    messages = [{"role": "user", "content": QUESTION}]
+    r = Generation.call(model="qwen-plus", messages=messages, result_format="message")
+    assert r.status_code == 200, r
+    assert r.output.choices[0].message.content == ANSWER
+    assert r.output.choices[0].finish_reason == "stop"
+    assert r.usage.output_tokens > 0 and r.usage.input_tokens > 0
+    assert r.request_id
+    text = Generation.call(model="qwen-plus", prompt=QUESTION)
+    assert text.status_code == 200 and text.output.text == ANSWER and text.output.finish_reason == "stop"
+    assert [c["model"] for c in sim.requests("generation")] == ["qwen-plus", "qwen-plus"]
+
+
+def test_generation_streamed_incremental_both_ways(front: Callable[..., Any], sim: SimHandle) -> None:
+    server, key = front()
+    messages = [{"role": "user", "content": QUESTION}]
+    pieces = [
+        c.output.choices[0].message.content
+        for c in Generation.call(
+            model="qwen-plus",
+            messages=messages,
+            result_format="message",
+            stream=True,
+            incremental_output=True,
+        )
+    ]
+    assert len([p for p in pieces if p]) > 3 and "".join(pieces) == ANSWER
+    # SDK with incremental_output=False: it asks for increments and rebuilds the whole text itself
+    whole = list(Generation.call(model="qwen-plus", messages=messages, stream=True, incremental_output=False))
+    assert whole[-1].output.text == ANSWER and whole[-1].output.finish_reason == "stop"
+    # A raw client asking for cumulative chunks gets the text so far in every event
+    r = httpx.post(
+        f"{server.url}/api/v1/services/aigc/text-generation/generation",
+        headers={"authorization": f"Bearer {key}", "x-dashscope-sse": "enable"},
+        json={
+            "model": "qwen-plus",
+            "input": {"prompt": QUESTION},
+            "parameters": {"incremental_output": False},
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+    texts = [e["output"]["text"] for e in events]
+    assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 2))
+    assert texts[-1] == ANSWER and events[-1]["output"]["finish_reason"] == "stop"
+    assert all(e["output"]["finish_reason"] == "null" for e in events[:-1])
+    assert "id:1\nevent:result\n:HTTP_STATUS/200\ndata:" in r.text and "[DONE]" not in r.text
+
+
+def test_generation_error_mid_stream_is_an_error_event(front: Callable[..., Any], sim: SimHandle) -> None:
+    front()
+    sim.fault(service="generation", status=500, code="InternalError", cut_after=3, times=1)
+    responses = list(
+        Generation.call(
+            model="qwen-plus",
+            messages=[{"role": "user", "content": QUESTION}],
+            result_format="message",
+            stream=True,
+            incremental_output=True,
+        )
+    )
+    good, last = responses[:-1], responses[-1]
+    assert len(good) == 3 and all(r.status_code == 200 for r in good)
+    assert "".join(r.output.choices[0].message.content for r in good) == " ".join(ANSWER.split()[:3])
+    # The SDK reports an error event with the status of a ``status:`` line, else 400 (reference §2.3)
+    assert last.status_code == 400 and last.code == "InternalError" and "interrupted" in last.message
+    assert len(sim.requests("generation")) == 1  # after the first byte nothing is retried
+
+
+def test_tools_pass_through_to_the_chat_request(front: Callable[..., Any], sim: SimHandle) -> None:
+    front()
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather of a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    r = Generation.call(
+        model="qwen-plus",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        result_format="message",
+    )
+    assert r.status_code == 200, r
+    calls = r.output.choices[0].message.tool_calls
+    assert calls[0]["function"]["name"] == "get_weather" and r.output.choices[0].finish_reason == "tool_calls"
+    json.loads(calls[0]["function"]["arguments"])
+    upstream = sim.requests("generation")[-1]["body"]["parameters"]
+    assert upstream["tools"][0]["function"]["name"] == "get_weather"
+    bad = Generation.call(
+        model="qwen-plus", messages=[{"role": "user", "content": "hi"}], tools=[{"type": "x"}]
+    )
+    assert bad.status_code == 400 and bad.code == "InvalidParameter"
+
+
+def test_wrong_key_and_bad_requests_get_dashscope_errors(front: Callable[..., Any], sim: SimHandle) -> None:
+    server, _ = front()
+    r = Generation.call(model="qwen-plus", prompt="hi", api_key="tg_" + "A" * 43)
+    assert r.status_code == 401 and r.code == "InvalidApiKey" and r.request_id and r.message
+    missing = Generation.call(model="no-such-model", prompt="hi")
+    assert missing.status_code == 404 and missing.code == "ModelNotFound"
+    empty = Generation.call(model="qwen-plus", messages=[{"role": "user", "content": "  "}])
+    assert empty.status_code == 400 and empty.code == "InvalidParameter" and "no text" in empty.message
+    raw = httpx.post(
+        f"{server.url}/api/v1/services/aigc/text-generation/generation",
+        headers={"authorization": f"Bearer {dashscope.api_key}"},
+        content=b"{not json",
+        timeout=30,
+    )
+    assert raw.status_code == 400 and set(raw.json()) == {"code", "message", "request_id"}
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(dashscope.base_websocket_api_url, additional_headers={"authorization": "Bearer tg_bad"})
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body)["code"] == "InvalidApiKey"
+    assert sim.requests() == []
+
+
+def test_limits_and_usage_rows_apply(front: Callable[..., Any], sim: SimHandle) -> None:
+    server, _ = front({"rpm": 2})
+    ok = [Generation.call(model="qwen-plus", prompt=QUESTION) for _ in range(2)]
+    assert all(r.status_code == 200 for r in ok)
+    limited = Generation.call(model="qwen-plus", prompt=QUESTION)
+    assert limited.status_code == 429 and limited.code == "Throttling.RateQuota"
+    rows = usage_rows(server, 2)
+    gen = [r for r in rows if r["route"] == "/api/v1/services/aigc/text-generation/generation"]
+    assert [r["status"] for r in gen] == [200, 200]  # a refused request books no row, as on /v1
+    assert gen[0]["tenant"] == "acme" and gen[0]["provider"] == "bailian:qwen-plus"
+    assert gen[0]["tokens_out"] == ok[0].usage.output_tokens and gen[0]["tokens_in"] > 0
+
+
+def test_deterministic_answers_are_cached_per_protocol(front: Callable[..., Any], sim: SimHandle) -> None:
+    front(cache={"enabled": True})
+    first = Generation.call(model="qwen-plus", prompt=QUESTION, seed=7, result_format="message")
+    again = list(
+        Generation.call(model="qwen-plus", prompt=QUESTION, seed=7, result_format="message", stream=True)
+    )
+    assert first.output.choices[0].message.content == ANSWER
+    assert "".join(c.output.choices[0].message.content for c in again) == ANSWER
+    assert len(sim.requests("generation")) == 1  # the streamed call was a hit
+    other = Generation.call(model="qwen-plus", prompt=QUESTION, seed=8)
+    assert other.output.text == ANSWER and len(sim.requests("generation")) == 2
+
+
+# --------------------------------------------------------------------------- speech
+
+
+class AsrCollector(RecognitionCallback):
+    def __init__(self) -> None:
+        self.sentences: list[dict[str, Any]] = []
+        self.errors: list[Any] = []
+        self.completed = False
+        self.done = threading.Event()
+
+    def on_event(self, result: RecognitionResult) -> None:
+        sentence = dict(result.get_sentence())
+        if RecognitionResult.is_sentence_end(sentence):
+            self.sentences.append(sentence)
+
+    def on_complete(self) -> None:
+        self.completed = True
+
+    def on_error(self, result: Any) -> None:
+        self.errors.append(result)
+
+    def on_close(self) -> None:
+        self.done.set()
+
+
+def _recognise(pcm: bytes, model: str = "paraformer-realtime-v2") -> AsrCollector:
+    cb = AsrCollector()
+    rec = Recognition(model=model, format="pcm", sample_rate=RATE, callback=cb, language_hints=["en"])
+    rec.start()
+    for i in range(0, len(pcm), 3200):
+        rec.send_audio_frame(pcm[i : i + 3200])
+    rec.stop()
+    return cb
+
+
+def _decode(data: bytes) -> tuple[np.ndarray, int]:
+    with av.open(io.BytesIO(data)) as container:
+        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+        rate = container.streams.audio[0].rate
+    return np.concatenate(frames).astype(np.float64), rate
+
+
+class TtsCollector(ResultCallback):
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.kinds: list[str] = []
+        self.complete = False
+
+    def on_event(self, message: str) -> None:
+        self.kinds.append(json.loads(message)["payload"]["output"]["type"])
+
+    def on_data(self, data: bytes) -> None:
+        self.frames.append(bytes(data))
+
+    def on_complete(self) -> None:
+        self.complete = True
+
+
+def test_recognition_with_a_callback(front: Callable[..., Any], sim: SimHandle) -> None:
+    server, _ = front()
+    cb = _recognise(sine_samples(2.0, RATE, freq=220, peak=8000).tobytes())
+    assert cb.completed and not cb.errors
+    assert " ".join(s["text"] for s in cb.sentences) == TRANSCRIPT
+    assert all(s["end_time"] is not None and s["end_time"] >= s["begin_time"] for s in cb.sentences)
+    rows = [r for r in usage_rows(server) if r["route"] == "/api-ws/v1/inference"]
+    assert len(rows) == 1 and rows[0]["audio_seconds"] == pytest.approx(2.0, abs=0.01)
+    assert rows[0]["provider"] == "bailian:paraformer-realtime-v2" and rows[0]["status"] == 200
+
+
+def test_speech_synthesizer_call_with_and_without_format(front: Callable[..., Any], sim: SimHandle) -> None:
+    front()
+    plain = SpeechSynthesizer(model="cosyvoice-v2", voice="longxiaochun_v2").call("Hello there. How are you?")
+    samples, rate = _decode(plain)
+    assert plain[:3] == b"ID3" or plain[0] == 0xFF  # an MP3 stream, the default format
+    assert rate == 22050 and len(samples) / rate > 0.5
+    wav = SpeechSynthesizer(
+        model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.WAV_16000HZ_MONO_16BIT
+    ).call("Hello there.")
+    assert wav[:4] == b"RIFF"
+    samples, rate = _decode(wav)
+    assert rate == 16000 and np.abs(samples).max() > 1000
+
+
+def test_speech_synthesizer_streaming_call(front: Callable[..., Any], sim: SimHandle) -> None:
+    server, _ = front()
+    cb = TtsCollector()
+    synth = SpeechSynthesizer(
+        model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.PCM_22050HZ_MONO_16BIT, callback=cb
+    )
+    for part in ("Hello there, ", "this is streamed. ", "And a second sentence."):
+        synth.streaming_call(part)
+    synth.streaming_complete()
+    assert cb.complete and cb.frames
+    assert cb.kinds.count("sentence-begin") == 2 and cb.kinds.count("sentence-end") == 2
+    pcm = np.frombuffer(b"".join(cb.frames), dtype="<i2")
+    assert pcm.size > 22050 and np.abs(pcm).max() > 1000
+    rows = [r for r in usage_rows(server) if r["route"] == "/api-ws/v1/inference"]
+    assert rows[-1]["characters"] == len("Hello there, this is streamed. And a second sentence.")
+
+
+def test_quota_and_scope_refuse_websocket_tasks(front: Callable[..., Any], sim: SimHandle) -> None:
+    server, _ = front(quotas={"tts_chars": 10})
+    with pytest.raises(RequestFailure) as refused:
+        SpeechSynthesizer(model="cosyvoice-v2", voice="longxiaochun_v2").call(
+            "Hello there. How are you today?"
+        )
+    assert refused.value.name == "Throttling.AllocationQuota"
+    assert sim.requests("tts") == []  # refused before any provider was called
+    r = httpx.post(
+        f"{server.url}/admin/keys",
+        json={"tenant": "acme", "scopes": ["chat"]},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
+    )
+    dashscope.api_key = r.json()["key"]  # a key without the asr scope
+    cb = _recognise(sine_samples(0.5, RATE).tobytes())
+    assert cb.errors and cb.errors[0].code == "AccessDenied" and not cb.sentences
+
+
+def test_qwen3_asr_flash_through_multimodal_conversation(front: Callable[..., Any], sim: SimHandle) -> None:
+    front()
+    wav = wav_of(sine_samples(1.5, RATE, freq=220, peak=8000).tobytes(), RATE)
+    audio = "data:audio/wav;base64," + base64.b64encode(wav).decode()
+    r = MultiModalConversation.call(
+        model="qwen3-asr-flash", messages=[{"role": "user", "content": [{"audio": audio}]}]
+    )
+    assert r.status_code == 200, r
+    assert r.output.choices[0].message.content[0]["text"] == TRANSCRIPT
+    assert sim.requests("asr")[-1]["model"] == "qwen3-asr-flash"
+    url = MultiModalConversation.call(
+        model="qwen3-asr-flash", messages=[{"role": "user", "content": [{"audio": "http://192.0.2.1/a.wav"}]}]
+    )
+    assert url.status_code == 400 and url.code == "InvalidParameter" and "data URL" in url.message
+
+
+# --------------------------------------------------------------------------- local fallback
+
+
+@pytest.mark.slow
+def test_broken_cloud_is_answered_by_the_local_models(front: Callable[..., Any], sim: SimHandle) -> None:
+    from tests.sounds import piper_speech
+
+    server, _ = front()
+    sim.fault(service="*", status=500, code="InternalError")
+    r = Generation.call(model="qwen-plus", prompt="Say hello.", max_tokens=12, result_format="message")
+    assert r.status_code == 200 and r.output.choices[0].message.content.strip()
+    assert r.output.choices[0].message.content != ANSWER
+    streamed = list(Generation.call(model="qwen-plus", prompt="Count to three.", max_tokens=12, stream=True))
+    assert streamed[-1].status_code == 200 and "".join(c.output.text for c in streamed).strip()
+
+    audio = SpeechSynthesizer(model="cosyvoice-v2", voice="longxiaochun_v2").call(
+        "The weather is nice today."
+    )
+    samples, rate = _decode(audio)
+    assert rate == 22050 and len(samples) / rate > 0.8
+
+    signal, native = piper_speech("The weather is nice today.")
+    from providers.wav import float_to_pcm16, resample
+
+    pcm = float_to_pcm16(resample(signal, native, RATE)).tobytes()
+    cb = _recognise(pcm)
+    assert cb.completed and "weather" in " ".join(s["text"] for s in cb.sentences).lower()
+    data_url = "data:audio/wav;base64," + base64.b64encode(wav_of(pcm, RATE)).decode()
+    asr = MultiModalConversation.call(
+        model="qwen3-asr-flash", messages=[{"role": "user", "content": [{"audio": data_url}]}]
+    )
+    assert asr.status_code == 200 and "weather" in asr.output.choices[0].message.content[0]["text"].lower()
+
+    rows = usage_rows(server, 5)
+    providers = {r["provider"] for r in rows}
+    assert {"local:smollm2", "local:piper-joe", "local:whisper-tiny.en"} <= providers
+    assert all(r["fallback"] for r in rows if r["provider"].startswith("local:"))
