@@ -36,6 +36,7 @@ class Services:
     swaps: Any = None  # gateway.hotswap.SwapManager
     avatars: Any = None  # lipsync avatar store
     renderer: Any = None  # lipsync renderer
+    calls: Any = None  # gateway.webrtc.peer.CallRegistry: live WebRTC calls
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
     quota: Any = None  # policies.quota (SaaS)
     local_pool: Any = None  # providers.local.pool.ModelPool: local engine worker processes
@@ -64,7 +65,17 @@ def build_services(settings: Settings) -> Services:
     _wire_operations(services)
     _wire_saas(services)
     _wire_lipsync(services)
+    _wire_webrtc(services)
     return services
+
+
+def _wire_webrtc(services: Services) -> None:
+    """Live calls (POST /v1/realtime/calls): bounded per process, all hung up at shutdown."""
+    from gateway.webrtc.peer import CallRegistry
+
+    cfg = services.settings.webrtc
+    services.calls = CallRegistry(cfg.max_calls, cfg.connect_timeout_s)
+    services.on_shutdown.append(services.calls.close_all)
 
 
 def _wire_lipsync(services: Services) -> None:

@@ -23,6 +23,8 @@ _MODULES = (
     "admin_experiments",
     "ops",
     "realtime",
+    "realtime_calls",
+    "demo",
 )
 
 
