@@ -78,6 +78,12 @@ class Recording:
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     size: tuple[int, int] | None = None
 
+    def mouth_motion(self, rest_from: float, rest_to: float) -> list[tuple[float, float]]:
+        """(arrival, how far the mouth region is from its look at rest) per video frame; rest is
+        the median mouth of the frames that arrived in [rest_from, rest_to)."""
+        rest = np.median([m for t, m, *_ in self.video if rest_from <= t < rest_to], axis=0)
+        return [(t, float(np.abs(m - rest).mean())) for t, m, *_ in self.video]
+
     def first_event(self, kind: str, after: float = 0.0) -> tuple[float, dict[str, Any]] | None:
         return next(((t, e) for t, e in self.events if e.get("type") == kind and t >= after), None)
 
@@ -181,7 +187,7 @@ class LiveClient:
                     self.regions = Regions(self.avatar, frame.to_ndarray(format="bgr24"))
                 assert self.regions is not None
                 x1, y1, x2, y2 = self.regions.mouth
-                mouth = float(255.0 - gray[y1:y2, x1:x2].mean())  # darker = more open
+                mouth = gray[y1:y2, x1:x2].astype(np.float32)
                 ex1, ey1, ex2, ey2 = self.regions.eyes[0]
                 eye = gray[ey1:ey2, ex1:ex2].astype(np.float32)
                 self.rec.video.append((now, mouth, float(eye.mean()), eye))
