@@ -126,7 +126,10 @@ class LiveCall:
 
     async def answer(self, offer_sdp: str) -> str:
         """Applies the browser's offer and returns the SDP answer (ICE gathering complete)."""
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:  # aiortc's parser raises several kinds on a malformed offer
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
         kinds = {t.kind for t in self.pc.getTransceivers()}
         if "audio" not in kinds:
             raise ValueError("The offer has no audio section: the call needs the microphone's audio.")

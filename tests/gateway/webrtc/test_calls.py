@@ -184,6 +184,9 @@ async def test_bad_offers_are_clear_4xx(server: Any) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
         r = await http.post(url, content="hello", headers={"content-type": "application/sdp"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_sdp"
+        garbled = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio nonsense\r\na=rtpmap:x\r\n"
+        r = await http.post(url, content=garbled, headers={"content-type": "application/sdp"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_sdp", r.text
         r = await http.post(url, content=b"<xml/>", headers={"content-type": "application/xml"})
         assert r.status_code == 415 and r.json()["error"]["code"] == "invalid_content_type"
         r = await http.post(
