@@ -17,7 +17,7 @@ CONSTRAINTS := constraints.txt
 LITELLM_VENV := .bench/litellm
 LITELLM_STAMP := $(LITELLM_VENV)/.installed
 
-.PHONY: run sim test lint bench lock clean
+.PHONY: run sim test lint bench lock clean browser
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -42,7 +42,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP)
+# The live-avatar page test drives Debian's chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

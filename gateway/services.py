@@ -38,6 +38,7 @@ class Services:
     swaps: Any = None  # gateway.hotswap.SwapManager
     avatars: Any = None  # lipsync avatar store
     renderer: Any = None  # lipsync renderer
+    calls: Any = None  # gateway.webrtc.peer.CallRegistry: live WebRTC calls
     redis: Any = None  # shared redis.asyncio client, when TALKGATE_REDIS_URL is set
     quota: Any = None  # policies.quota (SaaS)
     voice_store: Any = None  # gateway.voices.store.VoiceStore (created on first use)
@@ -72,6 +73,7 @@ def build_services(settings: Settings) -> Services:
     _wire_saas(services)
     _wire_knowledge(services)
     _wire_lipsync(services)
+    _wire_webrtc(services)
     return services
 
 
@@ -91,6 +93,15 @@ def _wire_knowledge(services: Services) -> None:
     )
     services.on_startup.append(knowledge.start)
     services.on_shutdown.append(knowledge.stop)
+
+
+def _wire_webrtc(services: Services) -> None:
+    """Live calls (POST /v1/realtime/calls): bounded per process, all hung up at shutdown."""
+    from gateway.webrtc.peer import CallRegistry
+
+    cfg = services.settings.webrtc
+    services.calls = CallRegistry(cfg.max_calls, cfg.connect_timeout_s)
+    services.on_shutdown.append(services.calls.close_all)
 
 
 def _wire_lipsync(services: Services) -> None:

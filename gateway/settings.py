@@ -196,6 +196,30 @@ class LipsyncConfig(BaseModel):
     artifact_ttl_s: int = 3600
 
 
+class IceServerConfig(BaseModel):
+    """One STUN or TURN server handed to both peers (RTCIceServer fields)."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class WebRTCConfig(BaseModel):
+    """The live avatar over WebRTC (``POST /v1/realtime/calls``, gateway/webrtc/)."""
+
+    #: STUN/TURN servers for the gateway's peer and the page's. Empty: host candidates only,
+    #: which works on one machine or a LAN; across NAT add a TURN server (README: coturn).
+    ice_servers: list[IceServerConfig] = Field(default_factory=list)
+    #: Avatar video: frames per second and the longest side in pixels (even sizes; the
+    #: portrait is scaled to fit). VP8 encoding in Python is the main CPU cost per session.
+    fps: int = Field(default=25, ge=5, le=30)
+    max_side: int = Field(default=480, ge=64, le=1280)
+    #: Live calls held at once by this process; more are refused with 503.
+    max_calls: int = Field(default=4, ge=1)
+    #: A call whose peer never connects is closed after this many seconds.
+    connect_timeout_s: float = 30.0
+
+
 class VisionConfig(BaseModel):
     """Images in chat messages (gateway/structured/images.py)."""
 
@@ -446,6 +470,7 @@ class Settings(BaseSettings):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     lipsync: LipsyncConfig = Field(default_factory=LipsyncConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     saas: SaasConfig = Field(default_factory=SaasConfig)
     nls: NlsConfig = Field(default_factory=NlsConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)

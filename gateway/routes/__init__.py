@@ -29,6 +29,8 @@ _MODULES = (
     "admin_knowledge",
     "voices",
     "dashscope",
+    "realtime_calls",
+    "demo",
 )
 
 

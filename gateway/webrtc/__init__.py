@@ -1,0 +1,1 @@
+"""The WebRTC media adapter of the realtime session: live calls with the avatar (issue 11)."""
