@@ -1,4 +1,5 @@
-"""Load/unload/health shared by the three Bailian providers (they share one client)."""
+"""Load/unload/health of providers that share one client: the Bailian providers (one
+``DashScopeClient``) and the NLS providers (one ``NlsClient``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from providers.base import Health
 from providers.cloud.client import DashScopeClient
 
 
-class CloudLifecycle:
-    """Holds a reference on the shared ``DashScopeClient`` between ``load`` and ``unload``."""
+class SharedClientLifecycle:
+    """Holds a reference on a shared client (``open``/``close``) between ``load`` and ``unload``."""
 
-    name = "bailian"
+    name = ""
+    client: Any
 
-    def __init__(self, settings: Any, client: DashScopeClient | None = None) -> None:
-        self.settings = settings
-        self.client = client or DashScopeClient(settings)
+    def __init__(self, client: Any) -> None:
+        self.client = client
         self._loaded = False
 
     @property
@@ -31,6 +32,16 @@ class CloudLifecycle:
         if self._loaded:
             self._loaded = False
             await self.client.close()
+
+
+class CloudLifecycle(SharedClientLifecycle):
+    """The Bailian providers' lifecycle over the shared ``DashScopeClient``."""
+
+    name = "bailian"
+
+    def __init__(self, settings: Any, client: DashScopeClient | None = None) -> None:
+        self.settings = settings
+        super().__init__(client or DashScopeClient(settings))
 
     async def health(self) -> Health:
         """Configuration and lifecycle state only: never a network call."""

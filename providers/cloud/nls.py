@@ -30,6 +30,7 @@ from providers.base import (
     WordTiming,
 )
 from providers.cloud.asr import join_sentences
+from providers.cloud.lifecycle import SharedClientLifecycle
 from providers.cloud.nls_client import NlsClient, NlsTask
 from providers.cloud.nls_token import NlsTokenSource
 from providers.cloud.proxy import EgressProxy
@@ -109,7 +110,7 @@ def speech_rate(speed: float) -> int:
     return round((1.0 - 1.0 / speed) / 0.001)
 
 
-class NlsLifecycle:
+class NlsLifecycle(SharedClientLifecycle):
     """Load/unload/health shared by the two providers (they share one ``NlsClient``)."""
 
     name = "nls"
@@ -117,18 +118,7 @@ class NlsLifecycle:
     def __init__(self, settings: Any, client: NlsClient | None = None) -> None:
         self.settings = settings
         self.config = settings.nls
-        self.client = client or build_client(settings)
-        self._loaded = False
-
-    async def load(self) -> None:
-        if not self._loaded:
-            await self.client.open()
-            self._loaded = True
-
-    async def unload(self) -> None:
-        if self._loaded:
-            self._loaded = False
-            await self.client.close()
+        super().__init__(client or build_client(settings))
 
     async def health(self) -> Health:
         """Configuration and lifecycle only: never a network call."""
