@@ -154,3 +154,24 @@ def test_a_dropped_session_books_what_was_produced(
     _, status, request_id, _, tokens_out, _, _ = rows[0]
     assert status == 499 and request_id.startswith(f"{session_id}:resp_")
     assert 3 <= tokens_out < 200  # what was streamed before the drop, not the whole story
+
+
+def test_two_tenants_sessions_never_share_history(
+    saas: Callable[..., Gateway],  # noqa: F811
+    sim: SimHandle,
+) -> None:
+    gw = saas()
+    first = gw.create_key(tenant="acme", scopes=["realtime"])["key"]
+    second = gw.create_key(tenant="globex", scopes=["realtime"])["key"]
+    text_only = {"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}}
+    with _connect(gw, first) as a, _connect(gw, second) as b:
+        for ws in (a, b):
+            _created(ws)
+            ws.send(json.dumps(text_only))
+            ws.recv(timeout=10)
+        assert _ask(a, "My account number is 778899.")[-1]["response"]["status"] == "completed"
+        sim.clear_requests()
+        assert _ask(b, "What is my account number?")[-1]["response"]["status"] == "completed"
+        [call] = sim.requests("generation")
+        sent = json.dumps(call["body"])
+        assert "What is my account number?" in sent and "778899" not in sent
