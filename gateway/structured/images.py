@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from gateway.errors import APIError
 from gateway.inputs.echo import echo
@@ -121,13 +122,16 @@ async def _fetch(url: str, settings: Any, where: str) -> bytes:
             "send the image as a data URL.",
             where,
         )
+    resolver = None
     if not config.allow_private_addresses:
-        await _refuse_private(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), where)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        resolver = PinnedResolver(parts.hostname, await _public_addresses(parts.hostname, port, where))
     egress = EgressProxy.from_settings(settings)
     timeout = aiohttp.ClientTimeout(total=config.fetch_timeout_s)
+    connector = aiohttp.TCPConnector(resolver=resolver) if resolver is not None else None
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+            aiohttp.ClientSession(timeout=timeout, trust_env=False, connector=connector) as session,
             session.get(
                 url, allow_redirects=False, proxy=egress.for_url(url), ssl=egress.ssl_context() or True
             ) as response,
@@ -146,13 +150,41 @@ async def _fetch(url: str, settings: Any, where: str) -> bytes:
         raise _bad(f"{where}: the image could not be fetched ({type(exc).__name__}).", where) from None
 
 
-async def _refuse_private(host: str, port: int, where: str) -> None:
-    """Every address the name resolves to must be public (no SSRF into the gateway's network)."""
+async def _public_addresses(host: str, port: int, where: str) -> list[tuple[int, str]]:
+    """(family, address) of every address ``host`` resolves to; all must be public (no SSRF into
+    the gateway's network)."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         raise _bad(f"{where}: the host '{echo(host)}' does not resolve.", where) from None
+    found = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global:
             raise _bad(f"{where}: '{echo(host)}' resolves to a private address; it is not fetched.", where)
+        found.append((info[0], str(address)))
+    return found
+
+
+class PinnedResolver(AbstractResolver):
+    """Answers the fetch's connection with the addresses that were checked, so a second DNS
+    lookup between the check and the connection (DNS rebinding: public first, 127.0.0.1 next)
+    cannot send the request into the gateway's own network. Through an egress proxy the proxy
+    resolves the name, as it does for every outbound call."""
+
+    def __init__(self, host: str, addresses: list[tuple[int, str]]) -> None:
+        self.host = host
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+        if host != self.host:
+            raise OSError(f"{host!r} was not checked for this fetch")
+        return [
+            ResolveResult(
+                hostname=host, host=address, port=port, family=fam, proto=0, flags=socket.AI_NUMERICHOST
+            )
+            for fam, address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None

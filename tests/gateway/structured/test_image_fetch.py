@@ -86,3 +86,30 @@ async def test_the_fetch_goes_through_the_egress_proxy(images: ServerThread) -> 
     finally:
         proxy.stop()
     assert data == png() and proxy.seen == [f"GET {images.url}/cat.png"]
+
+
+async def test_dns_rebinding_cannot_reach_a_private_address(
+    images: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name answers a public address when checked and 127.0.0.1 next time: the fetch connects
+    to the checked address (pinned), never looks the name up again, so the local image server
+    (the "private network") is not reached."""
+    import asyncio
+    import socket
+
+    lookups: list[str] = []
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", images.port))]
+    private = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", images.port))]
+
+    async def rebinding(host: str, port: Any, **kw: Any) -> list[Any]:
+        lookups.append(host)
+        return public if len(lookups) == 1 else private
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", rebinding)
+    vision = {"url_allow": ["rebind.test"], "fetch_timeout_s": 2.0}
+    with pytest.raises(APIError) as caught:
+        await _fetch(
+            f"http://rebind.test:{images.port}/cat.png", Settings(vision=vision, log_json=False), "m"
+        )
+    assert caught.value.status == 400 and "could not be fetched" in caught.value.message
+    assert lookups == ["rebind.test"]  # checked once; the connection used that answer
