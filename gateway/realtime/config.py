@@ -17,3 +17,8 @@ class RealtimeConfig(BaseModel):
     max_events_per_s: float = 100.0
     #: refused events before the client is treated as abusive and disconnected
     max_errors: int = 200
+    #: when the model called a client tool and its output has not come after this many seconds,
+    #: the avatar says one short filler sentence (None: off, the default)
+    tool_filler_after_s: float | None = None
+    #: the filler sentence per language of the user's last message
+    tool_filler_text: dict[str, str] = {"en": "One moment, please.", "zh": "请稍等。"}

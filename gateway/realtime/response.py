@@ -88,6 +88,7 @@ class ResponseTurn:
         self.calls: list[tuple[str, ToolCall]] = []  # (item id, call) of the function calls made
         self.grounding: Any = None  # gateway.conversation.knowledge.TurnGrounding of the turn, if any
         self.canned: str | None = None  # a fixed answer instead of the LLM (a knowledge decline)
+        self.filler = False  # a filler sentence while a client tool runs (not remembered)
         self.ctx = RequestContext(request_id=uuid.uuid4().hex)
         self.text = ""
         self.started = False  # output item announced: failures now leave an incomplete item
@@ -114,7 +115,7 @@ class ResponseTurn:
             "audio": {"output": {"format": format_object(self.output_format), "voice": self.voice}},
             "conversation_id": self.describe.get("conversation_id"),
             "max_output_tokens": self.max_output_tokens or "inf",
-            "metadata": None,
+            "metadata": {"talkgate_filler": "true"} if self.filler else None,
             "usage": usage_object(self.tokens_in, self.tokens_out) if status != "in_progress" else None,
             # talkgate's own: who answered this turn (the SDK keeps unknown fields)
             "talkgate": self._served() if status != "in_progress" else None,

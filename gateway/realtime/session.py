@@ -10,6 +10,7 @@ life of the connection (a realtime session is sticky to one replica, design.md r
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from functools import partial
 from typing import Any
@@ -52,6 +53,8 @@ AUDIO_SURFACE = "realtime"
 MIN_COMMIT_BYTES = PCM_RATE // 10 * 2
 #: Not implemented yet, named so the client learns that rather than "unknown event".
 NOT_YET = frozenset({"conversation.item.retrieve", "output_audio_buffer.clear"})
+#: A user message in Chinese gets the Chinese filler sentence.
+CJK = re.compile(r"[\u4e00-\u9fff]")
 #: Bytes of 24 kHz PCM16 per millisecond.
 BYTES_PER_MS = PCM_RATE * 2 // 1000
 
@@ -288,6 +291,10 @@ class RealtimeSession:
 
     async def _response_create(self, event: dict[str, Any]) -> None:
         eid = event.get("event_id")
+        if self.response is not None and self.response.filler and self.response_task is not None:
+            self.response.cancel_reason = "client_cancelled"  # a filler gives way to the real answer
+            self.response_task.cancel()
+            await asyncio.wait([self.response_task])
         if self.response_task is not None and not self.response_task.done():
             raise BadEvent(
                 f"Conversation already has an active response in progress: {self.response.id if self.response else ''}.",
@@ -369,6 +376,46 @@ class RealtimeSession:
                         name=call.name,
                     )
                 )
+            after = self.settings.realtime.tool_filler_after_s
+            if turn.calls and turn.audio and after is not None:
+                self._spawn(self._filler_after(turn, after))
+
+    async def _filler_after(self, turn: ResponseTurn, after_s: float) -> None:
+        """One short filler sentence while the client's tool runs longer than ``after_s``.
+        It is spoken as its own response (``metadata.talkgate_filler``), is not remembered in
+        the conversation, and gives way at once to the client's next ``response.create``."""
+        await asyncio.sleep(after_s)
+        answered = {i.call_id for i in self.conversation.items if i.kind == "function_call_output"}
+        busy = self.response_task is not None and not self.response_task.done()
+        if busy or all(call.id in answered for _, call in turn.calls):
+            return
+        texts = self.settings.realtime.tool_filler_text
+        last = next((m["content"] for m in reversed(turn.messages) if m.get("role") == "user"), "")
+        text = texts.get("zh" if CJK.search(str(last or "")) else "en") or texts.get("en", "")
+        if not text:
+            return
+        filler = ResponseTurn(
+            send=self.send,
+            router=self.router,
+            messages=[],
+            chat_model=self.chat_model,
+            voice=turn.voice,
+            audio=True,
+            max_output_tokens=None,
+            temperature=None,
+            describe={"conversation_id": self.conversation_id},
+            output_format=self.config.output_format,
+        )
+        filler.canned, filler.filler = text, True
+        self.response = filler
+        self.response_task = self._spawn(self._speak_filler(filler))
+
+    async def _speak_filler(self, filler: ResponseTurn) -> None:
+        status = "cancelled"
+        try:
+            status = await filler.run()
+        finally:
+            await self._account_turn(filler, status, 0, None, None)
 
     async def _ground(self, turn: ResponseTurn) -> None:
         """Knowledge grounding of the turn: passages into the prompt, or the fixed decline."""

@@ -5,6 +5,7 @@ the model (the simulator's deterministic matcher) calls it, the client answers w
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import SimHandle
@@ -85,3 +86,32 @@ def test_bad_tools_and_outputs_are_refused(server: Any) -> None:  # noqa: F811
             item={"type": "function_call_output", "call_id": "call_x", "output": "{}"}
         )
         assert conn.recv().error.param == "item.call_id"
+
+
+def test_a_filler_sentence_while_the_client_tool_runs(
+    gateway_settings: Callable[..., Any], run_gateway: Callable[..., Any], sim: SimHandle
+) -> None:
+    gateway = run_gateway(gateway_settings(realtime={"tool_filler_after_s": 0.3}))
+    with _client(gateway).realtime.connect(model="gpt-realtime") as conn:
+        conn.recv()
+        conn.session.update(session={"type": "realtime", "tools": [ORDER_TOOL]})
+        conn.recv()
+        events = _ask(conn, "What is the delivery status of my order?")
+        done = next(e for e in events if e.type == "response.function_call_arguments.done")
+        assert not any(e.type == "response.output_audio.delta" for e in events)  # nothing spoken for a call
+        filler = _until(conn, "response.done")  # the tool is "still running": the filler is spoken
+        assert filler[-1].response.metadata == {"talkgate_filler": "true"}
+        said = next(e.transcript for e in filler if e.type == "response.output_audio_transcript.done")
+        assert said == "One moment, please."
+        assert any(e.type == "response.output_audio.delta" for e in filler)
+        conn.conversation.item.create(
+            item={"type": "function_call_output", "call_id": done.call_id, "output": '{"status": "shipped"}'}
+        )
+        _until(conn, "conversation.item.done")
+        sim.clear_requests()
+        conn.response.create()
+        answer = _until(conn, "response.done")
+        assert answer[-1].response.status == "completed" and answer[-1].response.metadata is None
+        # The filler is not part of the conversation the model sees.
+        sent = str(sim.requests("generation")[-1]["body"]["input"]["messages"])
+        assert "One moment" not in sent
