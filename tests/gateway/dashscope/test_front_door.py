@@ -205,6 +205,23 @@ def test_tools_pass_through_to_the_chat_request(front: Callable[..., Any], sim: 
         model="qwen-plus", messages=[{"role": "user", "content": "hi"}], tools=[{"type": "x"}]
     )
     assert bad.status_code == 400 and bad.code == "InvalidParameter"
+    # Streamed: the call arrives whole (checked before the first event), finish_reason tool_calls.
+    events = list(
+        Generation.call(
+            model="qwen-plus",
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=tools,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            result_format="message",
+            stream=True,
+            incremental_output=True,
+        )
+    )
+    assert all(e.status_code == 200 for e in events), events[-1]
+    streamed = [c for e in events for c in (e.output.choices[0].message.get("tool_calls") or [])]
+    assert streamed and streamed[0]["function"]["name"] == "get_weather"
+    assert "city" in json.loads("".join(c["function"].get("arguments", "") for c in streamed))
+    assert events[-1].output.choices[0].finish_reason == "tool_calls"
 
 
 def test_wrong_key_and_bad_requests_get_dashscope_errors(front: Callable[..., Any], sim: SimHandle) -> None:

@@ -112,6 +112,7 @@ def test_a_filler_sentence_while_the_client_tool_runs(
         conn.response.create()
         answer = _until(conn, "response.done")
         assert answer[-1].response.status == "completed" and answer[-1].response.metadata is None
+        assert any(e.type == "response.output_audio.delta" for e in answer)  # the answer is spoken
         # The filler is not part of the conversation the model sees.
         sent = str(sim.requests("generation")[-1]["body"]["input"]["messages"])
         assert "One moment" not in sent
