@@ -421,10 +421,10 @@ def test_kubernetes_podmonitor_scrapes_with_the_token() -> None:
 
 
 def test_kubernetes_config_file_is_a_valid_talkgate_config(tmp_path: Path) -> None:
-    """The YAML shipped in the ConfigMap loads into Settings and keeps all three capabilities."""
+    """The YAML shipped in the ConfigMap loads into Settings and keeps every capability's route."""
     cm = next(d for d in _k8s() if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {}))
     path = tmp_path / "config.yaml"
     path.write_text(cm["data"]["config.yaml"])
     settings = Settings(config=path)
-    assert set(settings.routes) == {"chat", "asr", "tts"}
+    assert set(settings.routes) == {"chat", "asr", "tts", "embedding", "rerank"}
     assert settings.routes == Settings().routes  # the shipped file matches the built-in defaults
