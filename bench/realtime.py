@@ -117,6 +117,22 @@ async def one_turn(url: str, speech: bytes, silence_ms: int) -> float:
         return first_audio.result() - last_speech
 
 
+async def stage_means(url: str) -> dict[str, tuple[float, int]]:
+    """(sum of seconds, count) per stage of the gateway's own turn histogram (gateway/realtime/metrics.py):
+    the difference over the measured turns gives each stage's mean, which shows where the time goes."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(url)).text
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            head = f"talkgate_realtime_stage_seconds{suffix}{{stage=\""
+            if line.startswith(head):
+                stage, value = line[len(head) :].split('"} ')
+                into[stage] = float(value)
+    return {stage: (sums[stage], int(counts.get(stage, 0))) for stage in sums}
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -140,11 +156,18 @@ async def run_mode(mode: str, turns: int, silence_ms: int, speech: bytes) -> dic
                 r.raise_for_status()
         url = f"ws://127.0.0.1:{gw_port}/v1/realtime?model=gpt-realtime"
         await one_turn(url, speech, silence_ms)  # warm-up: VAD and local models load
+        before = await stage_means(probe_url := f"http://127.0.0.1:{gw_port}/metrics")
         times = [await one_turn(url, speech, silence_ms) for _ in range(turns)]
+        after = await stage_means(probe_url)
     finally:
         stop(procs)
     median, p95 = _stats(times)
     result = {"mode": mode, "turns": turns, "median_ms": median * 1000, "p95_ms": p95 * 1000}
+    result["stage_mean_ms"] = {
+        stage: round((total - before.get(stage, (0.0, 0))[0]) / (n - before.get(stage, (0.0, 0))[1]) * 1000, 1)
+        for stage, (total, n) in after.items()
+        if n > before.get(stage, (0.0, 0))[1]
+    }
     if mode == "sim":
         fixed = silence_ms + sum(SIM_LATENCY.values())
         result["gateway_share_median_ms"] = median * 1000 - fixed
@@ -178,6 +201,8 @@ def main() -> None:
                 f"median {r['gateway_share_median_ms']:.0f} ms, P95 {r['gateway_share_p95_ms']:.0f} ms"
             )
         print(line, flush=True)
+        stages = ", ".join(f"{k} {v:.0f} ms" for k, v in r["stage_mean_ms"].items())
+        print(f"  {mode} stage means (gateway's talkgate_realtime_stage_seconds): {stages}", flush=True)
 
 
 if __name__ == "__main__":

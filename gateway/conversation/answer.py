@@ -39,6 +39,9 @@ from providers.base import (
 )
 
 _DONE = object()
+#: The first spoken piece may end at a clause mark once it is this long (sentences.py): shorter
+#: than "Of course," stays with its sentence, so a lone word is not synthesised on its own.
+FIRST_PHRASE_CHARS = 12
 #: The "provider" of a canned answer: the gateway itself (as grounded chat books a decline).
 CANNED_PROVIDER = "talkgate:knowledge"
 
@@ -173,7 +176,7 @@ class SpokenAnswer:
                 self.stats.tokens_in, self.stats.tokens_out = self.meter.tokens()
 
     async def _read(self, stream: Any, sentences: asyncio.Queue[Any], out: asyncio.Queue[Any]) -> None:
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_phrase_chars=FIRST_PHRASE_CHARS)
         call_chunks: list[ChatChunk] = []
 
         async def emit(sentence: str) -> None:

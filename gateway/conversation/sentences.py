@@ -3,6 +3,11 @@
 A sentence ends at ``. ! ? …`` followed by whitespace (so "3.14" and "e.g.x" do not cut),
 at CJK full stops ``。！？；`` immediately, or at a newline. Overlong runs without an end
 mark are cut at a comma or space so one run-on reply cannot hold back the first video.
+
+The first piece of a reply may also end at a clause mark (``, ; :`` before whitespace, or CJK
+``，、：``) once it holds ``first_phrase_chars``: the person hears the answer start while the
+model is still writing the rest of its first sentence (on the local model, ~20 ms a token, that
+is a few hundred milliseconds of a spoken turn's latency).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import re
 
 _END = re.compile(r"(?:[.!?…]+[\"'”’)\]]*\s)|(?:[。！？；]+[”’」』）]*)|\n")
 _ABBREVIATIONS = ("mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "etc.", "e.g.", "i.e.", "no.")
+_CLAUSE = re.compile(r"(?:[,;:]+\s)|(?:[，、：]+)")
 _SPEAKABLE = re.compile(r"\w", re.UNICODE)
 _MARKUP = re.compile(r"[*_#`~>|]+")
 #: Citation markers of grounded answers ("[1]", "【2】"): shown in text, never read aloud.
@@ -27,10 +33,12 @@ def speakable(text: str) -> bool:
 
 
 class SentenceSplitter:
-    def __init__(self, soft_limit: int = 120, hard_limit: int = 240) -> None:
+    def __init__(self, soft_limit: int = 120, hard_limit: int = 240, first_phrase_chars: int = 0) -> None:
         self.soft_limit = soft_limit
         self.hard_limit = hard_limit
+        self.first_phrase_chars = first_phrase_chars  # 0: the first piece is a whole sentence too
         self._buffer = ""
+        self._emitted = False
 
     def feed(self, delta: str) -> list[str]:
         """Add streamed text; returns the sentences it completed (stripped, non-empty)."""
@@ -44,6 +52,7 @@ class SentenceSplitter:
             head = head.strip()
             if head:
                 out.append(head)
+                self._emitted = True
         return out
 
     def flush(self) -> list[str]:
@@ -61,6 +70,10 @@ class SentenceSplitter:
                 start = m.end()
                 continue
             return m.end()
+        if self.first_phrase_chars and not self._emitted:
+            for m in _CLAUSE.finditer(self._buffer):
+                if len(self._buffer[: m.start()].strip()) >= self.first_phrase_chars:
+                    return m.end()
         if len(self._buffer) > self.soft_limit:
             comma = max(
                 self._buffer.rfind(", ", 0, self.hard_limit), self._buffer.rfind("，", 0, self.hard_limit)

@@ -8,8 +8,6 @@ fault, a canned answer or a provider.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from typing import Any
 
@@ -18,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.dashscope.errors import DashScopeError
+from gateway.inputs.data_url import DataUrlError
+from gateway.inputs.data_url import decode_data_url as decode_base64_url
 
 #: The native text-generation and multimodal-generation paths (under ``/api/v1``).
 GENERATION_PATH = "/api/v1/services/aigc/text-generation/generation"
@@ -170,17 +170,15 @@ def audio_ref(body: dict[str, Any]) -> str:
 def decode_data_url(ref: str) -> tuple[bytes, str | None]:
     """Bytes and a format hint (the MIME subtype) of a base64 ``data:`` URL; ``DashScopeError``
     413 past 10 MB, 400 for anything that is not base64."""
-    if len(ref) > MAX_DATA_URL_CHARS:
-        raise DashScopeError(413, "BadRequest.TooLarge", "The audio data URL exceeds 10 MB.")
-    head, _, payload = ref.partition(",")
-    if ";base64" not in head:
-        raise DashScopeError(400, "InvalidParameter", "Audio data URL must be base64-encoded.")
     try:
-        data = base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
-        raise DashScopeError(400, "InvalidParameter", "Audio data URL is not valid base64.") from exc
-    mime = head[5:].split(";", 1)[0]
-    return data, mime.rsplit("/", 1)[-1] or None
+        url = decode_base64_url(ref, max_chars=MAX_DATA_URL_CHARS)
+    except DataUrlError as exc:
+        if exc.reason == "too_large":
+            raise DashScopeError(413, "BadRequest.TooLarge", "The audio data URL exceeds 10 MB.") from None
+        if exc.reason == "bad_base64":
+            raise DashScopeError(400, "InvalidParameter", "Audio data URL is not valid base64.") from None
+        raise DashScopeError(400, "InvalidParameter", "Audio data URL must be base64-encoded.") from None
+    return url.data, url.subtype
 
 
 def asr_body(

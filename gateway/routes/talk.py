@@ -8,8 +8,6 @@ the transcript, the reply, stage timings and URLs of the MP4 and WAV artifacts.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
 from typing import Any, Literal
@@ -30,6 +28,7 @@ from gateway.conversation.memory import ConversationMemory
 from gateway.conversation.turn import TalkError, TalkInput, TalkPipeline, TalkResult
 from gateway.errors import APIError, refuse_unknown_model
 from gateway.inputs.audio import decode_upload
+from gateway.inputs.data_url import DataUrlError, decode_data_url
 from gateway.inputs.echo import echo
 from gateway.inputs.hosts import public_url
 from gateway.inputs.images import check_image
@@ -72,11 +71,10 @@ class TalkBody(BaseModel):
 
 
 def _b64(value: str, field: str) -> bytes:
-    payload = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
     try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise APIError(400, f"'{field}' must be base64 (or a data: URL)", param=field) from None
+        return decode_data_url(value, allow_bare=True).data
+    except DataUrlError as exc:
+        raise APIError(400, f"'{field}' must be base64 (or a base64 data: URL): {exc}", param=field) from None
 
 
 async def _read_request(request: Request, limit: int) -> tuple[TalkBody, bytes | None, bytes | None]:

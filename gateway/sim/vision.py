@@ -20,8 +20,6 @@ bytes intact; an answer naming the decoded size and dominant colour proves that 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import math
 from collections import Counter
@@ -31,6 +29,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from gateway.dashscope.errors import DashScopeError, invalid
+from gateway.inputs.data_url import DataUrlError, decode_data_url
 from gateway.sim.capabilities import Caps
 
 MAX_DATA_URL = 10 * 1024 * 1024
@@ -132,16 +131,15 @@ def _decode_data_url(ref: str) -> tuple[bytes, str]:
             "The simulator does not download images: send the image inline as a base64 data URL "
             f"(data:image/png;base64,...), not {ref[:80]}"
         )
-    if len(ref) > MAX_DATA_URL:
-        raise DashScopeError(413, "BadRequest.TooLarge", "The image data URL exceeds 10 MB.")
-    head, _, payload = ref.partition(",")
-    if ";base64" not in head:
-        raise invalid("Image data URL must be base64-encoded.")
     try:
-        data = base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
-        raise invalid("Image data URL is not valid base64.") from exc
-    return data, head[5:].split(";", 1)[0].lower()
+        url = decode_data_url(ref, max_chars=MAX_DATA_URL)
+    except DataUrlError as exc:
+        if exc.reason == "too_large":
+            raise DashScopeError(413, "BadRequest.TooLarge", "The image data URL exceeds 10 MB.") from None
+        if exc.reason == "bad_base64":
+            raise invalid("Image data URL is not valid base64.") from None
+        raise invalid("Image data URL must be base64-encoded.") from None
+    return url.data, url.mime
 
 
 def _check_size(width: int, height: int) -> None:

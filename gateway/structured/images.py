@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import ipaddress
 import socket
 from typing import Any
@@ -24,6 +23,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from gateway.errors import APIError
+from gateway.inputs.data_url import DataUrlError, decode_data_url
 from gateway.inputs.echo import echo
 from gateway.inputs.hosts import HostCheck
 from gateway.inputs.images import check_image
@@ -102,13 +102,12 @@ async def inline_images(messages: list[dict[str, Any]], settings: Any) -> int:
 
 
 def _data_url_bytes(url: str, where: str) -> bytes:
-    head, _, payload = url.partition(",")
-    if ";base64" not in head:
-        raise _bad(f"{where}: a data URL must be base64 (data:image/png;base64,...).", where)
     try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad(f"{where}: the data URL is not valid base64.", where) from None
+        return decode_data_url(url).data
+    except DataUrlError as exc:
+        if exc.reason == "bad_base64":
+            raise _bad(f"{where}: the data URL is not valid base64.", where) from None
+        raise _bad(f"{where}: a data URL must be base64 (data:image/png;base64,...).", where) from None
 
 
 async def _fetch(url: str, settings: Any, where: str) -> bytes:

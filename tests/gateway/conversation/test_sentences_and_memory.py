@@ -25,6 +25,42 @@ def test_cjk_and_run_on_sentences() -> None:
     assert parts and all(len(p) <= 80 for p in parts)
 
 
+def _stream(splitter: SentenceSplitter, text: str) -> list[str]:
+    """Feeds ``text`` a few characters at a time, as a model streams it."""
+    out: list[str] = []
+    for i in range(0, len(text), 3):
+        out += splitter.feed(text[i : i + 3])
+    return out + splitter.flush()
+
+
+def test_the_first_piece_may_end_at_a_clause_once_long_enough() -> None:
+    reply = "The store is open from 9:00 AM to 12:00 PM, with late hours on Friday, as usual. Come by!"
+    assert _stream(SentenceSplitter(first_phrase_chars=12), reply) == [
+        "The store is open from 9:00 AM to 12:00 PM,",  # "9:00" is no clause mark: no space after
+        "with late hours on Friday, as usual.",  # only the first piece is cut early
+        "Come by!",
+    ]
+    assert (
+        _stream(SentenceSplitter(), reply)[0]
+        == "The store is open from 9:00 AM to 12:00 PM, with late hours on Friday, as usual."
+    )
+
+
+def test_a_short_opening_stays_with_its_sentence() -> None:
+    assert _stream(SentenceSplitter(first_phrase_chars=12), "Yes, we open at nine. Welcome.") == [
+        "Yes, we open at nine.",
+        "Welcome.",
+    ]
+    assert _stream(SentenceSplitter(first_phrase_chars=4), "您好，我们明天九点开门。欢迎光临。") == [
+        "您好，我们明天九点开门。",
+        "欢迎光临。",
+    ]
+    assert (
+        _stream(SentenceSplitter(first_phrase_chars=4), "我们明天九点开门，欢迎光临。")[0]
+        == "我们明天九点开门，"
+    )
+
+
 def test_speech_cleaning() -> None:
     assert clean_for_speech("**Sure!** Here's `code`  # now") == "Sure! Here's code now"
     assert not speakable("... --- !!!")

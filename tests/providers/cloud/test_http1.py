@@ -11,6 +11,7 @@ import pytest
 from providers.base import ErrorKind, ProviderError
 from providers.cloud import errors
 from providers.cloud.http1 import ConnectError, ConnectionDropped, Http1Pool
+from tests.proxy_support import local_ca
 from tests.servers import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -287,50 +288,10 @@ async def test_a_stream_closed_before_its_last_bytes_arrive_still_returns_its_co
     assert server.connections == 1
 
 
-def _self_signed(tmp_path) -> tuple[str, str]:
-    """A certificate for localhost / 127.0.0.1 and its key, as PEM files."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(cert_file), str(key_file)
-
-
 async def test_https_verifies_the_server_certificate(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ssl
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = (str(f) for f in local_ca(tmp_path))
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
 
