@@ -126,7 +126,7 @@ async def stage_means(url: str) -> dict[str, tuple[float, int]]:
     counts: dict[str, int] = {}
     for line in text.splitlines():
         for suffix, into in (("_sum", sums), ("_count", counts)):
-            head = f"talkgate_realtime_stage_seconds{suffix}{{stage=\""
+            head = f'talkgate_realtime_stage_seconds{suffix}{{stage="'
             if line.startswith(head):
                 stage, value = line[len(head) :].split('"} ')
                 into[stage] = float(value)
@@ -164,7 +164,9 @@ async def run_mode(mode: str, turns: int, silence_ms: int, speech: bytes) -> dic
     median, p95 = _stats(times)
     result = {"mode": mode, "turns": turns, "median_ms": median * 1000, "p95_ms": p95 * 1000}
     result["stage_mean_ms"] = {
-        stage: round((total - before.get(stage, (0.0, 0))[0]) / (n - before.get(stage, (0.0, 0))[1]) * 1000, 1)
+        stage: round(
+            (total - before.get(stage, (0.0, 0))[0]) / (n - before.get(stage, (0.0, 0))[1]) * 1000, 1
+        )
         for stage, (total, n) in after.items()
         if n > before.get(stage, (0.0, 0))[1]
     }
