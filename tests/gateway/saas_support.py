@@ -84,11 +84,14 @@ def saas(
 
 @pytest.fixture
 def saas_redis_url(redis_url: str) -> Iterator[str]:
-    """Like ``redis_url`` but on database 12, so a FLUSHDB of database 15 by another test process
-    running at the same time (developers share one Redis) cannot wipe limiter state mid-test."""
+    """Like ``redis_url`` but on its own database (12, or ``TALKGATE_TEST_SAAS_REDIS_URL``), so a
+    FLUSHDB of the main test database by another test process running at the same time cannot wipe
+    limiter state mid-test. Two runs at once on one Redis each set both variables (README)."""
+    import os
+
     import redis
 
-    url = redis_url.rsplit("/", 1)[0] + "/12"
+    url = os.environ.get("TALKGATE_TEST_SAAS_REDIS_URL") or redis_url.rsplit("/", 1)[0] + "/12"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
