@@ -31,7 +31,7 @@ from lipsync.labels import MediaLabel, draw_ai_mark, labelled_wav_header
 from lipsync.mel import SAMPLE_RATE, mel_chunks, melspectrogram, resample
 from lipsync.procedural import ProceduralRenderer
 from lipsync.wav2lip_worker import RemoteWav2Lip
-from providers.base import ProviderError
+from providers.base import ErrorKind, ProviderError
 from providers.local.workers.supervisor import RestartPolicy
 from providers.wav import float_to_pcm16, pcm_to_wav
 
@@ -113,11 +113,17 @@ class VideoBuilder:
         *,
         expression: ExpressionState | None = None,
         visible_mark: bool = False,
+        fallback: Renderer | None = None,
     ) -> None:
         self.renderer = renderer
+        #: takes over when the Wav2Lip worker dies mid-video (the rest of the clip is procedural)
+        self.fallback = fallback
+        #: why the fallback took over (the worker's death report), None while it has not
+        self.fallback_reason: str | None = None
         self.avatar = avatar
         self.label = label
         #: the face's expression across the whole video (procedural renderer only)
+        self._expression = expression
         self.expression = expression if getattr(renderer, "name", "") == "procedural" else None
         self.visible_mark = visible_mark
         self.writer = Mp4Writer(path, avatar.width, avatar.height, fps=fps, label=label)
@@ -134,12 +140,7 @@ class VideoBuilder:
         out_audio = resample(pcm, sample_rate, self.writer.sample_rate)
         n_frames = self.writer.frames_for(out_audio.size)
         audio16k = resample(pcm, sample_rate, SAMPLE_RATE)
-        extra = {"expression": self.expression} if self.expression is not None else {}
-        frames = (
-            self.renderer.render(self.avatar, audio16k, n_frames, self.timings, **extra)
-            if n_frames
-            else iter(())
-        )
+        frames = self._frames(audio16k, n_frames) if n_frames else iter(())
         if self.visible_mark:
             frames = (draw_ai_mark(f.copy()) for f in frames)
         rendering_before = self._rendering()
@@ -149,6 +150,35 @@ class VideoBuilder:
         spent = time.perf_counter() - t0 - (self._rendering() - rendering_before)
         self.timings["encode"] = self.timings.get("encode", 0.0) + spent
         self.audio_parts.append(out_audio)
+
+    def _frames(self, audio16k: np.ndarray, n_frames: int) -> Iterator[np.ndarray]:
+        """The renderer's frames; when the Wav2Lip worker dies (``unavailable``), the fallback
+        renders the rest of this segment and every later one, so the clip still completes."""
+        done = 0
+        if self.fallback_reason is None:
+            extra = {"expression": self.expression} if self.expression is not None else {}
+            try:
+                for frame in self.renderer.render(self.avatar, audio16k, n_frames, self.timings, **extra):
+                    done += 1
+                    yield frame
+                return
+            except ProviderError as exc:
+                if self.fallback is None or exc.kind is not ErrorKind.UNAVAILABLE:
+                    raise
+                log.error(
+                    "Wav2Lip failed after %d frames of a segment, the procedural renderer finishes "
+                    "this video: %s",
+                    done,
+                    exc.message,
+                )
+                self.fallback_reason = exc.message
+                self.renderer, self.expression = self.fallback, self._expression
+        extra = {"expression": self.expression} if self.expression is not None else {}
+        for index, frame in enumerate(
+            self.renderer.render(self.avatar, audio16k, n_frames, self.timings, **extra)
+        ):
+            if index >= done:  # the frames Wav2Lip already delivered stay in the video
+                yield frame
 
     def _rendering(self) -> float:
         return sum(self.timings.get(k, 0.0) for k in ("mel", "model", "paste"))
@@ -199,6 +229,7 @@ class RenderService:
         self.max_concurrent = max(1, max_concurrent)
         self._executor = ThreadPoolExecutor(max_workers=self.max_concurrent, thread_name_prefix="render")
         self._renderer: Renderer | None = None
+        self._fallback: ProceduralRenderer | None = None
         self.load_error: str | None = None
 
     @classmethod
@@ -294,9 +325,23 @@ class RenderService:
         expression: ExpressionState | None = None,
         visible_mark: bool = False,
     ) -> VideoBuilder:
+        renderer = self.renderer
         return VideoBuilder(
-            self.renderer, avatar, path, self.fps, label, expression=expression, visible_mark=visible_mark
+            renderer,
+            avatar,
+            path,
+            self.fps,
+            label,
+            expression=expression,
+            visible_mark=visible_mark,
+            fallback=self._procedural() if renderer.name == "wav2lip" else None,
         )
+
+    def _procedural(self) -> ProceduralRenderer:
+        """One procedural renderer kept for Wav2Lip's mid-video fallback (it caches per avatar)."""
+        if self._fallback is None:
+            self._fallback = ProceduralRenderer(fps=self.fps)
+        return self._fallback
 
     def render_file(self, avatar: Avatar, pcm: np.ndarray, sample_rate: int, path: Path) -> VideoBuilder:
         """Synchronous one-shot: the whole clip into ``path`` (call through ``run``)."""

@@ -90,6 +90,8 @@ class TalkResult:
     #: the answer's emotion and where it came from ("tag", "lexicon", "request", "off")
     emotion: str = "neutral"
     emotion_source: str = "off"
+    #: why the procedural renderer finished a video Wav2Lip started (its worker died), else None
+    renderer_fallback: str | None = None
 
 
 def _ms(seconds: float) -> float:
@@ -190,7 +192,8 @@ class TalkPipeline:
             sentences=list(answer.sentences),
             timings=dict(self.timings),
             render_stages={k: _ms(v) for k, v in builder.timings.items()},
-            renderer=self.renders.name,
+            renderer=builder.renderer.name,
+            renderer_fallback=builder.fallback_reason,
             video_path=self.video_path,
             wav=builder.wav_bytes(),
             duration_s=round(builder.duration_s, 3),

@@ -303,6 +303,8 @@ async def _answer(
         "x-talkgate-emotion": f"{result.emotion}; source={result.emotion_source}",
         **label.headers(),
     }
+    if result.renderer_fallback is not None:
+        headers["x-talkgate-renderer-fallback"] = "wav2lip failed: " + result.renderer_fallback[:200].encode("ascii", "replace").decode()
     if cloned is not None:
         headers["x-talkgate-voice-fallback"] = (
             "local" if result.fallback and "local" in result.providers.get("tts", "") else "none"
@@ -330,6 +332,7 @@ def _json(request: Request, result: TalkResult, stem: str) -> dict[str, Any]:
         "timings": result.timings,
         "render_stages_ms": result.render_stages,
         "renderer": result.renderer,
+        "renderer_fallback": result.renderer_fallback,
         "providers": result.providers,
         "fallback": result.fallback,
         **(result.knowledge or {}),

@@ -7,13 +7,14 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from lipsync.avatars import prepare_avatar
 from lipsync.encode import probe_durations
-from lipsync.render import RenderService
+from lipsync.render import RenderService, VideoBuilder
 from providers.base import ErrorKind, ProviderError
 from tests.lipsync.media import astronaut_png
 from tests.providers.local.workers.support import wait_gone
@@ -115,11 +116,14 @@ def test_gateway_start_up_does_not_import_torch_without_a_checkpoint(tmp_path: P
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_a_wav2lip_worker_killed_mid_clip_fails_that_clip_clearly(
+def test_a_wav2lip_worker_killed_mid_clip_is_finished_by_the_procedural_renderer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fault drill SIGKILLs the worker inside its first batch: that clip fails with the
-    signal named, the next one renders on a fresh worker."""
+    """The fault drill SIGKILLs the worker inside its first batch: that clip is finished by the
+    procedural renderer (every frame there, the reason kept), the next one renders with Wav2Lip
+    on a fresh worker."""
+    import av
+
     torch = pytest.importorskip("torch")
     from lipsync.wav2lip import Wav2Lip
     from providers.local.workers.faults import ENV
@@ -136,14 +140,74 @@ def test_a_wav2lip_worker_killed_mid_clip_fails_that_clip_clearly(
     service = RenderService(checkpoint=ckpt, device="cpu", batch_size=8, max_concurrent=1)
     avatar = prepare_avatar(astronaut_png())
 
-    async def go() -> None:
+    async def go() -> tuple[Any, Any]:
         await service.start()
-        with pytest.raises(ProviderError) as err:
-            await service.run(service.render_file, avatar, speechlike(0.3, 16000), 16000, tmp_path / "x.mp4")
-        assert err.value.kind is ErrorKind.UNAVAILABLE and "SIGKILL" in err.value.message
-        await service.run(service.render_file, avatar, speechlike(0.3, 16000), 16000, tmp_path / "y.mp4")
+        crashed = await service.run(
+            service.render_file, avatar, speechlike(0.6, 16000), 16000, tmp_path / "x.mp4"
+        )
+        after = await service.run(
+            service.render_file, avatar, speechlike(0.6, 16000), 16000, tmp_path / "y.mp4"
+        )
         assert service.worker_stats()[0].crashes == 1
         await service.stop()
+        return crashed, after
 
-    asyncio.run(go())
-    assert not (tmp_path / "x.mp4").exists()  # the failed clip left no half-written video
+    crashed, after = asyncio.run(go())
+    assert crashed.renderer.name == "procedural"
+    assert crashed.fallback_reason is not None and "SIGKILL" in crashed.fallback_reason
+    assert after.renderer.name == "wav2lip" and after.fallback_reason is None
+    with av.open(str(tmp_path / "x.mp4")) as crashed_video, av.open(str(tmp_path / "y.mp4")) as whole:
+        frames = sum(1 for _ in crashed_video.decode(video=0))
+        assert frames == sum(1 for _ in whole.decode(video=0)) >= 15  # 0.6 s at 25 fps
+
+
+class _DiesAfter:
+    """Wav2Lip's stand-in at the renderer seam: ``frames`` black frames, then the worker's death."""
+
+    name = "wav2lip"
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+
+    def render(self, avatar: Any, pcm16k: Any, n_frames: int | None = None, *args: Any, **kwargs: Any) -> Any:
+        for _ in range(self.frames):
+            yield np.zeros_like(avatar.image)
+        raise ProviderError(
+            ErrorKind.UNAVAILABLE, "the worker process was killed by SIGKILL during this call"
+        )
+
+
+def test_the_fallback_renders_only_the_frames_wav2lip_did_not(tmp_path: Path) -> None:
+    import av
+
+    from lipsync.procedural import ProceduralRenderer
+
+    avatar = prepare_avatar(astronaut_png())
+    builder = VideoBuilder(_DiesAfter(5), avatar, tmp_path / "v.mp4", 25, fallback=ProceduralRenderer(25))
+    builder.add(speechlike(0.6, 16000), 16000)
+    builder.add(speechlike(0.4, 16000), 16000)  # a later segment: the fallback from its start
+    builder.finish()
+    assert builder.renderer.name == "procedural" and "SIGKILL" in (builder.fallback_reason or "")
+    with av.open(str(tmp_path / "v.mp4")) as video:
+        brightness = [float(f.to_ndarray(format="gray").mean()) for f in video.decode(video=0)]
+    assert len(brightness) >= 25
+    assert max(brightness[:5]) < 20  # the five frames Wav2Lip delivered (black) were kept
+    assert min(brightness[5:]) > 40  # the portrait from there on, no gap and no black frame
+
+
+def test_without_a_fallback_a_dead_worker_fails_the_clip_clearly(tmp_path: Path) -> None:
+    """A renderer installed without the procedural fallback (benchmarks) fails the clip with the
+    worker's reason and leaves no half-written video."""
+
+    class Dying:
+        name = "wav2lip"
+
+        def render(self, *args: Any, **kwargs: Any) -> Any:
+            yield from ()
+            raise ProviderError(ErrorKind.UNAVAILABLE, "worker died (SIGKILL)")
+
+    builder = VideoBuilder(Dying(), prepare_avatar(astronaut_png()), tmp_path / "z.mp4", 25)
+    with pytest.raises(ProviderError, match="SIGKILL"):
+        builder.add(speechlike(0.3, 16000), 16000)
+    builder.abort()
+    assert not (tmp_path / "z.mp4").exists()
