@@ -24,16 +24,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from gateway.context import RequestContext, get_context
+from gateway.costs import check_quota, estimate_chat_tokens, too_large_for_the_key
 from gateway.errors import APIError, from_provider_error
 from gateway.schemas import read_body
-from policies.quota import QUOTAS_FOR_SCOPE, QuotaExceeded
+from policies.quota import QUOTAS_FOR_SCOPE
 from policies.ratelimit import Limits
 from providers.base import ProviderError
 
@@ -147,81 +147,6 @@ async def authenticate(request: HTTPConnection, scope: str) -> Principal:
     return Principal(key_id=record.id, tenant=record.tenant, scopes=record.scopes, limits=limits)
 
 
-#: Up-front estimate per image (Qwen-VL bills by tiles of 28×28 px; a typical photo is ~1,000).
-IMAGE_TOKENS = 1024
-
-
-def estimate_chat_tokens(body: bytes, settings: Any) -> int:
-    """Prompt characters / 4 plus the completion budget; charged up front, reconciled after.
-
-    Computed from the body itself, whatever its framing (Content-Length or chunked): a missing
-    or lying header must not make a 20,000-word prompt cost the 256-token default.
-    """
-    default = settings.saas.default_completion_tokens
-    try:
-        parsed = orjson.loads(body)
-        # OpenAI bodies have messages at the top; DashScope's native ones under "input"
-        native = parsed.get("input") if isinstance(parsed.get("input"), dict) else {}
-        messages = parsed.get("messages") or native.get("messages") or []
-        chars, images = 0, 0
-        for m in messages:
-            if not isinstance(m, dict):
-                continue
-            content = m.get("content", "")
-            if isinstance(content, list):  # an image part counts as IMAGE_TOKENS, not as its bytes
-                images += sum(1 for p in content if isinstance(p, dict) and p.get("type") == "image_url")
-                content = [p for p in content if not (isinstance(p, dict) and p.get("type") == "image_url")]
-            chars += len(orjson.dumps(content))
-        tools = parsed.get("tools")
-        if tools:  # tool definitions are billed as input tokens
-            chars += len(orjson.dumps(tools))
-        params = parsed.get("parameters") if isinstance(parsed.get("parameters"), dict) else {}
-        budget = parsed.get("max_completion_tokens") or parsed.get("max_tokens") or params.get("max_tokens")
-        budget = budget or default
-        return chars // 4 + len(messages) * 4 + images * IMAGE_TOKENS + max(0, int(budget))
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return default  # the route answers the bad body with a 400
-
-
-def _too_large_for_the_key(tokens: int, tpm: int) -> APIError:
-    return APIError(
-        400,
-        f"This request needs about {tokens} tokens (prompt and max_tokens), more than this API key "
-        f"may use in a minute ({tpm} tokens per minute); shorten the conversation or lower max_tokens.",
-        code="request_exceeds_tpm",
-    )
-
-
-async def check_quota(
-    services: Any,
-    principal: Principal,
-    quotas: dict[str, Any],
-    names: tuple[str, ...],
-    needed: dict[str, float] | None = None,
-) -> None:
-    try:
-        await services.quota.check(principal.tenant, quotas, names, needed)
-    except QuotaExceeded as exc:
-        if services.metrics is not None:
-            services.metrics.rate_limited(principal.tenant, "quota")
-        raise APIError(
-            429,
-            str(exc),
-            type="insufficient_quota",
-            code="insufficient_quota",
-            headers={"retry-after": str(exc.retry_after_s())},
-        ) from None
-
-
-async def charge_quota(request: HTTPConnection, principal: Principal, needed: dict[str, float]) -> None:
-    """Refuse (429) a request whose measured size (e.g. the seconds of a decoded upload) does not
-    fit what is left of the tenant's monthly quota, before any provider is called."""
-    services = request.app.state.services
-    quotas = principal.limits.get("quotas") or {}
-    if principal.key_id is not None and services.quota is not None and quotas:
-        await check_quota(services, principal, quotas, tuple(needed), needed)
-
-
 def _status_of(exc: BaseException) -> int:
     if isinstance(exc, APIError):
         return exc.status
@@ -278,7 +203,7 @@ async def _admit(
         if limits.tpm and scope == "chat":
             tokens = estimate_chat_tokens(body, services.settings)
             if tokens > limits.tpm:  # could never be admitted: a clear 400, not a clamped charge
-                raise _too_large_for_the_key(tokens, limits.tpm)
+                raise too_large_for_the_key(tokens, limits.tpm)
     decision = await services.limiter.acquire(principal.key_id, limits, tokens)
     if not decision.allowed:
         if services.metrics is not None:

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.audio import AudioDecodeError
-from gateway.auth import Principal, charge_quota
+from gateway.auth import Principal
 from gateway.context import get_context
+from gateway.costs import charge_quota
 from gateway.dashscope import bodies
 from gateway.dashscope.errors import DashScopeError
 from gateway.dashscope.sse import SSE_HEADERS, SSE_MEDIA_TYPE, sse_event

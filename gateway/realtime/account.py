@@ -17,7 +17,8 @@ import logging
 import time
 from typing import Any
 
-from gateway.auth import Principal, check_quota, rate_limited
+from gateway.auth import Principal, rate_limited
+from gateway.costs import check_quota
 from gateway.errors import APIError
 from policies.quota import QUOTAS_FOR_SCOPE
 from policies.ratelimit import Limits

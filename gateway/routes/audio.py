@@ -23,8 +23,9 @@ from starlette.datastructures import FormData, UploadFile
 
 from gateway import response_cache
 from gateway.audio import CONTENT_TYPES, AudioDecodeError, StreamEncoder, run_in_codec_pool
-from gateway.auth import Principal, charge_quota, require_scope
+from gateway.auth import Principal, require_scope
 from gateway.context import get_context
+from gateway.costs import charge_quota
 from gateway.errors import APIError, no_provider_error, refuse_unknown_model
 from gateway.inputs.audio import decode_upload
 from gateway.schemas import (

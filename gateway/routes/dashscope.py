@@ -23,8 +23,9 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from gateway.auth import ANY_SCOPE, Principal, admitted, authenticate, charge_quota, run_admitted
+from gateway.auth import ANY_SCOPE, Principal, admitted, authenticate, run_admitted
 from gateway.context import RequestContext, get_context
+from gateway.costs import charge_quota
 from gateway.dashscope import bodies, front_asr, front_generation
 from gateway.dashscope.errors import DashScopeError, native_error
 from gateway.dashscope.front_errors import from_exception, status_of_code

@@ -21,11 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from gateway.audio import AudioDecodeError
-from gateway.auth import Principal, charge_quota, require_scope
+from gateway.auth import Principal, require_scope
 from gateway.context import get_context
 from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
 from gateway.conversation.memory import ConversationMemory
 from gateway.conversation.turn import TalkError, TalkInput, TalkPipeline, TalkResult
+from gateway.costs import charge_quota
 from gateway.errors import APIError, refuse_unknown_model
 from gateway.inputs.audio import decode_upload
 from gateway.inputs.data_url import DataUrlError, decode_data_url
@@ -304,7 +305,9 @@ async def _answer(
         **label.headers(),
     }
     if result.renderer_fallback is not None:
-        headers["x-talkgate-renderer-fallback"] = "wav2lip failed: " + result.renderer_fallback[:200].encode("ascii", "replace").decode()
+        headers["x-talkgate-renderer-fallback"] = (
+            "wav2lip failed: " + result.renderer_fallback[:200].encode("ascii", "replace").decode()
+        )
     if cloned is not None:
         headers["x-talkgate-voice-fallback"] = (
             "local" if result.fallback and "local" in result.providers.get("tts", "") else "none"
