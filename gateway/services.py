@@ -47,6 +47,7 @@ class Services:
     vad_scorer: Any = None  # Silero VAD in a worker (providers/local/vad_engine.py); None: in-process
     knowledge: KnowledgeService | None = None  # files, vector stores, search (gateway/knowledge/)
     retriever: Retriever | None = None  # grounding for chat, talk and realtime turns
+    dashscope: Any = None  # providers.cloud.client.DashScopeClient shared by the Bailian providers
     on_startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 

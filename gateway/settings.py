@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.config_keys import unknown_keys
@@ -344,7 +344,8 @@ def _merge_route(default: RouteConfig, given: dict[str, Any]) -> dict[str, Any]:
 class VoiceCloningConfig(BaseModel):
     """Cloned voices with recorded consent (``/v1/voices``, gateway/voices/)."""
 
-    #: the CosyVoice model cloned voices are enrolled for; synthesis must use the same model
+    #: the model cloned voices are enrolled for (CosyVoice, or a Qwen-TTS ``qwen3-tts-vc-…`` model,
+    #: enrolled through ``qwen-voice-enrollment``); synthesis uses the same model
     target_model: str = "cosyvoice-v2"
     #: who the consent statement names as the party that will use the voice
     operator_name: str = "the operator of this talkgate gateway"
@@ -540,6 +541,17 @@ class Settings(BaseSettings):
                     f"{capability} from the config to use the default chain)"
                 )
         return routes
+
+    @model_validator(mode="after")
+    def _cloned_voices_are_routable(self) -> Settings:
+        """Cloned voices speak with the model they were enrolled for (voice_cloning.target_model,
+        e.g. a Qwen-TTS ``qwen3-tts-vc-…`` model that no chain names): the TTS route knows it."""
+        tts = self.routes.get("tts")
+        target = self.voice_cloning.target_model
+        if tts is not None and target not in tts.extra_models:
+            if target not in {t.partition(":")[2] for t in tts.chain}:
+                tts.extra_models.append(target)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -24,7 +24,7 @@ from gateway.schemas import read_form, too_large
 from gateway.services import Services
 from gateway.voices import enrolment
 from gateway.voices.enrolment import FALLBACKS, EnrolmentRefused, Recording
-from gateway.voices.provider import EnrollmentClient, EnrollmentError
+from gateway.voices.provider import EnrollmentClient, EnrollmentError, client_for
 from gateway.voices.store import (
     AUDIT_COLUMNS,
     CONSENT_COLUMNS,
@@ -51,9 +51,9 @@ def voice_store(services: Services) -> VoiceStore:
     return store
 
 
-def enrollment_client(services: Services) -> EnrollmentClient:
-    s = services.settings
-    return EnrollmentClient(s.dashscope_http_base_url, s.dashscope_api_key, s.upstream_timeout_s)
+def enrollment_client(services: Services, target_model: str) -> EnrollmentClient:
+    """CosyVoice or Qwen-TTS enrollment (by the voice's target model) over the cloud client."""
+    return client_for(target_model, services.dashscope)
 
 
 def _refused(exc: EnrolmentRefused) -> APIError:
@@ -146,7 +146,7 @@ async def create_voice(request: Request, principal: Principal = require_scope("v
     consent = await _decoded(consent_bytes, enrolment.CHECK_RATE, services, "consent")
     try:
         voice, new = await enrolment.enrol(
-            store=voice_store(services), client=enrollment_client(services), router=services.router,
+            store=voice_store(services), client=enrollment_client(services, config.target_model), router=services.router,
             ctx=get_context(request), config=config, tenant=principal.tenant, key_id=principal.key_id,
             code=code, name=name, fallback=fallback, sample=sample, consent=consent,
         )  # fmt: skip
@@ -182,7 +182,7 @@ async def get_voice(request: Request, voice_id: str, principal: Principal = requ
     config = services.settings.voice_cloning
     await enrolment.refresh(
         voice_store(services),
-        enrollment_client(services),
+        enrollment_client(services, voice.target_model),
         voice,
         principal.key_id,
         config.poll_interval_s,
@@ -207,7 +207,7 @@ async def delete_voice(
     deleted = voice.provider_voice_id is None
     if voice.provider_voice_id is not None and voice.provider_status != "DELETED":
         try:
-            await enrollment_client(services).delete(voice.provider_voice_id)
+            await enrollment_client(services, voice.target_model).delete(voice.provider_voice_id)
             deleted = True
         except EnrollmentError as exc:
             await store.set(voice, "provider_delete_failed", {"error": str(exc)}, principal.key_id)

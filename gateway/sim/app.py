@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from gateway.dashscope.bodies import INFERENCE_WS_PATHS, json_response, new_request_id
-from gateway.sim import compat, embedding, generation, multimodal, rerank, voice_enrollment
+from gateway.sim import compat, customization, embedding, generation, multimodal, rerank
 from gateway.sim.config import SimConfig
 from gateway.sim.control import routes as control_routes
 from gateway.sim.exposure import UnsafeExposure, check_exposure, control_token_from_env
@@ -73,7 +73,7 @@ def create_app(
         Route(multimodal.PATH, multimodal.multimodal_generation, methods=["POST"]),
         Route(embedding.PATH, embedding.text_embedding, methods=["POST"]),
         Route(rerank.PATH, rerank.text_rerank, methods=["POST"]),
-        Route(voice_enrollment.PATH, voice_enrollment.customization, methods=["POST"]),
+        Route(customization.PATH, customization.customization, methods=["POST"]),
         *(WebSocketRoute(path, inference_ws) for path in INFERENCE_WS_PATHS),
         Route("/sim/health", _health, methods=["GET"]),
         *control_routes,

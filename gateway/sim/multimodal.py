@@ -35,10 +35,12 @@ from gateway.sim.audio_codec import audio_duration, wav_file
 from gateway.sim.capabilities import capabilities
 from gateway.sim.http_common import SimStream, cut_error_event, sleep_ms
 from gateway.sim.models import HTTP_ASR_PREFIXES, HTTP_TTS_PREFIXES
+from gateway.sim.qwen_voice_enrollment import VOICE_PREFIX as QWEN_CLONE_PREFIX
 from gateway.sim.state import SimState
 from gateway.sim.text import default_transcript, strip_markup, tokens
 from gateway.sim.vl_chat import vl_chat
 from gateway.sim.voice import synthesize
+from gateway.sim.voice_enrollment import is_enrolled, synthesis_refusal
 
 PATH = MULTIMODAL_PATH
 QWEN_TTS_RATE = 24000
@@ -144,6 +146,13 @@ async def _tts(call: Call, state: SimState, request: Request) -> Response:
     text = data.get("text")
     if not isinstance(text, str) or not text.strip():
         raise DashScopeError(400, "InvalidParameter", "input.text must be a non-empty string.")
+    voice = data.get("voice")
+    if isinstance(voice, str):  # a cloned voice speaks only while enrolled, for its own model
+        refusal = synthesis_refusal(state, voice, call.model)
+        if refusal is None and voice.startswith(QWEN_CLONE_PREFIX) and not is_enrolled(state, voice):
+            refusal = f"voice '{voice[:64]}' does not exist"
+        if refusal is not None:
+            raise DashScopeError(400, "InvalidParameter", refusal)
     speech = await asyncio.to_thread(synthesize, strip_markup(text), QWEN_TTS_RATE)
     wav = await asyncio.to_thread(wav_file, speech.pcm, QWEN_TTS_RATE)
     name = state.audio.put(wav, "audio/wav", "wav")

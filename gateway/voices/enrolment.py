@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.db.models import Voice
 from gateway.voices import checks
-from gateway.voices.provider import EnrollmentClient, EnrollmentError
+from gateway.voices.provider import EnrollmentClient, EnrollmentError, is_qwen_target
 from gateway.voices.statement import LANGUAGES, make_statement, new_code
 from gateway.voices.store import VoiceStore, challenge_row, new_voice_id, now, provider_prefix
 from providers.base import AudioData, TranscribeRequest
@@ -237,6 +237,20 @@ def _verdicts(results: dict[str, Any]) -> dict[str, Any]:
     return {name: r.get("ok") if r.get("ok") is not None else r.get("status") for name, r in results.items()}
 
 
+#: Qwen-TTS clones only from recordings of at least 24 kHz (reference voice-emotion.md §1.10).
+QWEN_MIN_RATE = 24000
+
+
+def _provider_wav(audio: AudioData, target_model: str) -> bytes:
+    """The sample as the provider takes it: a 16-bit mono WAV, raised to 24 kHz for Qwen-TTS
+    (upsampling adds no detail, it only meets the format rule)."""
+    pcm, rate = audio.pcm, audio.sample_rate
+    if is_qwen_target(target_model) and rate < QWEN_MIN_RATE:
+        pcm = float_to_pcm16(resample(pcm16_to_float(pcm), rate, QWEN_MIN_RATE)).tobytes()
+        rate = QWEN_MIN_RATE
+    return pcm_to_wav(pcm, rate)
+
+
 async def _provision(
     store: VoiceStore,
     client: EnrollmentClient,
@@ -247,7 +261,7 @@ async def _provision(
 ) -> None:
     """Create the provider voice once and wait (a bounded time) for its review to end."""
     if voice.provider_voice_id is None:
-        wav = pcm_to_wav(sample.audio.pcm, sample.audio.sample_rate)
+        wav = _provider_wav(sample.audio, config.target_model)
         try:
             voice_id = await client.create_once(
                 config.target_model, voice.provider_prefix, wav, voice.language

@@ -30,6 +30,7 @@ __all__ = [
 def register_cloud_providers(services: Any) -> None:
     """Register the three providers (chat, asr, tts) and hook their load/unload into start-up/shutdown."""
     client = DashScopeClient(services.settings)
+    services.dashscope = client  # also voice enrollment (gateway/voices/provider.py)
     providers = (
         ("chat", BailianChatProvider(services.settings, client)),
         ("asr", BailianASRProvider(services.settings, client)),

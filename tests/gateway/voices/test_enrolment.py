@@ -225,3 +225,62 @@ def test_a_voice_under_review_is_pending_until_the_provider_approves_it(
         "/v1/audio/speech", json={"model": "tts-1", "input": "Now it works.", "voice": voice["voice"]}
     )
     assert r.status_code == 200
+
+
+QWEN_TARGET = "qwen3-tts-vc-2026-01-22"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_qwen_tts_voice_is_enrolled_used_and_revoked(
+    saas: Callable[..., Gateway],  # noqa: F811
+    sim: SimHandle,
+) -> None:
+    """The same consent flow with ``target_model`` a Qwen-TTS clone model: enrolled through
+    ``qwen-voice-enrollment`` (usable at once, once on retries), spoken by that model over HTTP,
+    deleted at the provider on revocation."""
+    routes = _default_routes()
+    routes["asr"] = RouteConfig(chain=["local:whisper-tiny.en"], aliases={"default": "whisper-tiny.en"})
+    gw = saas(routes=routes, voice_cloning={"target_model": QWEN_TARGET, "poll_interval_s": 0.05})
+    acme = gw.client(gw.create_key("acme", ["voices", "tts"])["key"])
+    st = statement(acme)
+    sample, consent = wav(SAMPLE_TEXT), wav(st["statement"])
+    r = enrol(acme, st["code"], sample, consent, fallback="refuse")
+    assert r.status_code == 201, r.text
+    voice = r.json()
+    assert voice["status"] == "active" and voice["target_model"] == QWEN_TARGET
+    again = enrol(acme, st["code"], sample, consent, fallback="refuse")
+    assert again.status_code == 200 and again.json()["id"] == voice["id"]
+    made = [
+        q["body"]["input"] for q in sim.requests("tts")
+        if (q.get("body") or {}).get("model") == "qwen-voice-enrollment" and q["body"]["input"]["action"] == "create"
+    ]  # fmt: skip
+    assert len(made) == 1 and made[0]["target_model"] == QWEN_TARGET
+    provider_voice = acme.get(f"/v1/voices/{voice['id']}").json()["consent"]["provider_voice_id"]
+    assert provider_voice.startswith(f"qwen-tts-vc-{made[0]['preferred_name']}-voice-")
+
+    sim.clear_requests()
+    r = acme.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello from my own voice.",
+                                             "voice": voice["voice"], "response_format": "wav"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert (
+        r.headers["x-talkgate-consent-id"] == voice["id"] and r.headers["x-talkgate-voice-fallback"] == "none"
+    )
+    spoken = [
+        q["body"]
+        for q in sim.requests("tts")
+        if q.get("path", "").endswith("/multimodal-generation/generation")
+    ]
+    assert spoken and spoken[-1]["model"] == QWEN_TARGET and spoken[-1]["input"]["voice"] == provider_voice
+
+    d = acme.delete(f"/v1/voices/{voice['id']}")
+    assert d.status_code == 200 and d.json()["provider_deleted"] is True
+    listed = sim.control(
+        "POST", "/api/v1/services/audio/tts/customization",
+        json={"model": "qwen-voice-enrollment", "input": {"action": "list", "page_size": 100}},
+        headers={"Authorization": f"Bearer {sim.api_key}"},
+    )  # fmt: skip
+    assert listed.status_code == 200 and all(
+        v["voice"] != provider_voice for v in listed.json()["output"]["voice_list"]
+    )
+    r = acme.post("/v1/audio/speech", json={"model": "tts-1", "input": "Still me?", "voice": voice["voice"]})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "voice_not_usable"
