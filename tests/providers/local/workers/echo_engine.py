@@ -17,7 +17,7 @@ from providers.local.workers.faults import fire
 
 
 class EchoEngine:
-    methods = frozenset({"echo", "count", "sleep", "stuck", "fail", "crash", "pid"})
+    methods = frozenset({"echo", "count", "sleep", "span", "stuck", "fail", "crash", "pid"})
 
     def __init__(self, spec: Any) -> None:
         if spec.options.get("fail_load"):
@@ -43,6 +43,13 @@ class EchoEngine:
     def sleep(self, seconds: float, *, cancelled: threading.Event) -> str:
         """Honours cancellation, as the real engines do between tokens or sentences."""
         return "cancelled" if cancelled.wait(seconds) else "slept"
+
+    def span(self, seconds: float, *, cancelled: threading.Event) -> tuple[float, float]:
+        """(start, end) on CLOCK_MONOTONIC, which every process of the machine shares: the
+        tests compare spans to see calls overlap, whatever the scheduling delays around them."""
+        start = time.monotonic()
+        cancelled.wait(seconds)
+        return start, time.monotonic()
 
     def stuck(self, seconds: float, *, cancelled: threading.Event) -> str:
         """A native call that never looks at the cancel flag."""

@@ -47,8 +47,9 @@ async def test_stream_items_arrive_as_they_are_produced(worker: WorkerSupervisor
     async for item in worker.stream("count", 4, 0.2):
         arrivals.append((item, time.monotonic() - start))
     assert [i for i, _ in arrivals] == [0, 1, 2, 3]
-    # the first item comes after one step, long before the whole stream's 0.8 s
-    assert arrivals[0][1] < 0.6 and arrivals[-1][1] >= 0.8
+    # the first item comes after one step, long before the last (a buffered stream would deliver
+    # all four together); relative, so a loaded machine's scheduling delay does not matter
+    assert arrivals[-1][1] >= 0.8 and arrivals[-1][1] - arrivals[0][1] >= 0.45
 
 
 async def test_cancelled_call_stops_in_the_worker_and_releases_only_then(worker: WorkerSupervisor) -> None:
@@ -159,9 +160,9 @@ async def test_stop_ends_the_process_and_refuses_new_calls(worker: WorkerSupervi
 
 
 async def test_parallel_calls_share_one_worker(worker: WorkerSupervisor) -> None:
-    start = time.monotonic()
-    results = await asyncio.gather(*(worker.call("sleep", 0.5) for _ in range(2)))  # concurrency 2
-    assert results == ["slept", "slept"] and time.monotonic() - start < 0.95
+    spans = await asyncio.gather(*(worker.call("span", 0.5) for _ in range(2)))  # concurrency 2
+    (start_a, end_a), (start_b, end_b) = spans
+    assert max(start_a, start_b) < min(end_a, end_b)  # the two calls ran at the same time
     assert worker.stats.starts == 1
 
 
