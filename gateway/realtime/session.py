@@ -19,7 +19,7 @@ from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, pars
 from gateway.conversation.turn import DEFAULT_SYSTEM_PROMPT
 from gateway.errors import APIError
 from gateway.knowledge.service import NotFound
-from gateway.realtime.account import SessionAccount, estimate_tokens
+from gateway.realtime.account import SessionAccount, account_turn, estimate_tokens
 from gateway.realtime.audio import wire_to_pcm
 from gateway.realtime.events import (
     PCM_RATE,
@@ -35,6 +35,7 @@ from gateway.realtime.events import (
     server_event,
 )
 from gateway.realtime.items import Conversation, Item
+from gateway.realtime.live_transcript import LiveTranscript
 from gateway.realtime.response import ResponseTurn, Send
 from gateway.realtime.tools import (
     describe_tool_choice,
@@ -97,6 +98,8 @@ class RealtimeSession:
         self.vad: SpeechDetector | None = None
         self.vad_origin_ms = 0  # session audio time where the detector started
         self.speech_item: str | None = None  # item id announced by speech_started
+        self.live: LiveTranscript | None = None  # its transcription while it is spoken
+        self.live_at = 0  # session audio byte offset fed to ``live`` so far
         self.response: ResponseTurn | None = None
         self.response_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -134,6 +137,7 @@ class RealtimeSession:
 
     async def close(self) -> None:
         """Cancels every task of the session (the response, pending transcriptions)."""
+        await self._drop_live()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -181,6 +185,7 @@ class RealtimeSession:
         if vad != before:
             self.speech_item = None
             self.vad = None
+            await self._drop_live()
             if vad is not None:
                 self.vad_origin_ms = self.audio_in // BYTES_PER_MS
                 self.vad = await asyncio.to_thread(
@@ -209,6 +214,7 @@ class RealtimeSession:
         if self.vad is not None:
             for name, ms in await asyncio.to_thread(self.vad.feed, pcm):
                 await self._vad_event(name, self.vad_origin_ms + ms)
+            self._feed_live()
             if not self.vad.speaking:  # only the prefix padding before speech is ever committed
                 keep = (self.config.turn_detection or {}).get("prefix_padding_ms", 0) + 100
                 self._drop_before(self.audio_in - keep * BYTES_PER_MS)
@@ -226,6 +232,11 @@ class RealtimeSession:
             await self.send(
                 server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self.speech_item)
             )
+            await self._drop_live()
+            if self.settings.realtime.stream_transcription:
+                self.live = LiveTranscript(self.speech_item, router=self.router, send=self.send)
+                self.live_at = self.audio_in - len(self.buffer)
+                self._feed_live()
             task, turn = self.response_task, self.response
             vad = self.config.turn_detection or {}
             if vad.get("interrupt_response") and task and not task.done() and turn:
@@ -236,20 +247,40 @@ class RealtimeSession:
             return
         item_id, self.speech_item = self.speech_item or new_id("item"), None
         self.speech_end = time.perf_counter()
+        self._feed_live()
+        live, self.live = self.live, None
         await self.send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id))
         end = ms * BYTES_PER_MS - (self.audio_in - len(self.buffer))
         end = max(0, min(len(self.buffer), end - end % 2))
         if end < MIN_COMMIT_BYTES:
+            if live is not None:
+                await live.cancel()
             return  # a click, not a turn
         pcm = bytes(self.buffer[:end])
         del self.buffer[:end]
-        await self._commit_audio(pcm, item_id)
+        await self._commit_audio(pcm, item_id, live)
         busy = self.response_task is not None and not self.response_task.done()
         if (self.config.turn_detection or {}).get("create_response") and not busy:
             await self._response_create({})
 
+    def _feed_live(self) -> None:
+        """Hands the audio appended since the last call to the speech's live transcript."""
+        if self.live is None:
+            return
+        base = self.audio_in - len(self.buffer)  # session offset of buffer[0]
+        start = max(self.live_at, base) - base
+        if start < len(self.buffer):
+            self.live.feed(bytes(self.buffer[start:]))
+        self.live_at = self.audio_in
+
+    async def _drop_live(self) -> None:
+        live, self.live = self.live, None
+        if live is not None:
+            await live.cancel()
+
     async def _clear(self, event: dict[str, Any]) -> None:
         self.buffer.clear()
+        await self._drop_live()
         if self.vad is not None:
             self.vad.reset_speech()
             self.speech_item = None
@@ -267,11 +298,12 @@ class RealtimeSession:
         pcm, self.buffer = bytes(self.buffer), bytearray()
         self.speech_end = time.perf_counter()
         item_id, self.speech_item = self.speech_item or new_id("item"), None
+        await self._drop_live()  # the client's segment is not the speech VAD heard: transcribed whole
         if self.vad is not None:
             self.vad.reset_speech()
         await self._commit_audio(pcm, item_id)
 
-    async def _commit_audio(self, pcm: bytes, item_id: str) -> None:
+    async def _commit_audio(self, pcm: bytes, item_id: str, live: LiveTranscript | None = None) -> None:
         item = Item(item_id, "user", "", kind="input_audio")
         previous = self.conversation.add(item)
         await self.send(
@@ -279,11 +311,13 @@ class RealtimeSession:
         )
         wire = message_item(item.id, "user", "", kind="input_audio")
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
-        item.transcription = self._spawn(self._transcribe(item, pcm, previous))
+        item.transcription = self._spawn(self._transcribe(item, pcm, previous, live))
 
-    async def _transcribe(self, item: Item, pcm: bytes, previous: str | None) -> None:
+    async def _transcribe(
+        self, item: Item, pcm: bytes, previous: str | None, live: LiveTranscript | None
+    ) -> None:
         if await transcribe_item(
-            item, pcm, previous, router=self.router, account=self.account, send=self.send
+            item, pcm, previous, router=self.router, account=self.account, send=self.send, live=live
         ):
             self.transcribed = time.perf_counter()
 
@@ -439,31 +473,16 @@ class RealtimeSession:
         speech_end: float | None,
         transcribed: float | None,
     ) -> None:
-        """The turn's usage row (whatever its end: a dropped session books what was produced)
-        and its metrics."""
-        stats = turn.answer.stats if turn.answer is not None else None
-        if self.account is not None:
-            await self.account.book(
-                turn.id,
-                charged,
-                tokens_in=turn.tokens_in,
-                tokens_out=turn.tokens_out,
-                characters=stats.tts_chars if stats else 0,
-                provider=stats.providers.get("chat") if stats else None,
-                model=self.chat_model or self.config.model or None,
-                fallback=stats.fallback if stats else False,
-                latency_ms=(time.perf_counter() - turn.t0) * 1000.0,
-                status={"completed": 200, "cancelled": 499}.get(status, 502),
-            )
-        if self.metrics is None or stats is None:
-            return
-        stages = {k: v for k, v in stats.marks.items() if k in ("llm_first_token", "tts_first_audio")}
-        if speech_end is not None:
-            if transcribed is not None and transcribed >= speech_end:
-                stages["asr"] = transcribed - speech_end
-            if turn.first_audio is not None:
-                stages["first_audio"] = turn.first_audio - speech_end
-        self.metrics.turn(status, stats.backend(), stats.fallback, stages)
+        await account_turn(
+            self.account,
+            self.metrics,
+            turn,
+            status,
+            charged,
+            model=self.chat_model or self.config.model or None,
+            speech_end=speech_end,
+            transcribed=transcribed,
+        )
 
     async def _response_cancel(self, event: dict[str, Any]) -> None:
         task, turn = self.response_task, self.response

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from gateway.realtime.audio import Resampler
 from gateway.realtime.guard import FrameGuard
 from gateway.realtime.session import RealtimeSession
 from gateway.webrtc.tracks import (
@@ -32,7 +33,6 @@ from gateway.webrtc.tracks import (
     PCM_RATE,
     AvatarTrack,
     MediaClock,
-    Resampler,
     SpeechBuffer,
     SpeechTrack,
     pump_microphone,
