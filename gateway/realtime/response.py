@@ -70,6 +70,7 @@ class ResponseTurn:
         output_format: str = "audio/pcm",
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] | None = None,
+        cloned: Any = None,
     ) -> None:
         self.send = send
         self.router = router
@@ -85,6 +86,9 @@ class ResponseTurn:
         self.output_format = output_format
         self.tools = tools or []
         self.tool_choice = tool_choice
+        #: a cloned voice (gateway/voices/use.py ClonedVoice): ``voice`` stays its custom: name,
+        #: the TTS gets its provider voice, target model and fallback policy
+        self.cloned = cloned
         self.calls: list[tuple[str, ToolCall]] = []  # (item id, call) of the function calls made
         self.grounding: Any = None  # gateway.conversation.knowledge.TurnGrounding of the turn, if any
         self.canned: str | None = None  # a fixed answer instead of the LLM (a knowledge decline)
@@ -190,10 +194,12 @@ class ResponseTurn:
             self.router,
             self.ctx,
             request,
-            voice=self.voice,
+            voice=self.cloned.provider_voice_id if self.cloned else self.voice,
             speak=self.audio,
             sample_rate=PCM_RATE,
             canned=self.canned,
+            voice_model=self.cloned.target_model if self.cloned else "",
+            tts_skip=self.cloned.skip_for() if self.cloned else None,
         )
         delta_type = "response.output_audio_transcript.delta" if self.audio else "response.output_text.delta"
         pieces = self.answer.pieces()
