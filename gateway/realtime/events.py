@@ -28,6 +28,9 @@ def format_object(kind: str) -> dict[str, Any]:
     return dict(PCM_FORMAT) if kind == "audio/pcm" else {"type": kind}
 
 
+#: Bounds of server_vad ``idle_timeout_ms`` (talkgate's; the session itself closes after
+#: ``realtime.idle_timeout_s`` without any client event).
+MIN_IDLE_MS, MAX_IDLE_MS = 1000, 600_000
 DEFAULT_VOICE = "alloy"
 MAX_OUTPUT_TOKENS = 4096
 #: OpenAI's server_vad defaults (reference/realtime.md §1.4).
@@ -287,11 +290,13 @@ class _Staged:
         for name in ("create_response", "interrupt_response"):
             if not isinstance(merged[name], bool):
                 self.fail(f"'{param}.{name}' must be a boolean.", f"{param}.{name}")
-        if merged["idle_timeout_ms"] is not None:
+        idle = merged["idle_timeout_ms"]
+        if idle is not None and (
+            isinstance(idle, bool) or not isinstance(idle, int) or not MIN_IDLE_MS <= idle <= MAX_IDLE_MS
+        ):
             self.fail(
-                "'idle_timeout_ms' is not available yet.",
+                f"'{param}.idle_timeout_ms' must be null or an integer {MIN_IDLE_MS} to {MAX_IDLE_MS}.",
                 f"{param}.idle_timeout_ms",
-                code="unsupported_turn_detection",
             )
         return {key: merged[key] for key in VAD_DEFAULTS} | {"threshold": float(threshold)}
 

@@ -24,6 +24,7 @@ from gateway.realtime.events import (
     new_id,
     server_event,
 )
+from gateway.realtime.idle import IDLE_NOTE, IdleTimer
 from gateway.realtime.items import Conversation, Item
 from gateway.realtime.live_transcript import LiveTranscript
 from gateway.realtime.transcription import transcribe_item
@@ -61,6 +62,7 @@ class InputAudio:
         self.speech_item: str | None = None  # item id announced by speech_started
         self.live: LiveTranscript | None = None  # its transcription while it is spoken
         self.live_at = 0  # session audio byte offset fed to ``live`` so far
+        self.idle = IdleTimer(self._idle_expired)  # server_vad idle_timeout_ms (gateway/realtime/idle.py)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         raise NotImplementedError
@@ -82,6 +84,7 @@ class InputAudio:
                 vad["prefix_padding_ms"],
                 vad["silence_duration_ms"],
             )
+        self._arm_idle()
 
     async def _append(self, event: dict[str, Any]) -> None:
         kind = self.config.input_format
@@ -116,6 +119,7 @@ class InputAudio:
         if name == "speech_started":
             self._drop_before(ms * BYTES_PER_MS)
             self.speech_item = new_id("item")
+            self.idle.disarm()
             await self.send(
                 server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self.speech_item)
             )
@@ -149,6 +153,7 @@ class InputAudio:
         busy = self.response_task is not None and not self.response_task.done()
         if (self.config.turn_detection or {}).get("create_response") and not busy:
             await self._response_create({})
+        self._arm_idle()
 
     def _feed_live(self) -> None:
         """Hands the audio appended since the last call to the speech's live transcript."""
@@ -207,3 +212,46 @@ class InputAudio:
             item, pcm, previous, router=self.router, account=self.account, send=self.send, live=live
         ):
             self.transcribed = time.perf_counter()
+
+    # ------------------------------------------------------------------ idle timeout
+
+    def _arm_idle(self, playback_s: float = 0.0) -> None:
+        """Starts the idle wait when server VAD has ``idle_timeout_ms`` and nothing is going on:
+        no speech, no response (``playback_s``: the last answer's audio still playing)."""
+        idle_ms = (self.config.turn_detection or {}).get("idle_timeout_ms")
+        task = self.response_task
+        busy = task is not None and not task.done() and task is not asyncio.current_task()
+        if not idle_ms or self.vad is None or self.vad.speaking or busy:
+            self.idle.disarm()
+            return
+        self.idle.arm(playback_s + idle_ms / 1000)
+
+    async def _idle_expired(self) -> None:
+        vad = self.config.turn_detection or {}
+        idle_ms = vad.get("idle_timeout_ms")
+        busy = self.response_task is not None and not self.response_task.done()
+        if not idle_ms or self.vad is None or self.vad.speaking or busy:
+            return
+        item_id, end_ms = new_id("item"), self.audio_in // BYTES_PER_MS
+        start_ms = max(self.vad_origin_ms, end_ms - idle_ms)
+        await self.send(
+            server_event(
+                "input_audio_buffer.timeout_triggered",
+                audio_start_ms=start_ms,
+                audio_end_ms=end_ms,
+                item_id=item_id,
+            )
+        )
+        self.buffer.clear()  # the silence is the item's audio; nothing of it is transcribed
+        item = Item(item_id, "user", IDLE_NOTE.format(seconds=idle_ms / 1000), kind="input_audio")
+        previous = self.conversation.add(item)
+        await self.send(
+            server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
+        )
+        wire = message_item(item_id, "user", "", kind="input_audio")
+        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
+        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
+        if vad.get("create_response"):
+            await self._response_create({})
+        else:
+            self._arm_idle()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
@@ -120,6 +121,7 @@ class RealtimeSession(InputAudio):
 
     async def close(self) -> None:
         """Cancels every task of the session (the response, pending transcriptions)."""
+        self.idle.disarm()
         await self._drop_live()
         for task in list(self.tasks):
             task.cancel()
@@ -232,6 +234,7 @@ class RealtimeSession(InputAudio):
             cloned=cloned,
         )
         self.response_task = self._spawn(self._respond(self.response, charged))
+        self.idle.disarm()
 
     async def _respond(self, turn: ResponseTurn, charged: int) -> None:
         async def prepare() -> None:
@@ -268,6 +271,11 @@ class RealtimeSession(InputAudio):
             after = self.settings.realtime.tool_filler_after_s
             if turn.calls and turn.audio and after is not None:
                 self._spawn(self._filler_after(turn, after))
+        if not turn.calls:  # after a tool call the client's output is awaited, not the user
+            playing = 0.0
+            if turn.first_audio is not None:  # the client plays the answer from its first delta
+                playing = turn.first_audio + turn.audio_bytes / BYTES_PER_MS / 1000 - time.perf_counter()
+            self._arm_idle(max(0.0, playing))
 
     async def _filler_after(self, turn: ResponseTurn, after_s: float) -> None:
         """One short filler sentence while the client's tool runs longer than ``after_s``.
