@@ -191,10 +191,7 @@ class RealtimeSession(InputAudio):
         options = event.get("response") or {}
         if not isinstance(options, dict):
             raise BadEvent("'response' must be an object.", "invalid_value", "response", eid)
-        if options.get("conversation", "auto") != "auto" or options.get("input") is not None:
-            raise BadEvent(
-                "Out-of-band responses are not available yet.", "unsupported", "response.conversation", eid
-            )
+        out_of_band, context, metadata = self.conversation.response_scope(options, eid)
         config = self.config
         modalities = config.output_modalities
         if "output_modalities" in options:
@@ -213,7 +210,9 @@ class RealtimeSession(InputAudio):
         budget = self.settings.saas.default_completion_tokens if max_tokens == "inf" else int(max_tokens)
         charged = 0
         if self.account is not None:
-            history = [{"content": instructions}] + [{"content": i.text} for i in self.conversation.items]
+            history = [{"content": instructions}] + (
+                context if context is not None else [{"content": i.text} for i in self.conversation.items]
+            )
             try:
                 charged = await self.account.admit_response(estimate_tokens(history, budget))
             except APIError as exc:
@@ -227,22 +226,29 @@ class RealtimeSession(InputAudio):
             audio="audio" in modalities,
             max_output_tokens=None if max_tokens == "inf" else int(max_tokens),
             temperature=config.temperature,
-            describe={"conversation_id": self.conversation_id},
+            describe={"conversation_id": None if out_of_band else self.conversation_id},
             output_format=config.output_format,
             tools=config.tools,
             tool_choice=config.tool_choice,
             cloned=cloned,
+            out_of_band=out_of_band,
+            metadata=metadata,
         )
-        self.response_task = self._spawn(self._respond(self.response, charged))
+        self.response_task = self._spawn(self._respond(self.response, charged, context))
         self.idle.disarm()
 
-    async def _respond(self, turn: ResponseTurn, charged: int) -> None:
+    async def _respond(
+        self, turn: ResponseTurn, charged: int, context: list[dict[str, Any]] | None = None
+    ) -> None:
         async def prepare() -> None:
-            # Spoken questions are answered once transcribed: wait for pending transcriptions.
-            pending = self.conversation.pending_transcriptions()
-            if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
-                await asyncio.wait(pending)
-            turn.messages += self.conversation.messages()
+            if context is not None:  # an out-of-band context of its own
+                turn.messages += context
+            else:
+                # Spoken questions are answered once transcribed: wait for pending transcriptions.
+                pending = self.conversation.pending_transcriptions()
+                if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
+                    await asyncio.wait(pending)
+                turn.messages += self.conversation.messages()
             await self._ground(turn)
 
         status = "cancelled"
@@ -253,10 +259,10 @@ class RealtimeSession(InputAudio):
             await self._account_turn(turn, status, charged, speech_end, self.transcribed)
             if turn.cloned is not None and turn.audio_bytes:
                 await self.voices.record(turn.cloned, turn.text, turn.ctx)
-        if turn.started and turn.text and status != "failed":
+        if not turn.out_of_band and turn.started and turn.text and status != "failed":
             kind, audio_ms = ("audio", turn.audio_bytes // BYTES_PER_MS) if turn.audio else ("text", 0)
             self.conversation.add(Item(turn.item_id, "assistant", turn.text, kind=kind, audio_ms=audio_ms))
-        if status == "completed":
+        if status == "completed" and not turn.out_of_band:
             for item_id, call in turn.calls:
                 self.conversation.add(
                     Item(
