@@ -45,16 +45,18 @@ class TrackedProvider:
             self._exit()
 
     async def _stream(self, method: str, request: Any, *args: Any) -> AsyncIterator[Any]:
-        self._enter()
         stream = getattr(self.inner, method)(request, *args)
+        self._enter()
         try:
             async for item in stream:
                 yield item
         finally:
-            self._exit()
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:  # an abandoned stream releases its upstream connection now
-                await aclose()
+            try:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:  # an abandoned stream releases its upstream connection now
+                    await aclose()
+            finally:
+                self._exit()
 
     async def chat(self, request: Any) -> Any:
         return await self._call("chat", request)
