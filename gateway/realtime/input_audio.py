@@ -123,11 +123,6 @@ class InputAudio:
             await self.send(
                 server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self.speech_item)
             )
-            await self._drop_live()
-            if self.settings.realtime.stream_transcription:
-                self.live = LiveTranscript(self.speech_item, router=self.router, send=self.send)
-                self.live_at = self.audio_in - len(self.buffer)
-                self._feed_live()
             task, turn = self.response_task, self.response
             vad = self.config.turn_detection or {}
             if vad.get("interrupt_response") and task and not task.done() and turn:
@@ -135,6 +130,11 @@ class InputAudio:
                 task.cancel()
                 if self.metrics is not None:
                     self.metrics.barge_ins.inc()
+            await self._drop_live()
+            if self.settings.realtime.stream_transcription:  # the speech is heard while it goes on
+                self.live = LiveTranscript(self.speech_item, router=self.router, send=self.send)
+                self.live_at = self.audio_in - len(self.buffer)
+                self._feed_live()
             return
         item_id, self.speech_item = self.speech_item or new_id("item"), None
         self.speech_end = time.perf_counter()
