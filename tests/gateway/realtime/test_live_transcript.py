@@ -12,6 +12,8 @@ from typing import Any
 import openai
 import pytest
 
+from gateway.realtime.live_transcript import LiveTranscript
+from providers.base import Transcript, TranscriptPart
 from providers.wav import float_to_pcm16, resample
 from tests.conftest import SimHandle
 from tests.gateway.realtime.test_realtime import _client, _until
@@ -222,3 +224,38 @@ def test_one_usage_row_per_spoken_turn(
     assert request_id == f"{session_id}:{completed.item_id}" and status == 200
     assert provider == "bailian:paraformer-realtime-v2"
     assert seconds == pytest.approx(completed.usage.seconds, abs=0.01)
+
+
+class _ScriptedRouter:
+    """``transcribe_stream`` yielding scripted texts (the last one final) once the audio has ended."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.heard = b""
+
+    async def transcribe_stream(self, request: Any, audio: Any, ctx: Any) -> Any:
+        assert request.audio.sample_rate == 16000
+        async for chunk in audio:
+            self.heard += chunk
+        for text in self.texts[:-1]:
+            yield TranscriptPart(text)
+        yield TranscriptPart(self.texts[-1], final=True, transcript=Transcript(text=self.texts[-1]))
+
+
+async def test_deltas_only_append_and_a_revision_is_held_back() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(event: dict[str, Any]) -> None:
+        sent.append(event)
+
+    router = _ScriptedRouter(["What", "What time", "Where time", "What time is", "What time is it?"])
+    live = LiveTranscript("item_1", router=router, send=send)
+    for _ in range(10):
+        live.feed(bytes(RATE * 2 // 50))  # 20 ms at 24 kHz
+    transcript = await live.finish()
+    deltas = [e["delta"] for e in sent]
+    assert deltas == ["What", " time", " is", " it?"]  # "Where time" revised sent words: not sent
+    assert "".join(deltas) == transcript.text == "What time is it?"
+    assert {e["type"] for e in sent} == {"conversation.item.input_audio_transcription.delta"}
+    assert {e["item_id"] for e in sent} == {"item_1"}
+    assert len(router.heard) == 16000 * 2 // 5  # 200 ms resampled to 16 kHz, nothing lost
