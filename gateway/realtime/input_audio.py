@@ -63,6 +63,7 @@ class InputAudio:
         self.live: LiveTranscript | None = None  # its transcription while it is spoken
         self.live_at = 0  # session audio byte offset fed to ``live`` so far
         self.idle = IdleTimer(self._idle_expired)  # server_vad idle_timeout_ms (gateway/realtime/idle.py)
+        self.closed = False  # the session is closing: nothing new may start
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         raise NotImplementedError
@@ -230,7 +231,7 @@ class InputAudio:
         vad = self.config.turn_detection or {}
         idle_ms = vad.get("idle_timeout_ms")
         busy = self.response_task is not None and not self.response_task.done()
-        if not idle_ms or self.vad is None or self.vad.speaking or busy:
+        if not idle_ms or self.vad is None or self.vad.speaking or busy or self.closed:
             return
         item_id, end_ms = new_id("item"), self.audio_in // BYTES_PER_MS
         start_ms = max(self.vad_origin_ms, end_ms - idle_ms)

@@ -121,6 +121,7 @@ class RealtimeSession(InputAudio):
 
     async def close(self) -> None:
         """Cancels every task of the session (the response, pending transcriptions)."""
+        self.closed = True
         self.idle.disarm()
         await self._drop_live()
         for task in list(self.tasks):
