@@ -1,6 +1,7 @@
 """Realtime turn latency: the last byte of the user's speech → the first output audio delta.
 
     .venv/bin/python -m bench.realtime [--turns N] [--silence-ms MS] [--only sim|offline]
+                                       [--whole-transcription] [--asr-ms-per-audio-s MS]
 
 Method: the simulator and the gateway run as separate processes (uvicorn, uvloop; see
 bench/processes.py). A WebSocket client (the ``websockets`` package, as the ``openai`` SDK's
@@ -18,6 +19,15 @@ clock starts when the last chunk holding speech has been sent and stops at that 
 
 Median and P95 over N turns. Targets (issue 10): gateway share ≤ 50 ms median in (a);
 ≤ 1.5 s median in (b) on 2 cores for a one-sentence answer.
+
+Also timed: the user transcript's stage, from the last speech chunk sent to
+``conversation.item.input_audio_transcription.completed``. With server VAD the gateway streams the
+speech to Paraformer realtime while it is spoken; ``--whole-transcription`` turns that off
+(``TALKGATE_REALTIME__STREAM_TRANSCRIPTION=false``: the committed turn is sent whole) for the
+comparison. The simulator's ASR final comes ``asr_delay_ms`` after finish-task, plus
+``--asr-ms-per-audio-s`` of recognition work per second of audio not yet recognised (default 0:
+a constant; a real recogniser works through streamed audio while it arrives, through whole
+audio only once it has it).
 """
 
 from __future__ import annotations
@@ -67,8 +77,9 @@ def spoken_question() -> bytes:
     return float_to_pcm16(resample(pcm16_to_float(pcm), chunks[0].sample_rate, RATE)).tobytes()
 
 
-async def one_turn(url: str, speech: bytes, silence_ms: int) -> float:
-    """Seconds from the last speech chunk sent to the first audio delta received."""
+async def one_turn(url: str, speech: bytes, silence_ms: int) -> tuple[float, float]:
+    """Seconds from the last speech chunk sent to the first audio delta received, and to the
+    completed user transcript."""
     async with websockets.connect(url, max_size=None) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
         vad = {"type": "server_vad", "silence_duration_ms": silence_ms, "prefix_padding_ms": 200}
@@ -80,10 +91,13 @@ async def one_turn(url: str, speech: bytes, silence_ms: int) -> float:
         }
         await ws.send(json.dumps({"type": "session.update", "session": session}))
         first_audio = asyncio.get_running_loop().create_future()
+        heard: list[float] = []
 
         async def listen() -> None:
             async for raw in ws:
                 event = json.loads(raw)
+                if event["type"] == "conversation.item.input_audio_transcription.completed":
+                    heard.append(time.perf_counter())
                 if event["type"] == "response.output_audio.delta" and not first_audio.done():
                     first_audio.set_result(time.perf_counter())
                 elif event["type"] == "error" and not first_audio.done():
@@ -114,7 +128,8 @@ async def one_turn(url: str, speech: bytes, silence_ms: int) -> float:
             if time.perf_counter() - last_speech > 30:
                 raise TimeoutError("no answer within 30 s")
         listener.cancel()
-        return first_audio.result() - last_speech
+        transcribed = heard[0] - last_speech if heard else float("nan")
+        return first_audio.result() - last_speech, transcribed
 
 
 async def stage_means(url: str) -> dict[str, tuple[float, int]]:
@@ -139,30 +154,44 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), p95
 
 
-async def run_mode(mode: str, turns: int, silence_ms: int, speech: bytes) -> dict[str, Any]:
+async def run_mode(
+    mode: str, turns: int, silence_ms: int, speech: bytes, whole: bool = False, asr_work_ms: float = 0.0
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-realtime-{mode}-"))
     sim_port, gw_port = _free_port(), _free_port()
     procs = [start(SIM_CODE.format(key=KEY, port=sim_port), {}, tmp / "sim.log")]
     env = gateway_env(sim_port, KEY, tmp / "data", "ERROR")
     if mode == "offline":
         env["DASHSCOPE_API_KEY"] = ""
+    if whole:
+        env["TALKGATE_REALTIME__STREAM_TRANSCRIPTION"] = "false"
     procs.append(start(gateway_code(gw_port, "ERROR"), env, tmp / "gateway.log"))
     try:
         async with httpx.AsyncClient(timeout=30) as probe:
             await wait_ready(probe, f"http://127.0.0.1:{sim_port}/sim/health", procs[0], tmp / "sim.log")
             await wait_ready(probe, f"http://127.0.0.1:{gw_port}/healthz", procs[1], tmp / "gateway.log")
             if mode == "sim":
-                r = await probe.put(f"http://127.0.0.1:{sim_port}/sim/config", json=SIM_LATENCY)
+                config = {**SIM_LATENCY, "asr_ms_per_audio_s": asr_work_ms}
+                r = await probe.put(f"http://127.0.0.1:{sim_port}/sim/config", json=config)
                 r.raise_for_status()
         url = f"ws://127.0.0.1:{gw_port}/v1/realtime?model=gpt-realtime"
         await one_turn(url, speech, silence_ms)  # warm-up: VAD and local models load
         before = await stage_means(probe_url := f"http://127.0.0.1:{gw_port}/metrics")
-        times = [await one_turn(url, speech, silence_ms) for _ in range(turns)]
+        measured = [await one_turn(url, speech, silence_ms) for _ in range(turns)]
         after = await stage_means(probe_url)
     finally:
         stop(procs)
+    times = [m[0] for m in measured]
     median, p95 = _stats(times)
-    result = {"mode": mode, "turns": turns, "median_ms": median * 1000, "p95_ms": p95 * 1000}
+    asr_median, asr_p95 = _stats([m[1] for m in measured])
+    result = {
+        "mode": mode,
+        "turns": turns,
+        "median_ms": median * 1000,
+        "p95_ms": p95 * 1000,
+        "transcript_median_ms": asr_median * 1000,
+        "transcript_p95_ms": asr_p95 * 1000,
+    }
     result["stage_mean_ms"] = {
         stage: round(
             (total - before.get(stage, (0.0, 0))[0]) / (n - before.get(stage, (0.0, 0))[1]) * 1000, 1
@@ -183,25 +212,37 @@ def main() -> None:
     parser.add_argument("--silence-ms", type=int, default=300, help="server VAD silence_duration_ms")
     parser.add_argument("--only", choices=["sim", "offline"])
     parser.add_argument("--quick", action="store_true", help="5 turns per mode")
+    parser.add_argument(
+        "--whole-transcription", action="store_true", help="no streaming ASR (the before figure)"
+    )
+    parser.add_argument("--asr-ms-per-audio-s", type=float, default=0.0, help="simulated recognition work")
     args = parser.parse_args()
     turns = 5 if args.quick else args.turns
     print(__doc__)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"VAD silence_duration_ms={args.silence_ms}; question: {QUESTION!r}"
+        f"VAD silence_duration_ms={args.silence_ms}; question: {QUESTION!r}; "
+        f"transcription: {'whole turn at commit' if args.whole_transcription else 'streamed while spoken'}; "
+        f"simulated ASR work {args.asr_ms_per_audio_s:g} ms per audio second; load average {os.getloadavg()}"
     )
     speech = spoken_question()
     print(f"question audio: {len(speech) / (RATE * 2):.2f} s")
     for mode in ("sim", "offline"):
         if args.only and mode != args.only:
             continue
-        r = asyncio.run(run_mode(mode, turns, args.silence_ms, speech))
+        r = asyncio.run(
+            run_mode(mode, turns, args.silence_ms, speech, args.whole_transcription, args.asr_ms_per_audio_s)
+        )
         line = f"{mode}: speech end → first audio delta over {turns} turns: median {r['median_ms']:.0f} ms, P95 {r['p95_ms']:.0f} ms"
         if mode == "sim":
             line += (
                 f"; gateway share (− {args.silence_ms} ms VAD silence − 600 ms simulated latencies): "
                 f"median {r['gateway_share_median_ms']:.0f} ms, P95 {r['gateway_share_p95_ms']:.0f} ms"
             )
+        line += (
+            f"; speech end → transcript completed: median {r['transcript_median_ms']:.0f} ms, "
+            f"P95 {r['transcript_p95_ms']:.0f} ms"
+        )
         print(line, flush=True)
         stages = ", ".join(f"{k} {v:.0f} ms" for k, v in r["stage_mean_ms"].items())
         print(f"  {mode} stage means (gateway's talkgate_realtime_stage_seconds): {stages}", flush=True)

@@ -44,13 +44,19 @@ class TrackedProvider:
         finally:
             self._exit()
 
-    async def _stream(self, method: str, request: Any) -> AsyncIterator[Any]:
+    async def _stream(self, method: str, request: Any, *args: Any) -> AsyncIterator[Any]:
+        stream = getattr(self.inner, method)(request, *args)
         self._enter()
         try:
-            async for item in getattr(self.inner, method)(request):
+            async for item in stream:
                 yield item
         finally:
-            self._exit()
+            try:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:  # an abandoned stream releases its upstream connection now
+                    await aclose()
+            finally:
+                self._exit()
 
     async def chat(self, request: Any) -> Any:
         return await self._call("chat", request)
@@ -66,6 +72,11 @@ class TrackedProvider:
 
     def synthesize_stream(self, request: Any) -> AsyncIterator[Any]:
         return self._stream("synthesize_stream", request)
+
+    def transcribe_stream(self, request: Any, audio: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        # Whether a model streams is the inner provider's answer (``streams_transcription``,
+        # forwarded by __getattr__); the router asks it before calling this.
+        return self._stream("transcribe_stream", request, audio)
 
     async def drained(self, timeout_s: float) -> bool:
         """True once nothing is in flight; False if ``timeout_s`` passed first."""

@@ -548,9 +548,9 @@ class Settings(BaseSettings):
         e.g. a Qwen-TTS ``qwen3-tts-vc-…`` model that no chain names): the TTS route knows it."""
         tts = self.routes.get("tts")
         target = self.voice_cloning.target_model
-        if tts is not None and target not in tts.extra_models:
-            if target not in {t.partition(":")[2] for t in tts.chain}:
-                tts.extra_models.append(target)
+        chained = {t.partition(":")[2] for t in tts.chain} if tts is not None else set()
+        if tts is not None and target not in tts.extra_models and target not in chained:
+            tts.extra_models.append(target)
         return self
 
     @classmethod

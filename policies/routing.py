@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from policies import asr_stream
 from policies.circuit import BreakerRegistry, BreakerState, Permit, Transition
 from policies.retry import Deadline, RetryPolicy, RetrySettings, bounded
 from policies.streamguard import (
@@ -49,6 +50,7 @@ from providers.base import (
     SynthesizeRequest,
     TranscribeRequest,
     Transcript,
+    TranscriptPart,
 )
 
 __all__ = [
@@ -431,8 +433,20 @@ class Router:
 
         return await self._run("chat", request, ctx, call, skip=skip)
 
-    async def transcribe(self, request: TranscribeRequest, ctx: Any) -> Transcript:
-        return await self._run("asr", request, ctx, lambda p, r: p.transcribe(r))
+    async def transcribe(
+        self, request: TranscribeRequest, ctx: Any, skip: Callable[[Target], str | None] | None = None
+    ) -> Transcript:
+        return await self._run("asr", request, ctx, lambda p, r: p.transcribe(r), skip=skip)
+
+    def transcribe_stream(
+        self, request: TranscribeRequest, audio: AsyncIterator[bytes], ctx: Any
+    ) -> AsyncIterator[TranscriptPart]:
+        """Partial transcripts while ``audio`` arrives, then the final one (policies/asr_stream.py:
+        the first streaming target, or the whole utterance through ``transcribe`` when it fails)."""
+        final_timeout_s = min(
+            float(self.settings.upstream_timeout_s), float(self.settings.deadlines.first_byte)
+        )
+        return asr_stream.transcribe_stream(self, request, audio, ctx, final_timeout_s=final_timeout_s)
 
     async def synthesize(
         self, request: SynthesizeRequest, ctx: Any, skip: Callable[[Target], str | None] | None = None

@@ -214,6 +214,17 @@ class Transcript:
 
 
 @dataclass(slots=True)
+class TranscriptPart:
+    """One step of a streamed transcription. ``text`` is the whole transcript so far (sentences
+    finished plus the one being heard), not an increment: a recogniser may still revise the words
+    of the sentence in progress. The last part has ``final`` set and carries the ``transcript``."""
+
+    text: str
+    final: bool = False
+    transcript: Transcript | None = None
+
+
+@dataclass(slots=True)
 class SynthesizeRequest:
     model: str
     text: str
@@ -280,6 +291,29 @@ class ChatProvider(Lifecycle, Protocol):
 @runtime_checkable
 class TranscribeProvider(Lifecycle, Protocol):
     async def transcribe(self, request: TranscribeRequest) -> Transcript: ...
+
+
+@runtime_checkable
+class StreamingTranscribeProvider(TranscribeProvider, Protocol):
+    """Optional: recognition while the audio is still arriving (partials, then the final).
+
+    ``request.audio`` holds only the sample rate (its ``pcm`` is empty): the PCM comes through
+    ``audio`` as it arrives, and the stream ends when ``audio`` does. Closing the returned
+    iterator early abandons the upstream call (its connection is closed, not pooled).
+    """
+
+    def streams_transcription(self, model: str) -> bool:
+        """Whether ``model`` can be streamed (a provider may serve some models whole only)."""
+
+    def transcribe_stream(
+        self, request: TranscribeRequest, audio: AsyncIterator[bytes]
+    ) -> AsyncIterator[TranscriptPart]: ...
+
+
+def streams_transcription(provider: Any, model: str) -> bool:
+    """Whether ``provider`` (possibly wrapped) streams ``model``: the router's capability check."""
+    check = getattr(provider, "streams_transcription", None)
+    return callable(check) and bool(check(model))
 
 
 @runtime_checkable

@@ -135,3 +135,42 @@ class SessionAccount:
                 "route": ROUTE,
             }
         )
+
+
+async def account_turn(
+    account: SessionAccount | None,
+    metrics: Any,
+    turn: Any,
+    status: str,
+    charged: int,
+    *,
+    model: str | None,
+    speech_end: float | None,
+    transcribed: float | None,
+) -> None:
+    """The usage row of one response (``turn``: gateway/realtime/response.py), whatever its end (a
+    dropped session books what was produced), and its metrics: per-stage latency from the end of
+    the user's speech (``speech_end``) to the final transcript and to the first audio sent."""
+    stats = turn.answer.stats if turn.answer is not None else None
+    if account is not None:
+        await account.book(
+            turn.id,
+            charged,
+            tokens_in=turn.tokens_in,
+            tokens_out=turn.tokens_out,
+            characters=stats.tts_chars if stats else 0,
+            provider=stats.providers.get("chat") if stats else None,
+            model=model,
+            fallback=stats.fallback if stats else False,
+            latency_ms=(time.perf_counter() - turn.t0) * 1000.0,
+            status={"completed": 200, "cancelled": 499}.get(status, 502),
+        )
+    if metrics is None or stats is None:
+        return
+    stages = {k: v for k, v in stats.marks.items() if k in ("llm_first_token", "tts_first_audio")}
+    if speech_end is not None:
+        if transcribed is not None and transcribed >= speech_end:
+            stages["asr"] = transcribed - speech_end
+        if turn.first_audio is not None:
+            stages["first_audio"] = turn.first_audio - speech_end
+    metrics.turn(status, stats.backend(), stats.fallback, stages)

@@ -8,6 +8,9 @@ computed once; conversion happens at the edges, off the event loop for large chu
 
 from __future__ import annotations
 
+import av
+import numpy as np
+
 from gateway.realtime.events import FORMATS, PCM_RATE
 from providers.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from providers.wav import float_to_pcm16, pcm16_to_float, resample
@@ -36,3 +39,24 @@ def pcm_to_wire(pcm: bytes, kind: str) -> bytes:
         return pcm
     _, encode = _CODECS[kind]
     return encode(to_rate(pcm, PCM_RATE, FORMATS[kind]))
+
+
+class Resampler:
+    """Stateful PCM16 mono conversion between rates (libswresample through PyAV): a stream cut in
+    20 ms pieces is resampled as one signal, without a filter edge at every piece."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+
+    def frame(self, frame: av.AudioFrame | None) -> bytes:
+        """One frame → PCM16 at this rate (None flushes what the filter still holds)."""
+        return b"".join(bytes(out.planes[0])[: out.samples * 2] for out in self.resampler.resample(frame))
+
+    def pcm(self, pcm: bytes, rate: int) -> bytes:
+        """Mono PCM16 at ``rate`` → this resampler's rate."""
+        frame = av.AudioFrame.from_ndarray(
+            np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = rate
+        return self.frame(frame)

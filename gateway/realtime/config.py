@@ -22,3 +22,7 @@ class RealtimeConfig(BaseModel):
     tool_filler_after_s: float | None = None
     #: the filler sentence per language of the user's last message
     tool_filler_text: dict[str, str] = {"en": "One moment, please.", "zh": "请稍等。"}
+    #: with server VAD, transcribe the user's speech while it is spoken (partial transcripts as
+    #: ``...input_audio_transcription.delta``, the final sooner after the speech ends); false:
+    #: each committed turn is transcribed whole, as with client commits
+    stream_transcription: bool = True

@@ -28,6 +28,13 @@ def format_object(kind: str) -> dict[str, Any]:
     return dict(PCM_FORMAT) if kind == "audio/pcm" else {"type": kind}
 
 
+#: Bounds of server_vad ``idle_timeout_ms`` (talkgate's; the session itself closes after
+#: ``realtime.idle_timeout_s`` without any client event).
+MIN_IDLE_MS, MAX_IDLE_MS = 1000, 600_000
+#: semantic_vad's ``eagerness`` → the silence (ms) that ends a turn on the server VAD it is mapped
+#: onto: talkgate has no end-of-turn model, so "low" waits longer for the user to go on, "high"
+#: answers sooner (OpenAI's semantic_vad waits at most 8 s / 4 s / 2 s when unsure).
+SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
 DEFAULT_VOICE = "alloy"
 MAX_OUTPUT_TOKENS = 4096
 #: OpenAI's server_vad defaults (reference/realtime.md §1.4).
@@ -155,7 +162,7 @@ class SessionConfig:
             "audio": {
                 "input": {
                     "format": format_object(self.input_format),
-                    "turn_detection": _copy(self.turn_detection),
+                    "turn_detection": _describe_turn_detection(self.turn_detection),
                     "transcription": None,
                 },
                 "output": {"format": format_object(self.output_format), "voice": self.voice, "speed": 1.0},
@@ -269,10 +276,12 @@ class _Staged:
             return None
         if not isinstance(value, dict):
             self.fail(f"'{param}' must be an object or null.", param)
+        if value.get("type") == "semantic_vad":
+            return self.semantic_vad(value, param)
         if value.get("type") != "server_vad":
             self.fail(
-                "Only server_vad turn detection is available (not semantic_vad): set 'type' to "
-                "'server_vad', or 'turn_detection' to null and commit turns yourself.",
+                "Available turn detection: 'server_vad' or 'semantic_vad', or 'turn_detection' null "
+                "to commit turns yourself.",
                 f"{param}.type",
                 code="unsupported_turn_detection",
             )
@@ -287,13 +296,37 @@ class _Staged:
         for name in ("create_response", "interrupt_response"):
             if not isinstance(merged[name], bool):
                 self.fail(f"'{param}.{name}' must be a boolean.", f"{param}.{name}")
-        if merged["idle_timeout_ms"] is not None:
+        idle = merged["idle_timeout_ms"]
+        if idle is not None and (
+            isinstance(idle, bool) or not isinstance(idle, int) or not MIN_IDLE_MS <= idle <= MAX_IDLE_MS
+        ):
             self.fail(
-                "'idle_timeout_ms' is not available yet.",
+                f"'{param}.idle_timeout_ms' must be null or an integer {MIN_IDLE_MS} to {MAX_IDLE_MS}.",
                 f"{param}.idle_timeout_ms",
-                code="unsupported_turn_detection",
             )
         return {key: merged[key] for key in VAD_DEFAULTS} | {"threshold": float(threshold)}
+
+    def semantic_vad(self, value: dict[str, Any], param: str) -> dict[str, Any]:
+        """semantic_vad mapped onto the server VAD: ``eagerness`` picks the silence that ends a
+        turn (``SEMANTIC_SILENCE_MS``); threshold and prefix padding keep server_vad's defaults.
+        The session describes it back as semantic_vad; ``idle_timeout_ms`` is server_vad's only."""
+        eagerness = value.get("eagerness") or "auto"
+        if eagerness not in SEMANTIC_SILENCE_MS:
+            self.fail(f"'{param}.eagerness' must be low, medium, high or auto.", f"{param}.eagerness")
+        if value.get("idle_timeout_ms") is not None:
+            self.fail("'idle_timeout_ms' is available with server_vad only.", f"{param}.idle_timeout_ms")
+        flags = {name: value.get(name, True) for name in ("create_response", "interrupt_response")}
+        for name, flag in flags.items():
+            if not isinstance(flag, bool):
+                self.fail(f"'{param}.{name}' must be a boolean.", f"{param}.{name}")
+        silence = SEMANTIC_SILENCE_MS[eagerness]
+        return {
+            **VAD_DEFAULTS,
+            **flags,
+            "type": "semantic_vad",
+            "eagerness": eagerness,
+            "silence_duration_ms": silence,
+        }
 
     def commit(self) -> None:
         c = self.config
@@ -303,8 +336,14 @@ class _Staged:
         c.input_format, c.output_format = self.input_format, self.output_format
 
 
-def _copy(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    return dict(value) if value is not None else None
+def _describe_turn_detection(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The session's turn detection as the client set it (semantic_vad without the server VAD
+    values it is mapped onto)."""
+    if value is None:
+        return None
+    if value["type"] == "semantic_vad":
+        return {k: value[k] for k in ("type", "eagerness", "create_response", "interrupt_response")}
+    return dict(value)
 
 
 def parse_modalities(value: Any, param: str, event_id: str | None = None) -> list[str]:

@@ -48,6 +48,73 @@ class Conversation:
         """The conversation as chat messages, for the next response."""
         return history(self.items)
 
+    def input_messages(self, value: Any, eid: str | None) -> list[dict[str, Any]]:
+        """The chat messages of a ``response.input`` list (an out-of-band response's own context):
+        message items, and ``item_reference`` items naming items of this conversation."""
+        if not isinstance(value, list) or len(value) > MAX_ITEMS:
+            raise BadEvent(
+                f"'response.input' must be a list of at most {MAX_ITEMS} items.",
+                "invalid_value",
+                "response.input",
+                eid,
+            )
+        items: list[Item] = []
+        for index, entry in enumerate(value):
+            param = f"response.input[{index}]"
+            kind = entry.get("type", "message") if isinstance(entry, dict) else None
+            if kind == "item_reference":
+                found = [i for i in self.items if i.id == entry.get("id")]
+                if not found:
+                    message = f"No item with id '{str(entry.get('id'))[:64]}'."
+                    raise BadEvent(message, "item_not_found", f"{param}.id", eid)
+                items.append(found[0])
+            elif kind == "message":
+                role, text = parse_message(entry, param, eid)
+                items.append(Item(new_id("item"), role, text))
+            else:
+                raise BadEvent(
+                    f"'{param}' must be a message or an item_reference.",
+                    "invalid_value",
+                    f"{param}.type",
+                    eid,
+                )
+        return history(items)
+
+    def response_scope(
+        self, options: dict[str, Any], eid: str | None
+    ) -> tuple[bool, list[dict[str, Any]] | None, dict[str, Any] | None]:
+        """(out of band, its own context as chat messages or None, metadata) of a response.create.
+
+        ``conversation: "none"`` keeps the response out of the conversation; ``input`` gives it its
+        own context (message items, references to items of the conversation) instead of the
+        conversation's history; ``metadata`` is echoed in the response, so the client can tell it."""
+        conversation = options.get("conversation", "auto")
+        if conversation not in ("auto", "none"):
+            raise BadEvent(
+                "'response.conversation' must be 'auto' or 'none'.",
+                "invalid_value",
+                "response.conversation",
+                eid,
+            )
+        context = None
+        if options.get("input") is not None:
+            context = self.input_messages(options["input"], eid)
+        metadata = options.get("metadata")
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or len(metadata) > 16
+            or not all(
+                isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in metadata.items()
+            )
+        ):
+            raise BadEvent(
+                "'response.metadata' must map at most 16 keys to strings.",
+                "invalid_value",
+                "response.metadata",
+                eid,
+            )
+        return conversation == "none", context, metadata
+
     def pending_transcriptions(self) -> list[asyncio.Task[None]]:
         return [i.transcription for i in self.items if i.transcription and not i.transcription.done()]
 
@@ -63,32 +130,12 @@ class Conversation:
                 "item.type",
                 eid,
             )
-        role = item.get("role")
-        if role not in ("user", "assistant", "system"):
-            raise BadEvent(
-                "'item.role' must be user, assistant or system.", "invalid_value", "item.role", eid
-            )
-        content = item.get("content")
-        if not isinstance(content, list) or not content:
-            raise BadEvent("'item.content' must be a non-empty list.", "invalid_value", "item.content", eid)
-        texts = []
-        for part in content:
-            kind = part.get("type") if isinstance(part, dict) else None
-            value = part.get("transcript" if kind == "input_audio" else "text") if kind else None
-            if kind not in ("input_text", "text", "output_text", "input_audio") or not isinstance(value, str):
-                raise BadEvent(
-                    "Content parts must be input_text/output_text with 'text' (or input_audio with a 'transcript').",
-                    "invalid_value",
-                    "item.content",
-                    eid,
-                )
-            texts.append(value)
+        role, text = parse_message(item, "item", eid)
         item_id = item.get("id") if isinstance(item.get("id"), str) and item["id"] else new_id("item")
         if any(i.id == item_id for i in self.items):
             raise BadEvent(
                 f"An item with id '{item_id[:64]}' exists already.", "duplicate_item_id", "item.id", eid
             )
-        text = "\n".join(texts)
         previous = self.add(Item(item_id, role, text))
         wire = message_item(item_id, role, text)
         if role == "assistant":
@@ -149,3 +196,30 @@ class Conversation:
         await self.send(
             server_event("conversation.item.truncated", item_id=item.id, content_index=0, audio_end_ms=end)
         )
+
+
+def parse_message(item: dict[str, Any], param: str, eid: str | None) -> tuple[str, str]:
+    """(role, text) of a client's ``message`` item; ``param`` names it in errors."""
+    role = item.get("role")
+    if role not in ("user", "assistant", "system"):
+        raise BadEvent(
+            f"'{param}.role' must be user, assistant or system.", "invalid_value", f"{param}.role", eid
+        )
+    content = item.get("content")
+    if not isinstance(content, list) or not content:
+        raise BadEvent(
+            f"'{param}.content' must be a non-empty list.", "invalid_value", f"{param}.content", eid
+        )
+    texts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        value = part.get("transcript" if kind == "input_audio" else "text") if kind else None
+        if kind not in ("input_text", "text", "output_text", "input_audio") or not isinstance(value, str):
+            raise BadEvent(
+                "Content parts must be input_text/output_text with 'text' (or input_audio with a 'transcript').",
+                "invalid_value",
+                f"{param}.content",
+                eid,
+            )
+        texts.append(value)
+    return str(role), "\n".join(texts)

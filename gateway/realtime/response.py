@@ -70,6 +70,9 @@ class ResponseTurn:
         output_format: str = "audio/pcm",
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] | None = None,
+        cloned: Any = None,
+        out_of_band: bool = False,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.send = send
         self.router = router
@@ -85,6 +88,12 @@ class ResponseTurn:
         self.output_format = output_format
         self.tools = tools or []
         self.tool_choice = tool_choice
+        #: a cloned voice (gateway/voices/use.py ClonedVoice): ``voice`` stays its custom: name,
+        #: the TTS gets its provider voice, target model and fallback policy
+        self.cloned = cloned
+        #: ``conversation: "none"``: nothing of it joins the conversation (no conversation.item.*)
+        self.out_of_band = out_of_band
+        self.metadata = metadata
         self.calls: list[tuple[str, ToolCall]] = []  # (item id, call) of the function calls made
         self.grounding: Any = None  # gateway.conversation.knowledge.TurnGrounding of the turn, if any
         self.canned: str | None = None  # a fixed answer instead of the LLM (a knowledge decline)
@@ -115,7 +124,7 @@ class ResponseTurn:
             "audio": {"output": {"format": format_object(self.output_format), "voice": self.voice}},
             "conversation_id": self.describe.get("conversation_id"),
             "max_output_tokens": self.max_output_tokens or "inf",
-            "metadata": {"talkgate_filler": "true"} if self.filler else None,
+            "metadata": {"talkgate_filler": "true"} if self.filler else self.metadata,
             "usage": usage_object(self.tokens_in, self.tokens_out) if status != "in_progress" else None,
             # talkgate's own: who answered this turn (the SDK keeps unknown fields)
             "talkgate": self._served() if status != "in_progress" else None,
@@ -190,10 +199,12 @@ class ResponseTurn:
             self.router,
             self.ctx,
             request,
-            voice=self.voice,
+            voice=self.cloned.provider_voice_id if self.cloned else self.voice,
             speak=self.audio,
             sample_rate=PCM_RATE,
             canned=self.canned,
+            voice_model=self.cloned.target_model if self.cloned else "",
+            tts_skip=self.cloned.skip_for() if self.cloned else None,
         )
         delta_type = "response.output_audio_transcript.delta" if self.audio else "response.output_text.delta"
         pieces = self.answer.pieces()
@@ -221,9 +232,13 @@ class ResponseTurn:
         await self.send(
             server_event("response.output_item.added", response_id=self.id, output_index=0, item=item)
         )
-        await self.send(server_event("conversation.item.added", previous_item_id=None, item=item))
+        await self._conversation_event("conversation.item.added", item)
         ids = self._ids()
         await self.send(server_event("response.content_part.added", **ids, part=self._part()))
+
+    async def _conversation_event(self, type_: str, item: dict[str, Any]) -> None:
+        if not self.out_of_band:
+            await self.send(server_event(type_, previous_item_id=None, item=item))
 
     async def _send_call(self, call: ToolCall) -> None:
         """A function call as its own output item: added, its arguments, done."""
@@ -234,7 +249,7 @@ class ResponseTurn:
         await self.send(
             server_event("response.output_item.added", response_id=self.id, output_index=index, item=added)
         )
-        await self.send(server_event("conversation.item.added", previous_item_id=None, item=added))
+        await self._conversation_event("conversation.item.added", added)
         await self.send(server_event("response.function_call_arguments.delta", **ids, delta=call.arguments))
         await self.send(
             server_event(
@@ -245,7 +260,7 @@ class ResponseTurn:
         await self.send(
             server_event("response.output_item.done", response_id=self.id, output_index=index, item=done)
         )
-        await self.send(server_event("conversation.item.done", previous_item_id=None, item=done))
+        await self._conversation_event("conversation.item.done", done)
 
     async def _send_audio(self, audio: AudioData) -> None:
         pcm = await asyncio.to_thread(to_rate, audio.pcm, audio.sample_rate, PCM_RATE)
@@ -280,7 +295,7 @@ class ResponseTurn:
         await self.send(
             server_event("response.output_item.done", response_id=self.id, output_index=0, item=item)
         )
-        await self.send(server_event("conversation.item.done", previous_item_id=None, item=item))
+        await self._conversation_event("conversation.item.done", item)
         await self.send(server_event("response.done", response=self._response("completed")))
 
 

@@ -24,6 +24,7 @@ from gateway.realtime.account import SCOPE, SessionAccount
 from gateway.realtime.events import error_event, new_id
 from gateway.realtime.guard import FrameGuard
 from gateway.realtime.session import RealtimeSession
+from gateway.voices.use import store_for
 from policies.routing import UnknownModelError
 
 log = logging.getLogger("talkgate.realtime")
@@ -107,6 +108,7 @@ async def realtime(websocket: WebSocket, caller: Principal | APIError = Depends(
         vad_scorer=services.vad_scorer,
         retriever=services.retriever,
         tenant=caller.tenant or "default",
+        voices=store_for(services),
     )
     outcome = "closed"
     if metrics is not None:

@@ -12,28 +12,24 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from functools import partial
 from typing import Any
 
 from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
 from gateway.conversation.turn import DEFAULT_SYSTEM_PROMPT
 from gateway.errors import APIError
 from gateway.knowledge.service import NotFound
-from gateway.realtime.account import SessionAccount, estimate_tokens
-from gateway.realtime.audio import wire_to_pcm
+from gateway.realtime.account import SessionAccount, account_turn, estimate_tokens
 from gateway.realtime.events import (
-    PCM_RATE,
     BadEvent,
     SessionConfig,
-    decode_pcm,
     error_event,
-    message_item,
     new_id,
     parse_client_event,
     parse_max_tokens,
     parse_modalities,
     server_event,
 )
+from gateway.realtime.input_audio import BYTES_PER_MS, InputAudio
 from gateway.realtime.items import Conversation, Item
 from gateway.realtime.response import ResponseTurn, Send
 from gateway.realtime.tools import (
@@ -42,24 +38,16 @@ from gateway.realtime.tools import (
     parse_tool_choice,
     parse_tools,
 )
-from gateway.realtime.transcription import transcribe_item
-from gateway.realtime.vad import SpeechDetector
+from gateway.realtime.voice import SessionVoices, requested_voice
 from providers.base import ErrorKind, ProviderError
 
-#: The input buffer holds at most ``settings.limits.audio_max_seconds["realtime"]`` (120 s by
-#: default: 5.76 MB of 24 kHz PCM16), the shared per-surface audio limit (gateway/inputs/audio.py).
-AUDIO_SURFACE = "realtime"
-#: Shortest committable audio, as OpenAI: 100 ms.
-MIN_COMMIT_BYTES = PCM_RATE // 10 * 2
 #: Not implemented yet, named so the client learns that rather than "unknown event".
 NOT_YET = frozenset({"conversation.item.retrieve", "output_audio_buffer.clear"})
 #: A user message in Chinese gets the Chinese filler sentence.
 CJK = re.compile(r"[\u4e00-\u9fff]")
-#: Bytes of 24 kHz PCM16 per millisecond.
-BYTES_PER_MS = PCM_RATE * 2 // 1000
 
 
-class RealtimeSession:
+class RealtimeSession(InputAudio):
     def __init__(
         self,
         send: Send,
@@ -74,6 +62,7 @@ class RealtimeSession:
         vad_scorer: Any = None,
         retriever: Any = None,
         tenant: str = "default",
+        voices: Any = None,
     ) -> None:
         self.send = send
         self.router = router
@@ -84,6 +73,8 @@ class RealtimeSession:
         self.vad_scorer = vad_scorer
         self.retriever = retriever  # knowledge grounding (gateway/conversation/knowledge.py)
         self.tenant = tenant
+        key_id = account.principal.key_id if account is not None else None
+        self.voices = SessionVoices(voices, tenant, key_id)  # custom: voices (gateway/realtime/voice.py)
         self.config = SessionConfig(model=model, voice=settings.voices.default)
         if session_id:
             self.config.id = session_id
@@ -92,11 +83,7 @@ class RealtimeSession:
         self.transcribed: float | None = None  # ... and when its transcript was final
         self.conversation_id = new_id("conv")
         self.conversation = Conversation(send)
-        self.buffer = bytearray()
-        self.audio_in = 0  # bytes appended in the session; the buffer holds the last of them
-        self.vad: SpeechDetector | None = None
-        self.vad_origin_ms = 0  # session audio time where the detector started
-        self.speech_item: str | None = None  # item id announced by speech_started
+        self._init_input()  # buffer, VAD, live transcript (gateway/realtime/input_audio.py)
         self.response: ResponseTurn | None = None
         self.response_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -134,6 +121,9 @@ class RealtimeSession:
 
     async def close(self) -> None:
         """Cancels every task of the session (the response, pending transcriptions)."""
+        self.closed = True
+        self.idle.disarm()
+        await self._drop_live()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -157,6 +147,9 @@ class RealtimeSession:
                 choice = parse_tool_choice(session["tool_choice"], tools, eid)
             elif "tools" in session:
                 choice = parse_tool_choice(describe_tool_choice(choice), tools, eid)
+        voice = requested_voice(session)
+        if voice is not None:
+            await self.voices.resolve(voice, eid)  # a refused cloned voice changes nothing
         knowledge = self.config.knowledge
         if isinstance(session, dict) and "knowledge" in session:  # talkgate's own field
             try:
@@ -177,115 +170,9 @@ class RealtimeSession:
             describe_tools(tools),
             describe_tool_choice(choice),
         )
-        vad = self.config.turn_detection
-        if vad != before:
-            self.speech_item = None
-            self.vad = None
-            if vad is not None:
-                self.vad_origin_ms = self.audio_in // BYTES_PER_MS
-                self.vad = await asyncio.to_thread(
-                    partial(SpeechDetector, scorer=self.vad_scorer),
-                    vad["threshold"],
-                    vad["prefix_padding_ms"],
-                    vad["silence_duration_ms"],
-                )
+        if self.config.turn_detection != before:
+            await self._turn_detection_changed()
         await self.send(server_event("session.updated", session=self.config.describe()))
-
-    async def _append(self, event: dict[str, Any]) -> None:
-        kind = self.config.input_format
-        pcm = decode_pcm(event.get("audio"), "audio", event.get("event_id"), kind)
-        if kind != "audio/pcm":
-            pcm = await asyncio.to_thread(wire_to_pcm, pcm, kind)
-        seconds = self.settings.limits.audio_seconds(AUDIO_SURFACE)
-        if len(self.buffer) + len(pcm) > seconds * PCM_RATE * 2:
-            raise BadEvent(
-                f"The input audio buffer is full ({seconds:g} s): commit or clear it.",
-                "input_audio_buffer_full",
-                "audio",
-                event.get("event_id"),
-            )
-        self.buffer += pcm
-        self.audio_in += len(pcm)
-        if self.vad is not None:
-            for name, ms in await asyncio.to_thread(self.vad.feed, pcm):
-                await self._vad_event(name, self.vad_origin_ms + ms)
-            if not self.vad.speaking:  # only the prefix padding before speech is ever committed
-                keep = (self.config.turn_detection or {}).get("prefix_padding_ms", 0) + 100
-                self._drop_before(self.audio_in - keep * BYTES_PER_MS)
-
-    def _drop_before(self, offset: int) -> None:
-        """Drops buffered audio before session byte ``offset`` (whole samples)."""
-        cut = offset - (self.audio_in - len(self.buffer))
-        if cut > 0:
-            del self.buffer[: cut - cut % 2]
-
-    async def _vad_event(self, name: str, ms: int) -> None:
-        if name == "speech_started":
-            self._drop_before(ms * BYTES_PER_MS)
-            self.speech_item = new_id("item")
-            await self.send(
-                server_event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self.speech_item)
-            )
-            task, turn = self.response_task, self.response
-            vad = self.config.turn_detection or {}
-            if vad.get("interrupt_response") and task and not task.done() and turn:
-                turn.cancel_reason = "turn_detected"  # barge-in
-                task.cancel()
-                if self.metrics is not None:
-                    self.metrics.barge_ins.inc()
-            return
-        item_id, self.speech_item = self.speech_item or new_id("item"), None
-        self.speech_end = time.perf_counter()
-        await self.send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id))
-        end = ms * BYTES_PER_MS - (self.audio_in - len(self.buffer))
-        end = max(0, min(len(self.buffer), end - end % 2))
-        if end < MIN_COMMIT_BYTES:
-            return  # a click, not a turn
-        pcm = bytes(self.buffer[:end])
-        del self.buffer[:end]
-        await self._commit_audio(pcm, item_id)
-        busy = self.response_task is not None and not self.response_task.done()
-        if (self.config.turn_detection or {}).get("create_response") and not busy:
-            await self._response_create({})
-
-    async def _clear(self, event: dict[str, Any]) -> None:
-        self.buffer.clear()
-        if self.vad is not None:
-            self.vad.reset_speech()
-            self.speech_item = None
-        await self.send(server_event("input_audio_buffer.cleared"))
-
-    async def _commit(self, event: dict[str, Any]) -> None:
-        if len(self.buffer) < MIN_COMMIT_BYTES:
-            ms = len(self.buffer) * 1000 // (PCM_RATE * 2)
-            raise BadEvent(
-                f"Error committing input audio buffer: at least 100 ms of audio is needed, the buffer has {ms} ms.",
-                "input_audio_buffer_commit_empty",
-                None,
-                event.get("event_id"),
-            )
-        pcm, self.buffer = bytes(self.buffer), bytearray()
-        self.speech_end = time.perf_counter()
-        item_id, self.speech_item = self.speech_item or new_id("item"), None
-        if self.vad is not None:
-            self.vad.reset_speech()
-        await self._commit_audio(pcm, item_id)
-
-    async def _commit_audio(self, pcm: bytes, item_id: str) -> None:
-        item = Item(item_id, "user", "", kind="input_audio")
-        previous = self.conversation.add(item)
-        await self.send(
-            server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item.id)
-        )
-        wire = message_item(item.id, "user", "", kind="input_audio")
-        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=wire))
-        item.transcription = self._spawn(self._transcribe(item, pcm, previous))
-
-    async def _transcribe(self, item: Item, pcm: bytes, previous: str | None) -> None:
-        if await transcribe_item(
-            item, pcm, previous, router=self.router, account=self.account, send=self.send
-        ):
-            self.transcribed = time.perf_counter()
 
     # ------------------------------------------------------------------ responses
 
@@ -305,10 +192,7 @@ class RealtimeSession:
         options = event.get("response") or {}
         if not isinstance(options, dict):
             raise BadEvent("'response' must be an object.", "invalid_value", "response", eid)
-        if options.get("conversation", "auto") != "auto" or options.get("input") is not None:
-            raise BadEvent(
-                "Out-of-band responses are not available yet.", "unsupported", "response.conversation", eid
-            )
+        out_of_band, context, metadata = self.conversation.response_scope(options, eid)
         config = self.config
         modalities = config.output_modalities
         if "output_modalities" in options:
@@ -322,10 +206,14 @@ class RealtimeSession:
                 "'response.instructions' must be a string.", "invalid_value", "response.instructions", eid
             )
         voice = self.settings.voices.aliases.get(config.voice, config.voice)
+        # consent is checked again before each response: a revoked voice refuses it
+        cloned = await self.voices.resolve(voice, eid) if "audio" in modalities else None
         budget = self.settings.saas.default_completion_tokens if max_tokens == "inf" else int(max_tokens)
         charged = 0
         if self.account is not None:
-            history = [{"content": instructions}] + [{"content": i.text} for i in self.conversation.items]
+            history = [{"content": instructions}] + (
+                context if context is not None else [{"content": i.text} for i in self.conversation.items]
+            )
             try:
                 charged = await self.account.admit_response(estimate_tokens(history, budget))
             except APIError as exc:
@@ -339,20 +227,29 @@ class RealtimeSession:
             audio="audio" in modalities,
             max_output_tokens=None if max_tokens == "inf" else int(max_tokens),
             temperature=config.temperature,
-            describe={"conversation_id": self.conversation_id},
+            describe={"conversation_id": None if out_of_band else self.conversation_id},
             output_format=config.output_format,
             tools=config.tools,
             tool_choice=config.tool_choice,
+            cloned=cloned,
+            out_of_band=out_of_band,
+            metadata=metadata,
         )
-        self.response_task = self._spawn(self._respond(self.response, charged))
+        self.response_task = self._spawn(self._respond(self.response, charged, context))
+        self.idle.disarm()
 
-    async def _respond(self, turn: ResponseTurn, charged: int) -> None:
+    async def _respond(
+        self, turn: ResponseTurn, charged: int, context: list[dict[str, Any]] | None = None
+    ) -> None:
         async def prepare() -> None:
-            # Spoken questions are answered once transcribed: wait for pending transcriptions.
-            pending = self.conversation.pending_transcriptions()
-            if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
-                await asyncio.wait(pending)
-            turn.messages += self.conversation.messages()
+            if context is not None:  # an out-of-band context of its own
+                turn.messages += context
+            else:
+                # Spoken questions are answered once transcribed: wait for pending transcriptions.
+                pending = self.conversation.pending_transcriptions()
+                if pending:  # asyncio.wait, not gather: a cancelled response leaves them running
+                    await asyncio.wait(pending)
+                turn.messages += self.conversation.messages()
             await self._ground(turn)
 
         status = "cancelled"
@@ -361,10 +258,12 @@ class RealtimeSession:
             status = await turn.run(prepare)
         finally:
             await self._account_turn(turn, status, charged, speech_end, self.transcribed)
-        if turn.started and turn.text and status != "failed":
+            if turn.cloned is not None and turn.audio_bytes:
+                await self.voices.record(turn.cloned, turn.text, turn.ctx)
+        if not turn.out_of_band and turn.started and turn.text and status != "failed":
             kind, audio_ms = ("audio", turn.audio_bytes // BYTES_PER_MS) if turn.audio else ("text", 0)
             self.conversation.add(Item(turn.item_id, "assistant", turn.text, kind=kind, audio_ms=audio_ms))
-        if status == "completed":
+        if status == "completed" and not turn.out_of_band:
             for item_id, call in turn.calls:
                 self.conversation.add(
                     Item(
@@ -379,6 +278,11 @@ class RealtimeSession:
             after = self.settings.realtime.tool_filler_after_s
             if turn.calls and turn.audio and after is not None:
                 self._spawn(self._filler_after(turn, after))
+        if not turn.calls:  # after a tool call the client's output is awaited, not the user
+            playing = 0.0
+            if turn.first_audio is not None:  # the client plays the answer from its first delta
+                playing = turn.first_audio + turn.audio_bytes / BYTES_PER_MS / 1000 - time.perf_counter()
+            self._arm_idle(max(0.0, playing))
 
     async def _filler_after(self, turn: ResponseTurn, after_s: float) -> None:
         """One short filler sentence while the client's tool runs longer than ``after_s``.
@@ -405,6 +309,7 @@ class RealtimeSession:
             temperature=None,
             describe={"conversation_id": self.conversation_id},
             output_format=self.config.output_format,
+            cloned=turn.cloned,
         )
         filler.canned, filler.filler = text, True
         self.response = filler
@@ -439,31 +344,16 @@ class RealtimeSession:
         speech_end: float | None,
         transcribed: float | None,
     ) -> None:
-        """The turn's usage row (whatever its end: a dropped session books what was produced)
-        and its metrics."""
-        stats = turn.answer.stats if turn.answer is not None else None
-        if self.account is not None:
-            await self.account.book(
-                turn.id,
-                charged,
-                tokens_in=turn.tokens_in,
-                tokens_out=turn.tokens_out,
-                characters=stats.tts_chars if stats else 0,
-                provider=stats.providers.get("chat") if stats else None,
-                model=self.chat_model or self.config.model or None,
-                fallback=stats.fallback if stats else False,
-                latency_ms=(time.perf_counter() - turn.t0) * 1000.0,
-                status={"completed": 200, "cancelled": 499}.get(status, 502),
-            )
-        if self.metrics is None or stats is None:
-            return
-        stages = {k: v for k, v in stats.marks.items() if k in ("llm_first_token", "tts_first_audio")}
-        if speech_end is not None:
-            if transcribed is not None and transcribed >= speech_end:
-                stages["asr"] = transcribed - speech_end
-            if turn.first_audio is not None:
-                stages["first_audio"] = turn.first_audio - speech_end
-        self.metrics.turn(status, stats.backend(), stats.fallback, stages)
+        await account_turn(
+            self.account,
+            self.metrics,
+            turn,
+            status,
+            charged,
+            model=self.chat_model or self.config.model or None,
+            speech_end=speech_end,
+            transcribed=transcribed,
+        )
 
     async def _response_cancel(self, event: dict[str, Any]) -> None:
         task, turn = self.response_task, self.response

@@ -1,8 +1,11 @@
 """Committed input audio → the user item's transcript, through the router's ASR chain.
 
 One transcription per committed turn, run as its own task so the session keeps taking events;
-the response that answers it waits for it. Each transcription books its own usage row (ASR
-seconds, the provider that answered) through the session's account, however it ends.
+the response that answers it waits for it. With server VAD the speech was already being
+transcribed while it was spoken (gateway/realtime/live_transcript.py): the commit only ends
+that stream and waits for its final. Otherwise (client commits) the segment is transcribed
+whole here. Either way each transcription books one usage row (ASR seconds of the committed
+audio, the provider that answered) through the session's account, however it ends.
 """
 
 from __future__ import annotations
@@ -17,24 +20,33 @@ from gateway.errors import APIError
 from gateway.realtime.audio import to_rate
 from gateway.realtime.events import PCM_RATE, message_item, server_event
 from gateway.realtime.items import Item
+from gateway.realtime.live_transcript import ASR_RATE, LiveTranscript
 from gateway.realtime.response import error_of
 from providers.base import AudioData, TranscribeRequest
 
-#: The ASR providers are fed 16 kHz (what Paraformer and Whisper are trained on).
-ASR_RATE = 16000
-
 
 async def transcribe_item(
-    item: Item, pcm: bytes, previous: str | None, *, router: Any, account: Any, send: Any
+    item: Item,
+    pcm: bytes,
+    previous: str | None,
+    *,
+    router: Any,
+    account: Any,
+    send: Any,
+    live: LiveTranscript | None = None,
 ) -> bool:
     """Sets ``item.text`` and sends the transcription events; False when the transcription failed."""
-    ctx = RequestContext(request_id=uuid.uuid4().hex)
-    audio = AudioData(await asyncio.to_thread(to_rate, pcm, PCM_RATE, ASR_RATE), ASR_RATE)
+    ctx = live.ctx if live is not None else RequestContext(request_id=uuid.uuid4().hex)
+    seconds = len(pcm) / 2 / PCM_RATE
     status = 200
     try:
         if account is not None:
-            await account.admit_transcription(audio.duration_s)
-        result = await router.transcribe(TranscribeRequest(model="", audio=audio), ctx)
+            await account.admit_transcription(seconds)
+        if live is not None:
+            result = await live.finish()
+        else:
+            audio = AudioData(await asyncio.to_thread(to_rate, pcm, PCM_RATE, ASR_RATE), ASR_RATE)
+            result = await router.transcribe(TranscribeRequest(model="", audio=audio), ctx)
     except asyncio.CancelledError:
         status = 499
         raise
@@ -54,17 +66,19 @@ async def transcribe_item(
         )
         return False
     finally:
+        if live is not None and status != 200:
+            await live.cancel()  # refused or cancelled: the stream must not run on
         if account is not None and status != 429:
             await account.book(
                 item.id,
-                audio_seconds=audio.duration_s if status == 200 else 0.0,
+                audio_seconds=seconds if status == 200 else 0.0,
                 provider=ctx.provider,
                 fallback=ctx.fallback,
                 latency_ms=(time.perf_counter() - ctx.started) * 1000.0,
                 status=status,
             )
     item.text = result.text.strip()
-    usage = {"type": "duration", "seconds": round(audio.duration_s, 3)}
+    usage = {"type": "duration", "seconds": round(seconds, 3)}
     await send(
         server_event(
             "conversation.item.input_audio_transcription.completed",

@@ -15,7 +15,14 @@ from gateway.sim.capabilities import check_override
 API_KEYS_ENV = "TALKGATE_SIM_API_KEYS"
 
 # Latency fields, all in milliseconds; 0 means "answer as fast as possible" (no sleep at all).
-LATENCY_FIELDS = ("ttft_ms", "token_delay_ms", "tts_first_chunk_ms", "tts_chunk_delay_ms", "asr_delay_ms")
+LATENCY_FIELDS = (
+    "ttft_ms",
+    "token_delay_ms",
+    "tts_first_chunk_ms",
+    "tts_chunk_delay_ms",
+    "asr_delay_ms",
+    "asr_ms_per_audio_s",
+)
 
 
 def normalize_prompt(text: str) -> str:
@@ -38,6 +45,9 @@ class SimConfig:
     tts_first_chunk_ms: float = 0.0
     tts_chunk_delay_ms: float = 0.0
     asr_delay_ms: float = 0.0
+    # Recognition work per second of audio (ms), done as the audio arrives: audio streamed at
+    # real-time pace is mostly recognised by its end, audio sent all at once waits for all of it.
+    asr_ms_per_audio_s: float = 0.0
     answers: dict[str, str] = field(default_factory=dict)
     default_answer_prefix: str = "Simulated answer:"
     asr_transcript: str | None = None

@@ -68,12 +68,15 @@ class AsrTask:
         self.sample_rate = rate
         self.audio = bytearray()
         self.next_partial_s = PARTIAL_EVERY_S
+        self.busy_until = 0.0  # loop time when the recognition work of the audio so far is done
 
     async def start(self) -> bool:
         return False
 
     async def close(self) -> None:
-        return None
+        # The request log shows how a task ended: "finished" after a finish-task was answered,
+        # "closed" once the connection let go of it (a client that abandoned a stream: closed only).
+        self.item["closed"] = True
 
     def _raw_seconds(self) -> float | None:
         if self.format == "pcm":
@@ -88,6 +91,10 @@ class AsrTask:
 
     async def on_audio(self, data: bytes) -> None:
         self.audio.extend(data)
+        work_ms = self.state.config.asr_ms_per_audio_s
+        if work_ms and self.format == "pcm":
+            now = asyncio.get_running_loop().time()
+            self.busy_until = max(now, self.busy_until) + work_ms * len(data) / (2 * self.sample_rate) / 1000
         self.item["audio_bytes"] = len(self.audio)
         self.item["audio_frames"] = self.item.get("audio_frames", 0) + 1
         seconds = self._raw_seconds()
@@ -111,6 +118,7 @@ class AsrTask:
             "words": _timed_words(text, begin, round(seconds * 1000)),
         }
         await self.conn.event("result-generated", {"output": {"sentence": sentence}, "usage": None})
+        self.item["partials"] = self.item.get("partials", 0) + 1
 
     async def on_message(self, message: dict[str, Any]) -> bool:
         if message["header"]["action"] == "continue-task":
@@ -127,7 +135,8 @@ class AsrTask:
                 seconds = await asyncio.to_thread(audio_duration, data, self.format, self.sample_rate)
         except ValueError as exc:
             raise TaskFailed("InvalidParameter", f"audio could not be decoded: {exc}") from exc
-        await sleep_ms(self.state.config.asr_delay_ms)
+        backlog = self.busy_until - asyncio.get_running_loop().time()
+        await sleep_ms(self.state.config.asr_delay_ms + max(0.0, backlog) * 1000)
         total_ms = round(seconds * 1000)
         if data:
             sentences, _ = split_sentences(self._transcript(seconds), final=True)
@@ -150,3 +159,4 @@ class AsrTask:
                 usage = {"duration": max(1, math.ceil((end - begin) / 1000))}
                 await self.conn.event("result-generated", {"output": {"sentence": result}, "usage": usage})
         await self.conn.event("task-finished", {"output": {}, "usage": None})
+        self.item["finished"] = True

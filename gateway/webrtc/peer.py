@@ -25,14 +25,15 @@ from typing import Any
 import orjson
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from gateway.realtime.audio import Resampler
 from gateway.realtime.guard import FrameGuard
 from gateway.realtime.session import RealtimeSession
+from gateway.voices.use import store_for
 from gateway.webrtc.tracks import (
     OUT_RATE,
     PCM_RATE,
     AvatarTrack,
     MediaClock,
-    Resampler,
     SpeechBuffer,
     SpeechTrack,
     pump_microphone,
@@ -101,6 +102,7 @@ class LiveCall:
             vad_scorer=services.vad_scorer,
             retriever=services.retriever,
             tenant=tenant,
+            voices=store_for(services),
         )
         self.guard = FrameGuard(settings.realtime)  # the data channel's frame limits, as the WebSocket's
         if self.metrics is not None:

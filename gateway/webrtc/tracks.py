@@ -26,6 +26,8 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from gateway.realtime.audio import Resampler
+
 #: Output audio: Opus's native rate, 20 ms frames.
 OUT_RATE = 48000
 FRAME_SAMPLES = 960
@@ -230,25 +232,6 @@ class AvatarTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-class Resampler:
-    """Stateful PCM16 mono conversion between rates (libswresample through PyAV)."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-
-    def frame(self, frame: av.AudioFrame) -> bytes:
-        return b"".join(bytes(out.planes[0])[: out.samples * 2] for out in self.resampler.resample(frame))
-
-    def pcm(self, pcm: bytes, rate: int) -> bytes:
-        """Mono PCM16 at ``rate`` → this resampler's rate."""
-        frame = av.AudioFrame.from_ndarray(
-            np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = rate
-        return self.frame(frame)
 
 
 async def pump_microphone(track: MediaStreamTrack, feed: Callable[[bytes], Awaitable[None]]) -> None:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
-from providers.base import ErrorKind, ProviderError, Segment, TranscribeRequest, Transcript, WordTiming
+from providers.base import (
+    ErrorKind,
+    ProviderError,
+    Segment,
+    TranscribeRequest,
+    Transcript,
+    TranscriptPart,
+    WordTiming,
+)
 from providers.cloud.client import DashScopeClient
 from providers.cloud.lifecycle import CloudLifecycle
 from providers.cloud.wav import pcm_to_wav
@@ -70,17 +79,50 @@ def sentence_to_segment(index: int, sentence: dict[str, Any]) -> Segment:
     )
 
 
-def _final_sentence(event: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The sentence of a result-generated event if it is final.
+def _sentence(event: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sentence of a result-generated event; heartbeats skipped.
 
-    The SDK's rule: final once ``end_time`` is set (not by ``sentence_end``); heartbeats skipped.
+    The SDK's rule: a sentence is final once ``end_time`` is set (not by ``sentence_end``).
     """
     if event is None:
         return None
     sentence = ((event.get("payload") or {}).get("output") or {}).get("sentence")
-    if isinstance(sentence, dict) and sentence.get("end_time") is not None and not sentence.get("heartbeat"):
+    if isinstance(sentence, dict) and not sentence.get("heartbeat"):
         return sentence
     return None
+
+
+def _text_so_far(finals: dict[Any, dict[str, Any]], partial: dict[str, Any] | None) -> str:
+    ordered = sorted(finals.values(), key=lambda s: s.get("begin_time") or 0)
+    texts = [s.get("text") or "" for s in ordered]
+    if partial is not None:
+        texts.append(partial.get("text") or "")
+    return join_sentences(texts)
+
+
+def _recognition_payload(request: TranscribeRequest) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"format": "pcm", "sample_rate": request.audio.sample_rate}
+    if request.language:
+        parameters["language_hints"] = [request.language]
+    for key in ("vocabulary_id", "disfluency_removal_enabled"):
+        if key in request.extra:
+            parameters[key] = request.extra[key]
+    return {
+        "model": request.model,
+        "task_group": "audio",
+        "task": "asr",
+        "function": "recognition",
+        "parameters": parameters,
+        "input": {},
+    }
+
+
+async def _frames(pcm: bytes, sample_rate: int) -> AsyncIterator[bytes]:
+    """Whole audio as 100 ms frames (sent back to back, no pacing sleep)."""
+    step = max(2, int(sample_rate * FRAME_SECONDS) * 2)
+    view = memoryview(pcm)
+    for offset in range(0, len(pcm), step):
+        yield bytes(view[offset : offset + step])
 
 
 class BailianASRProvider(CloudLifecycle):
@@ -103,31 +145,49 @@ class BailianASRProvider(CloudLifecycle):
 
     # ------------------------------------------------------------------ Paraformer / Fun-ASR
 
+    def streams_transcription(self, model: str) -> bool:
+        return is_realtime_model(model)
+
     async def _transcribe_realtime(self, request: TranscribeRequest) -> Transcript:
+        """A whole utterance: the stream below, fed in 100 ms frames back to back."""
         audio = request.audio
-        parameters: dict[str, Any] = {"format": "pcm", "sample_rate": audio.sample_rate}
-        if request.language:
-            parameters["language_hints"] = [request.language]
-        for key in ("vocabulary_id", "disfluency_removal_enabled"):
-            if key in request.extra:
-                parameters[key] = request.extra[key]
-        payload = {
-            "model": request.model,
-            "task_group": "audio",
-            "task": "asr",
-            "function": "recognition",
-            "parameters": parameters,
-            "input": {},
-        }
+        parts = self.transcribe_stream(request, _frames(audio.pcm, audio.sample_rate))
+        try:
+            async for part in parts:
+                if part.final and part.transcript is not None:
+                    return part.transcript
+        finally:
+            await parts.aclose()
+        raise ProviderError(ErrorKind.RETRYABLE, "the recognition ended without a result")
+
+    async def transcribe_stream(
+        self, request: TranscribeRequest, audio: AsyncIterator[bytes]
+    ) -> AsyncIterator[TranscriptPart]:
+        """Paraformer/Fun-ASR realtime: audio frames go out as they arrive while result-generated
+        events come back; each yields the transcript so far (final sentences, then the partial
+        one), and the final part comes after task-finished."""
+        if not is_realtime_model(request.model):
+            raise ProviderError(ErrorKind.BAD_REQUEST, f"{request.model!r} is not a streaming ASR model")
+        rate = request.audio.sample_rate
         finals: dict[Any, dict[str, Any]] = {}
-        async with duplex_task(self.client, payload) as task:
+        partial: dict[str, Any] | None = None
+        sent = [0]  # bytes of audio sent
+        async with duplex_task(self.client, _recognition_payload(request)) as task:
             # Send while receiving, so neither side's buffers can stall the other.
-            sender = asyncio.create_task(self._send_audio(task, audio.pcm, audio.sample_rate))
+            sender = asyncio.create_task(self._send_audio(task, audio, sent))
             try:
                 while (item := await task.receive()) is not None:
-                    sentence = _final_sentence(item[0])
-                    if sentence is not None:
-                        finals[sentence.get("sentence_id", len(finals))] = sentence
+                    sentence = _sentence(item[0])
+                    if sentence is None:
+                        continue
+                    key = sentence.get("sentence_id", len(finals))
+                    if sentence.get("end_time") is not None:
+                        finals[key] = sentence
+                        if partial is not None and partial.get("sentence_id", key) == key:
+                            partial = None
+                    else:
+                        partial = sentence
+                    yield TranscriptPart(_text_so_far(finals, partial))
                 await sender  # surfaces a send failure
             finally:
                 if not sender.done():
@@ -137,19 +197,18 @@ class BailianASRProvider(CloudLifecycle):
                     sender.exception()  # mark retrieved; the receive error is the one raised
         ordered = sorted(finals.values(), key=lambda s: s.get("begin_time") or 0)
         segments = [sentence_to_segment(i, s) for i, s in enumerate(ordered)]
-        return Transcript(
-            text=join_sentences([s.text for s in segments]),
-            language=request.language,
-            duration_s=audio.duration_s,
-            segments=segments,
+        text = join_sentences([s.text for s in segments])
+        transcript = Transcript(
+            text=text, language=request.language, duration_s=sent[0] / 2 / rate, segments=segments
         )
+        yield TranscriptPart(text, final=True, transcript=transcript)
 
     @staticmethod
-    async def _send_audio(task: DuplexTask, pcm: bytes, sample_rate: int) -> None:
-        step = max(2, int(sample_rate * FRAME_SECONDS) * 2)
-        view = memoryview(pcm)
-        for offset in range(0, len(pcm), step):
-            await task.send_audio(bytes(view[offset : offset + step]))
+    async def _send_audio(task: DuplexTask, audio: AsyncIterator[bytes], sent: list[int]) -> None:
+        async for frame in audio:
+            if frame:
+                await task.send_audio(frame)
+                sent[0] += len(frame)
         await task.finish()
 
     # ------------------------------------------------------------------ Qwen3-ASR (HTTP)

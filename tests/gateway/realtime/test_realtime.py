@@ -214,10 +214,10 @@ def test_bad_input_is_answered_with_errors(server: Any) -> None:
         assert ask(json.dumps({"type": "input_audio_buffer.append", "audio": odd}))["code"] == "invalid_audio"
         vad = {
             "type": "session.update",
-            "session": {"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}},
+            "session": {"audio": {"input": {"turn_detection": {"type": "vad_of_my_own"}}}},
         }
         error = ask(json.dumps(vad))
-        assert error["code"] == "unsupported_turn_detection" and "semantic_vad" in error["message"]
+        assert error["code"] == "unsupported_turn_detection" and "server_vad" in error["message"]
         for fmt in ({"type": "audio/opus"}, {"type": "audio/pcm", "rate": 16000}, "mp3"):
             update = {"type": "session.update", "session": {"audio": {"output": {"format": fmt}}}}
             assert ask(json.dumps(update))["code"] == "unsupported_audio_format"

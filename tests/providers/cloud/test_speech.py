@@ -67,6 +67,49 @@ async def test_paraformer_default_answer_without_script(cloud: Any, speech_16k: 
     assert transcript.segments
 
 
+async def _paced(pcm: bytes, frame_s: float = 0.1, gap_s: float = 0.02) -> Any:
+    """``pcm`` (16 kHz) in 100 ms frames with a pause between them, as a microphone delivers it."""
+    step = int(16000 * frame_s) * 2
+    for start in range(0, len(pcm), step):
+        await asyncio.sleep(gap_s)
+        yield pcm[start : start + step]
+
+
+async def test_paraformer_streams_partials_while_audio_arrives(
+    cloud: Any, sim: SimHandle, speech_16k: tuple[bytes, str], scripted_transcript: str
+) -> None:
+    pcm, _ = speech_16k
+    assert cloud.asr.streams_transcription("paraformer-realtime-v2")
+    assert not cloud.asr.streams_transcription("qwen3-asr-flash")
+    request = _asr("paraformer-realtime-v2", b"")
+    parts = [p async for p in cloud.asr.transcribe_stream(request, _paced(pcm))]
+    partials, final = parts[:-1], parts[-1]
+    assert len(partials) >= 2 and not any(p.final for p in partials)
+    assert all(scripted_transcript.startswith(p.text) for p in partials)  # growing prefixes
+    assert final.final and final.text == scripted_transcript and final.transcript is not None
+    assert final.transcript.duration_s == pytest.approx(len(pcm) / 32000)
+    record = sim.requests("asr")[-1]
+    assert record["finished"] is True and record["partials"] >= 2
+    assert cloud.client.pooled_websockets, "a finished task's socket goes back to the pool"
+
+
+async def test_an_abandoned_stream_closes_its_socket(
+    cloud: Any, sim: SimHandle, speech_16k: tuple[bytes, str], scripted_transcript: str
+) -> None:
+    pcm, _ = speech_16k
+    stream = cloud.asr.transcribe_stream(_asr("paraformer-realtime-v2", b""), _paced(pcm))
+    first = await anext(stream)
+    assert not first.final and scripted_transcript.startswith(first.text)
+    await stream.aclose()
+    assert cloud.client.pooled_websockets == []  # closed, not pooled
+    for _ in range(100):  # the simulator sees the close
+        record = sim.requests("asr")[-1]
+        if record.get("closed"):
+            break
+        await asyncio.sleep(0.02)
+    assert record.get("closed") is True and not record.get("finished")
+
+
 async def test_qwen3_asr_flash_over_http_with_a_wav_data_url(
     cloud: Any, sim: SimHandle, speech_16k: tuple[bytes, str], scripted_transcript: str
 ) -> None:

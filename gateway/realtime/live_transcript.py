@@ -1,0 +1,95 @@
+"""The user's speech transcribed while it is spoken (server VAD), for one announced item.
+
+Opened at ``input_audio_buffer.speech_started`` with the item id announced there (the one later
+committed), fed the session's 24 kHz input resampled to 16 kHz as it is appended, and finished
+at the commit. It reads ``Router.transcribe_stream`` (policies/asr_stream.py): partials of the
+first streaming recogniser of the ASR chain, and, when that fails or none can stream, the whole
+utterance transcribed by the chain after the commit, so the turn always gets its transcript.
+
+Each partial that extends the text already sent goes out as
+``conversation.item.input_audio_transcription.delta`` (OpenAI's deltas only append). A partial
+that revises earlier words is not sent; later partials are sent again once they extend what the
+client has, and the ``.completed`` event (gateway/realtime/transcription.py) always carries the
+final transcript, which is authoritative. Cancelling (``input_audio_buffer.clear``, a click too
+short to commit, turn detection switched, the session closing) closes the upstream stream at
+once: its WebSocket is closed, not returned to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.context import RequestContext
+from gateway.realtime.audio import Resampler
+from gateway.realtime.events import PCM_RATE, server_event
+from providers.base import AudioData, ErrorKind, ProviderError, TranscribeRequest, Transcript
+
+#: The recognisers are fed 16 kHz (what Paraformer and Whisper are trained on).
+ASR_RATE = 16000
+
+
+class LiveTranscript:
+    def __init__(self, item_id: str, *, router: Any, send: Any) -> None:
+        self.item_id = item_id
+        self.send = send
+        self.ctx = RequestContext(request_id=uuid.uuid4().hex)
+        self.sent = ""  # text sent as deltas so far
+        self.partials = 0
+        self._audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._resampler = Resampler(ASR_RATE)
+        self._ended = False
+        request = TranscribeRequest(model="", audio=AudioData(b"", ASR_RATE))
+        self._task = asyncio.create_task(self._run(router, request))
+
+    def feed(self, pcm: bytes) -> None:
+        """24 kHz PCM16 appended to the input buffer during the speech."""
+        if pcm and not self._ended:
+            self._audio.put_nowait(self._resampler.pcm(pcm, PCM_RATE))
+
+    async def finish(self) -> Transcript:
+        """End of the utterance: waits for the final transcript (raises as the chain did)."""
+        if not self._ended:
+            self._ended = True
+            self._audio.put_nowait(self._resampler.frame(None))
+            self._audio.put_nowait(None)
+        return await self._task
+
+    async def cancel(self) -> None:
+        """Abandons the utterance and its upstream stream."""
+        self._ended = True
+        self._task.cancel()
+        await asyncio.wait([self._task])
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._audio.get()) is not None:
+            if chunk:
+                yield chunk
+
+    async def _run(self, router: Any, request: TranscribeRequest) -> Transcript:
+        parts = router.transcribe_stream(request, self._chunks(), self.ctx)
+        try:
+            async for part in parts:
+                await self._delta(part.text)
+                if part.final and part.transcript is not None:
+                    return part.transcript
+        finally:
+            await parts.aclose()
+        raise ProviderError(ErrorKind.RETRYABLE, "the recognition ended without a final transcript")
+
+    async def _delta(self, text: str) -> None:
+        text = text.strip()
+        if len(text) <= len(self.sent) or not text.startswith(self.sent):
+            return  # nothing new, or a revision of words already sent
+        delta, self.sent = text[len(self.sent) :], text
+        self.partials += 1
+        await self.send(
+            server_event(
+                "conversation.item.input_audio_transcription.delta",
+                item_id=self.item_id,
+                content_index=0,
+                delta=delta,
+            )
+        )
