@@ -5,11 +5,14 @@ The envelope and the task state machine are ``gateway.dashscope.ws_task`` (share
 simulator); these tasks only translate. Each task is one admitted unit of work: the route wraps
 it in ``gateway.auth.admitted`` (scope, quota, rate limits, one usage row per task).
 
-- ASR: binary frames are buffered (bounded by the surface's audio limit); on finish-task the
-  audio is transcribed by the chain and every segment goes out as a final ``result-generated``
-  sentence (``end_time`` set, which is how the SDK recognises a sentence end), then
-  ``task-finished``. Interim (partial) results are not produced: the chains' providers answer
-  whole utterances.
+- ASR: binary frames are buffered (bounded by the surface's audio limit). Raw PCM is also
+  streamed to the chain as it arrives (``Router.transcribe_stream``: the first target that can
+  stream, e.g. Paraformer realtime), and each partial goes out at once as an interim
+  ``result-generated`` sentence (``sentence_end`` false, ``end_time`` null: the transcript so far).
+  On finish-task the final transcript's segments go out as final sentences (``end_time`` set,
+  which is how the SDK recognises a sentence end), then ``task-finished``. When no target can
+  stream (offline), or for compressed formats, the audio is transcribed whole at finish-task
+  and only final sentences are sent.
 - TTS: continue-task text is cut into sentences; each sentence is synthesised by the chain and
   streamed as ``sentence-begin``, then one ``sentence-synthesis`` event before each binary audio
   frame, then ``sentence-end``; finish-task speaks the rest and ends with ``task-finished``
@@ -18,7 +21,9 @@ it in ``gateway.auth.admitted`` (scope, quota, rate limits, one usage row per ta
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +33,14 @@ from gateway.conversation.sentences import SentenceSplitter
 from gateway.dashscope.front_errors import from_exception
 from gateway.dashscope.ws_task import Conn, TaskFailed
 from gateway.inputs.audio import decode_upload
-from providers.base import AudioData, SpeechChunk, SynthesizeRequest, TranscribeRequest
+from providers.base import (
+    AudioData,
+    SpeechChunk,
+    SynthesizeRequest,
+    TranscribeRequest,
+    Transcript,
+    TranscriptPart,
+)
 from providers.wav import float_to_pcm16, pcm16_to_float, resample
 
 ASR_RATE = 16000
@@ -44,6 +56,8 @@ MAX_CONTINUE_CHARS, MAX_TOTAL_CHARS = 20_000, 200_000
 
 #: ``record(**fields)`` of the task's usage row.
 Record = Callable[..., None]
+#: ``transcribe_stream(request, pcm chunks) -> parts``: the router's streaming call, bound.
+StreamTranscribe = Callable[[TranscribeRequest, AsyncIterator[bytes]], AsyncIterator[TranscriptPart]]
 
 
 def _failed(exc: BaseException) -> TaskFailed:
@@ -72,6 +86,7 @@ class AsrTask:
         transcribe: Callable[[TranscribeRequest], Awaitable[Any]],
         charge: Callable[[float], Awaitable[None]],
         record: Record,
+        stream_transcribe: StreamTranscribe | None = None,
     ) -> None:
         self.conn, self.model, self.settings = conn, model, settings
         self.transcribe, self.charge, self.record = transcribe, charge, record
@@ -87,12 +102,21 @@ class AsrTask:
             int(seconds * self.rate * 2) if self.format in ("pcm", "wav") else settings.max_upload_bytes
         )
         self.audio = bytearray()
+        #: the streamed recognition of raw PCM (None: whole-utterance at finish-task)
+        self.stream_transcribe = stream_transcribe if self.format == "pcm" else None
+        self._feed: asyncio.Queue[bytes | None] | None = None
+        self._streamed = 0  # bytes of ``audio`` sent to the stream
+        self._reader: asyncio.Task[Transcript] | None = None
 
     async def start(self) -> bool:
         return False
 
     async def close(self) -> None:
         self.audio = bytearray()
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader  # closes the upstream stream
 
     async def on_audio(self, data: bytes) -> None:
         if len(self.audio) + len(data) > self.max_bytes:
@@ -102,6 +126,43 @@ class AsrTask:
                 f"{self.settings.limits.audio_seconds(ASR_SURFACE):g} seconds.",
             )
         self.audio.extend(data)
+        end = len(self.audio) - len(self.audio) % 2  # whole samples only; an odd byte waits
+        if self.stream_transcribe is not None and end > self._streamed:
+            if self._feed is None:
+                try:  # a tenant with no ASR quota left streams nothing upstream
+                    await self.charge(0.0)
+                except Exception as exc:
+                    raise _failed(exc) from None
+                self._feed = asyncio.Queue()
+                self._reader = asyncio.create_task(self._read_stream(self._feed))
+            self._feed.put_nowait(bytes(self.audio[self._streamed : end]))
+            self._streamed = end
+
+    async def _read_stream(self, feed: asyncio.Queue[bytes | None]) -> Transcript:
+        """Sends each partial as an interim sentence; returns the final transcript."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while (chunk := await feed.get()) is not None:
+                yield chunk
+
+        assert self.stream_transcribe is not None
+        request = TranscribeRequest(model=self.model, audio=AudioData(b"", self.rate), language=self.language)
+        parts = self.stream_transcribe(request, chunks())
+        sent = ""
+        try:
+            async for part in parts:
+                if part.final:
+                    assert part.transcript is not None
+                    return part.transcript
+                if part.text.strip() and part.text != sent:
+                    sent = part.text
+                    await self.conn.event(
+                        "result-generated", {"output": {"sentence": _interim(sent)}, "usage": None}
+                    )
+        finally:
+            with contextlib.suppress(Exception):
+                await parts.aclose()  # type: ignore[attr-defined]
+        raise TaskFailed("InternalError", "the recognition stream ended without a final transcript")
 
     async def on_message(self, message: dict[str, Any]) -> bool:
         if message["header"]["action"] == "continue-task":
@@ -123,8 +184,14 @@ class AsrTask:
             audio = await self._decode()
             try:
                 await self.charge(audio.duration_s)
-                request = TranscribeRequest(model=self.model, audio=audio, language=self.language)
-                transcript = await self.transcribe(request)
+                if self._reader is not None and self._feed is not None:
+                    self._feed.put_nowait(None)  # the end of the audio: the stream's final follows
+                    transcript = await self._reader
+                else:
+                    request = TranscribeRequest(model=self.model, audio=audio, language=self.language)
+                    transcript = await self.transcribe(request)
+            except TaskFailed:
+                raise
             except Exception as exc:
                 raise _failed(exc) from None
             self.record(audio_seconds=audio.duration_s)
@@ -154,6 +221,19 @@ class AsrTask:
                 usage = {"duration": max(1, round(segment.end - segment.start))}
                 await self.conn.event("result-generated", {"output": {"sentence": sentence}, "usage": usage})
         await self.conn.event("task-finished", {"output": {}, "usage": None})
+
+
+def _interim(text: str) -> dict[str, Any]:
+    """The transcript so far as Paraformer's interim sentence: no end time, not a sentence end."""
+    return {
+        "begin_time": 0,
+        "end_time": None,
+        "text": text.strip(),
+        "heartbeat": False,
+        "sentence_end": False,
+        "sentence_id": 1,
+        "words": [],
+    }
 
 
 class _Whole:

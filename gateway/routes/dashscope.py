@@ -183,6 +183,7 @@ async def _start_task(websocket: WebSocket, data: dict[str, Any], conn: Conn) ->
                 lambda r: services.router.transcribe(r, ctx),
                 charge,
                 book,
+                lambda r, audio: services.router.transcribe_stream(r, audio, ctx),
             )
         else:
             task = TtsTask(

@@ -278,6 +278,7 @@ def test_deterministic_answers_are_cached_per_protocol(front: Callable[..., Any]
 class AsrCollector(RecognitionCallback):
     def __init__(self) -> None:
         self.sentences: list[dict[str, Any]] = []
+        self.interim: list[dict[str, Any]] = []  # partial results, before their sentence ends
         self.errors: list[Any] = []
         self.completed = False
         self.done = threading.Event()
@@ -286,6 +287,8 @@ class AsrCollector(RecognitionCallback):
         sentence = dict(result.get_sentence())
         if RecognitionResult.is_sentence_end(sentence):
             self.sentences.append(sentence)
+        elif not self.sentences:
+            self.interim.append(sentence)
 
     def on_complete(self) -> None:
         self.completed = True
@@ -339,6 +342,24 @@ def test_recognition_with_a_callback(front: Callable[..., Any], sim: SimHandle) 
     rows = [r for r in usage_rows(server) if r["route"] == "/api-ws/v1/inference"]
     assert len(rows) == 1 and rows[0]["audio_seconds"] == pytest.approx(2.0, abs=0.01)
     assert rows[0]["provider"] == "bailian:paraformer-realtime-v2" and rows[0]["status"] == 200
+
+
+def test_recognition_sends_interim_results_while_the_audio_streams(
+    front: Callable[..., Any], sim: SimHandle
+) -> None:
+    """Paraformer realtime's partials reach the SDK's callback as interim sentences (no end time),
+    each the transcript so far, before the final sentences; the upstream got the audio as a stream."""
+    server, _ = front()
+    cb = _recognise(sine_samples(4.0, RATE, freq=220, peak=8000).tobytes())
+    assert cb.completed and not cb.errors
+    assert " ".join(s["text"] for s in cb.sentences) == TRANSCRIPT
+    assert cb.interim, "no interim result before the final sentences"
+    assert all(s["end_time"] is None and not s["sentence_end"] for s in cb.interim)
+    assert all(TRANSCRIPT.startswith(s["text"]) for s in cb.interim)
+    upstream = [r for r in sim.requests("asr") if r.get("partials") is not None]
+    assert upstream and upstream[-1]["partials"] >= len(cb.interim) and upstream[-1]["finished"]
+    rows = [r for r in usage_rows(server) if r["route"] == "/api-ws/v1/inference"]
+    assert rows[-1]["audio_seconds"] == pytest.approx(4.0, abs=0.01)
 
 
 def test_speech_synthesizer_call_with_and_without_format(front: Callable[..., Any], sim: SimHandle) -> None:
