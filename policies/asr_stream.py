@@ -177,6 +177,16 @@ async def transcribe_stream(
         await asyncio.wait([pump])
 
 
+def can_stream(router: Any, model: str = "") -> bool:
+    """Whether the ASR chain has a target that can stream at all (its provider registered): false
+    offline, where every utterance is transcribed whole once it ends."""
+    for target in router.resolve("asr", model or None):
+        provider = router.registry.get("asr", target.provider)
+        if provider is not None and streams_transcription(provider, target.model):
+            return True
+    return False
+
+
 async def _pick(router: Any, request: TranscribeRequest) -> tuple[int, Any, Any, Any, Any] | None:
     """The first target that streams and whose breaker lets a call through, with its permit."""
     lease_s = float(router.settings.deadlines.asr)

@@ -29,6 +29,7 @@ from gateway.realtime.items import Conversation, Item
 from gateway.realtime.live_transcript import LiveTranscript
 from gateway.realtime.transcription import transcribe_item
 from gateway.realtime.vad import SpeechDetector
+from policies.asr_stream import can_stream
 
 #: The input buffer holds at most ``settings.limits.audio_max_seconds["realtime"]`` (120 s by
 #: default: 5.76 MB of 24 kHz PCM16), the shared per-surface audio limit (gateway/inputs/audio.py).
@@ -37,6 +38,10 @@ AUDIO_SURFACE = "realtime"
 MIN_COMMIT_BYTES = PCM_RATE // 10 * 2
 #: Bytes of 24 kHz PCM16 per millisecond.
 BYTES_PER_MS = PCM_RATE * 2 // 1000
+#: Early transcription (live_transcript.py) starts once the closing silence has lasted this share
+#: of ``silence_duration_ms``: late enough that pauses between words rarely start a guess, early
+#: enough to hide most of a Whisper run inside the wait.
+EARLY_AFTER = 1 / 3
 
 
 class InputAudio:
@@ -106,6 +111,8 @@ class InputAudio:
             for name, ms in await asyncio.to_thread(self.vad.feed, pcm):
                 await self._vad_event(name, self.vad_origin_ms + ms)
             self._feed_live()
+            if self.live is not None and self.vad.speaking:
+                self.live.pause(self._pause_ms() >= self.vad.silence_duration_ms * EARLY_AFTER)
             if not self.vad.speaking:  # only the prefix padding before speech is ever committed
                 keep = (self.config.turn_detection or {}).get("prefix_padding_ms", 0) + 100
                 self._drop_before(self.audio_in - keep * BYTES_PER_MS)
@@ -133,7 +140,14 @@ class InputAudio:
                     self.metrics.barge_ins.inc()
             await self._drop_live()
             if self.settings.realtime.stream_transcription:  # the speech is heard while it goes on
-                self.live = LiveTranscript(self.speech_item, router=self.router, send=self.send)
+                early = self.metrics.early_transcripts if self.metrics is not None else None
+                self.live = LiveTranscript(
+                    self.speech_item,
+                    router=self.router,
+                    send=self.send,
+                    speculate=not can_stream(self.router),
+                    on_guess=(lambda outcome: early.labels(outcome).inc()) if early is not None else None,
+                )
                 self.live_at = self.audio_in - len(self.buffer)
                 self._feed_live()
             return
@@ -155,6 +169,12 @@ class InputAudio:
         if (self.config.turn_detection or {}).get("create_response") and not busy:
             await self._response_create({})
         self._arm_idle()
+
+    def _pause_ms(self) -> int:
+        """How long the VAD has heard silence within the speech in progress (0: none)."""
+        assert self.vad is not None
+        start = self.vad.silence_start
+        return 0 if start is None else self.vad.position_ms - start
 
     def _feed_live(self) -> None:
         """Hands the audio appended since the last call to the speech's live transcript."""

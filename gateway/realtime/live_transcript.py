@@ -13,13 +13,21 @@ client has, and the ``.completed`` event (gateway/realtime/transcription.py) alw
 final transcript, which is authoritative. Cancelling (``input_audio_buffer.clear``, a click too
 short to commit, turn detection switched, the session closing) closes the upstream stream at
 once: its WebSocket is closed, not returned to the pool.
+
+Early transcription (``speculate``: the chain has no streaming recogniser, as offline): Whisper
+answers only whole utterances, and it costs a few hundred milliseconds (its encoder always works
+on 30 s windows). So when the VAD's closing silence has begun (``pause``), the speech heard so far
+is transcribed at once, while the VAD still waits out its ``silence_duration_ms``; speech going on
+cancels that guess. If the turn ends at that pause, ``finish`` answers with the guess (the words
+are the same: only silence came after), so the transcript is ready when the turn is committed
+instead of a Whisper run later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from gateway.context import RequestContext
@@ -32,10 +40,23 @@ ASR_RATE = 16000
 
 
 class LiveTranscript:
-    def __init__(self, item_id: str, *, router: Any, send: Any) -> None:
+    def __init__(
+        self,
+        item_id: str,
+        *,
+        router: Any,
+        send: Any,
+        speculate: bool = False,
+        on_guess: Callable[[str], None] | None = None,
+    ) -> None:
         self.item_id = item_id
         self.send = send
+        self.router = router
         self.ctx = RequestContext(request_id=uuid.uuid4().hex)
+        self.speculate = speculate
+        self.on_guess = on_guess  # called with "used" or "discarded" (metrics)
+        self._heard = bytearray()  # 16 kHz audio fed so far (kept only to speculate)
+        self._guess: asyncio.Task[tuple[Transcript, RequestContext]] | None = None
         self.sent = ""  # text sent as deltas so far
         self.partials = 0
         self._audio: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -47,21 +68,67 @@ class LiveTranscript:
     def feed(self, pcm: bytes) -> None:
         """24 kHz PCM16 appended to the input buffer during the speech."""
         if pcm and not self._ended:
-            self._audio.put_nowait(self._resampler.pcm(pcm, PCM_RATE))
+            chunk = self._resampler.pcm(pcm, PCM_RATE)
+            if self.speculate:
+                self._heard += chunk
+            self._audio.put_nowait(chunk)
+
+    def pause(self, paused: bool) -> None:
+        """The VAD's closing silence has begun (True) or the speech went on (False)."""
+        if not self.speculate or self._ended:
+            return
+        if paused and self._guess is None and self._heard:
+            self._guess = asyncio.create_task(self._transcribe_whole(bytes(self._heard)))
+        elif not paused and self._guess is not None:
+            self._discard_guess()
+
+    def _discard_guess(self) -> None:
+        if self._guess is not None:
+            self._guess.cancel()
+            self._guess = None
+            self._count("discarded")
+
+    def _count(self, outcome: str) -> None:
+        if self.on_guess is not None:
+            self.on_guess(outcome)
+
+    async def _transcribe_whole(self, pcm: bytes) -> tuple[Transcript, RequestContext]:
+        ctx = RequestContext(request_id=self.ctx.request_id)
+        request = TranscribeRequest(model="", audio=AudioData(pcm, ASR_RATE))
+        return await self.router.transcribe(request, ctx), ctx
 
     async def finish(self) -> Transcript:
         """End of the utterance: waits for the final transcript (raises as the chain did)."""
+        if self._guess is not None:  # the turn ended at the pause the guess started at
+            return await self._take_guess()
         if not self._ended:
             self._ended = True
             self._audio.put_nowait(self._resampler.frame(None))
             self._audio.put_nowait(None)
         return await self._task
 
+    async def _take_guess(self) -> Transcript:
+        guess, self._guess = self._guess, None
+        assert guess is not None
+        self._ended = True
+        self._task.cancel()  # offline it is only waiting for the audio's end: no work is lost
+        await asyncio.wait([self._task])
+        try:
+            result, ctx = await guess
+        except ProviderError:  # the guess failed: the whole utterance, as the stream would have
+            result, ctx = await self._transcribe_whole(bytes(self._heard))
+        self.ctx.provider, self.ctx.fallback = ctx.provider, ctx.fallback
+        self.ctx.upstream_s += ctx.upstream_s
+        self._count("used")
+        return result
+
     async def cancel(self) -> None:
         """Abandons the utterance and its upstream stream."""
         self._ended = True
+        guess = self._guess
+        self._discard_guess()
         self._task.cancel()
-        await asyncio.wait([self._task])
+        await asyncio.wait([self._task] + ([guess] if guess is not None else []))
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self._audio.get()) is not None:

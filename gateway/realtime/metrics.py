@@ -39,6 +39,13 @@ class RealtimeMetrics:
         self.barge_ins = Counter(
             "talkgate_realtime_barge_ins", "Responses cancelled by the user speaking.", registry=registry
         )
+        self.early_transcripts = Counter(
+            "talkgate_realtime_early_transcripts",
+            "Early (speculative) whole-utterance transcriptions started in the closing silence, "
+            "by outcome: used for the turn, or discarded because the speech went on.",
+            ["outcome"],
+            registry=registry,
+        )
         self.fallbacks = Counter(
             "talkgate_realtime_fallbacks",
             "Realtime responses answered by a fallback target.",

@@ -186,6 +186,33 @@ def test_offline_the_committed_turn_is_transcribed_locally(
     assert sim.requests("asr") == []
 
 
+def test_offline_the_transcription_starts_in_the_closing_silence(
+    gateway_settings: Callable[..., Any], run_gateway: Callable[..., Any], speech: bytes
+) -> None:
+    """Offline (no streaming recogniser), Whisper starts on the speech once the closing silence
+    has begun: the turn ends at that pause, so the early transcript is the turn's, and Whisper
+    is not run again after the commit."""
+    import httpx
+
+    server = run_gateway(gateway_settings(dashscope_api_key=None))
+    manager, conn = _open(server)
+    try:
+        _speak(conn, _silence(0.3) + speech, pace=4.0)
+        _speak(conn, _silence(1.0), chunk_ms=20)  # real-time silence: the VAD sees it begin
+        events = _until(conn, "conversation.item.input_audio_transcription.completed")
+    finally:
+        manager.__exit__(None, None, None)
+    words = events[-1].transcript.lower()
+    assert "store" in words and "open" in words
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'talkgate_realtime_early_transcripts_total{outcome="used"} 1.0' in metrics
+    whisper = [
+        line for line in metrics.splitlines()
+        if line.startswith("talkgate_upstream_attempts_total") and "whisper" in line and 'outcome="ok"' in line
+    ]  # fmt: skip
+    assert whisper and float(whisper[0].rsplit(" ", 1)[1]) == 1.0  # one Whisper run for the turn
+
+
 def test_one_usage_row_per_spoken_turn(
     saas: Callable[..., Gateway],  # noqa: F811
     database_url: str,  # noqa: F811
