@@ -16,6 +16,9 @@ Method (printed with the figures):
   The target is ≤ 1 ms median added. The gateway's own ``x-talkgate-overhead-ms`` header (its
   wall time minus the time spent waiting on the upstream, up to the response start) is shown
   beside it: it excludes the extra process hop's scheduling, which dominates on a busy VM.
+- The gateway's CPU per call: its process's user + system CPU time (``/proc``, all threads)
+  over the measured rounds, divided by the calls it served. Less noisy than the latencies on a
+  shared machine, and it is what the gateway adds to a CPU that client and simulator share.
 - Everything shares one 2-core VM, so client, gateway and simulator compete for the CPUs.
 """
 
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.gateway_cpu import cpu_seconds
 from bench.processes import SIM_CODE, gateway_code, gateway_env, start, stop
 from tests.servers import free_port
 
@@ -77,15 +81,18 @@ def _streamed(n: int) -> float | None:
 
 
 def _measure(
-    call: Callable[[int], float | None], bases: dict[str, str], rounds: int, warmup: int
-) -> tuple[dict[str, list[float]], list[float]]:
-    """Wall times per target (ms), and the gateway's self-reported overheads."""
+    call: Callable[[int], float | None], bases: dict[str, str], rounds: int, warmup: int, gateway_pid: int
+) -> tuple[dict[str, list[float]], list[float], float]:
+    """Wall times per target (ms), the gateway's self-reported overheads, and its CPU per call (ms)."""
     import dashscope
 
     times: dict[str, list[float]] = {name: [] for name in bases}
     reported: list[float] = []
     counter = 0
+    cpu_start = 0.0
     for i in range(warmup + rounds):
+        if i == warmup:
+            cpu_start = cpu_seconds(gateway_pid)
         for name, base in bases.items():
             dashscope.base_http_api_url = base
             counter += 1
@@ -96,7 +103,7 @@ def _measure(
                 times[name].append(elapsed)
                 if overhead is not None:
                     reported.append(overhead)
-    return times, reported
+    return times, reported, (cpu_seconds(gateway_pid) - cpu_start) * 1000.0 / rounds
 
 
 def main() -> None:
@@ -122,11 +129,12 @@ def main() -> None:
             print(f"rounds: {rounds} per target and mode (after {warmup} warm-up rounds)\n")
             print(
                 "| mode | direct median ms | gateway median ms | added (median − median) "
-                "| added (median of pairs) | gateway's own x-talkgate-overhead-ms, median |"
+                "| added (median of pairs) | gateway's own x-talkgate-overhead-ms, median "
+                "| gateway CPU per call |"
             )
-            print("|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|")
             for mode, call in (("plain", _plain), ("streamed", _streamed)):
-                times, reported = _measure(call, bases, rounds, warmup)
+                times, reported, cpu_ms = _measure(call, bases, rounds, warmup, procs[1].pid)
                 direct, gateway = statistics.median(times["direct"]), statistics.median(times["gateway"])
                 pairs = statistics.median(
                     g - d for g, d in zip(times["gateway"], times["direct"], strict=True)
@@ -134,7 +142,7 @@ def main() -> None:
                 own = f"{statistics.median(reported):.3f} ms" if reported else "n/a"
                 print(
                     f"| {mode} | {direct:.3f} | {gateway:.3f} | {gateway - direct:+.3f} ms "
-                    f"| {pairs:+.3f} ms | {own} |"
+                    f"| {pairs:+.3f} ms | {own} | {cpu_ms:.3f} ms |"
                 )
             print(f"\nload average after the run: {os.getloadavg()}")
         finally:
