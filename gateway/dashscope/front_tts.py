@@ -39,6 +39,7 @@ from gateway.inputs.echo import echo
 from gateway.inputs.hosts import public_url
 from gateway.sse_response import LastChunk, SSEResponse
 from gateway.usage import record
+from policies.streamguard import StreamInterrupted
 from providers.base import ProviderError, SynthesizeRequest
 from providers.cloud.tts import LANGUAGE_TYPES, QWEN_TTS_SAMPLE_RATE
 from providers.wav import pcm_to_wav
@@ -105,6 +106,8 @@ async def speech(request: Request, principal: Principal, body: dict[str, Any], r
         try:
             async for chunk in stream:
                 pcm += pcm_at_rate(chunk, RATE)
+        except StreamInterrupted as exc:  # nothing was sent yet: a clean error, not a cut answer
+            raise mid_stream(exc) from None
         finally:
             await _close(stream)
         await anyio.Path(path).write_bytes(pcm_to_wav(bytes(pcm), RATE))
