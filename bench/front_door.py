@@ -16,9 +16,10 @@ Method (printed with the figures):
   The target is ≤ 1 ms median added. The gateway's own ``x-talkgate-overhead-ms`` header (its
   wall time minus the time spent waiting on the upstream, up to the response start) is shown
   beside it: it excludes the extra process hop's scheduling, which dominates on a busy VM.
-- The gateway's CPU per call: its process's user + system CPU time (``/proc``, all threads)
-  over the measured rounds, divided by the calls it served. Less noisy than the latencies on a
-  shared machine, and it is what the gateway adds to a CPU that client and simulator share.
+- The gateway's CPU per call: the run time of all its threads (``/proc/<pid>/task/*/schedstat``,
+  nanoseconds) from just before to just after each of its calls, so its idle background work
+  between calls is left out; median over the calls. Less noisy than the latencies on a shared
+  machine, and it is what the gateway adds to CPUs that client and simulator share.
 - Everything shares one 2-core VM, so client, gateway and simulator compete for the CPUs.
 """
 
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import httpx
 
-from bench.gateway_cpu import cpu_seconds
 from bench.processes import SIM_CODE, gateway_code, gateway_env, start, stop
 from tests.servers import free_port
 
@@ -88,22 +88,34 @@ def _measure(
 
     times: dict[str, list[float]] = {name: [] for name in bases}
     reported: list[float] = []
+    cpu: list[float] = []
     counter = 0
-    cpu_start = 0.0
     for i in range(warmup + rounds):
-        if i == warmup:
-            cpu_start = cpu_seconds(gateway_pid)
         for name, base in bases.items():
             dashscope.base_http_api_url = base
             counter += 1
+            cpu_before = cpu_ns(gateway_pid) if name == "gateway" else 0
             t0 = time.perf_counter()
             overhead = call(counter)
             elapsed = (time.perf_counter() - t0) * 1000.0
             if i >= warmup:
                 times[name].append(elapsed)
+                if name == "gateway":
+                    cpu.append((cpu_ns(gateway_pid) - cpu_before) / 1e6)
                 if overhead is not None:
                     reported.append(overhead)
-    return times, reported, (cpu_seconds(gateway_pid) - cpu_start) * 1000.0 / rounds
+    return times, reported, statistics.median(cpu)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of all threads of ``pid`` so far, in nanoseconds (Linux schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total
 
 
 def main() -> None:
@@ -130,7 +142,7 @@ def main() -> None:
             print(
                 "| mode | direct median ms | gateway median ms | added (median − median) "
                 "| added (median of pairs) | gateway's own x-talkgate-overhead-ms, median "
-                "| gateway CPU per call |"
+                "| gateway CPU per call, median |"
             )
             print("|---|---|---|---|---|---|---|")
             for mode, call in (("plain", _plain), ("streamed", _streamed)):
