@@ -13,6 +13,7 @@ from typing import Any
 import dashscope
 import httpx
 import numpy as np
+import pytest
 from dashscope import MultiModalConversation
 from PIL import Image
 
@@ -183,6 +184,31 @@ def test_qwen_tts_falls_back_to_piper(front: Callable[..., Any], sim: SimHandle)
     assert len(streamed) / 2 / 24000 > 1.0
     rows = [r for r in usage_rows(server, 2) if r["route"].endswith("multimodal-generation/generation")]
     assert {r["provider"] for r in rows} == {"local:piper-joe"} and all(r["fallback"] for r in rows)
+
+
+def test_a_fallback_at_another_rate_is_resampled_to_24k(front: Callable[..., Any], sim: SimHandle) -> None:
+    """qwen-tts failing, the chain's CosyVoice answers at 22,050 Hz; the answer is 24 kHz PCM."""
+    from dashscope.audio.tts_v2 import AudioFormat, SpeechSynthesizer
+
+    server, key = front(routes=QWEN_TTS, public_base_url=PUBLIC)
+    sim.fault(service="tts", model="qwen-tts", status=500, code="InternalError")
+    # a CosyVoice voice name: Qwen-TTS gets its default voice for it, CosyVoice the name itself
+    r = MultiModalConversation.call(model="qwen-tts", text=SPOKEN, voice="longxiaochun_v2")
+    assert r.status_code == 200, r
+    pcm, rate = _pcm_of_wav(_fetch(server, r.output.audio["url"], key).content)
+    # the simulator's own CosyVoice audio for the same text, at its native 22,050 Hz
+    saved = (dashscope.base_websocket_api_url, dashscope.api_key)
+    dashscope.base_websocket_api_url, dashscope.api_key = sim.ws_base, sim.api_key
+    try:
+        native = SpeechSynthesizer(
+            model="cosyvoice-v2", voice="longxiaochun_v2", format=AudioFormat.PCM_22050HZ_MONO_16BIT
+        ).call(SPOKEN)
+    finally:
+        dashscope.base_websocket_api_url, dashscope.api_key = saved
+    assert rate == 24000
+    assert len(pcm) / 2 == pytest.approx(len(native) / 2 * 24000 / 22050, rel=0.005)
+    rows = [r for r in usage_rows(server) if r["route"].endswith("multimodal-generation/generation")]
+    assert rows[0]["provider"] == "bailian:cosyvoice-v2" and rows[0]["fallback"]
 
 
 def test_a_speech_model_keeps_its_own_errors(front: Callable[..., Any], sim: SimHandle) -> None:
