@@ -96,7 +96,8 @@ def test_a_chain_that_cannot_see_says_so(front: Callable[..., Any], sim: SimHand
     # the vision model failing: the local model is not tried with images, and the error says why
     sim.fault(service="generation", status=500, code="InternalError")
     failed = MultiModalConversation.call(model="qwen-vl-max", messages=ask(png_url((8, 8), (0, 0, 0))))
-    assert failed.status_code >= 500 and "takes no images" in failed.message, failed
+    assert failed.status_code == 503 and failed.code == "ModelUnavailable", failed
+    assert "local:smollm2: not tried: it takes no images" in failed.message
     assert {c["model"] for c in sim.requests("generation")} == {"qwen-vl-max"}
 
 
