@@ -16,6 +16,10 @@ Method (printed with the figures):
   The target is ≤ 1 ms median added. The gateway's own ``x-talkgate-overhead-ms`` header (its
   wall time minus the time spent waiting on the upstream, up to the response start) is shown
   beside it: it excludes the extra process hop's scheduling, which dominates on a busy VM.
+- The gateway's CPU per call: the run time of all its threads (``/proc/<pid>/task/*/schedstat``,
+  nanoseconds) from just before to just after each of its calls, so its idle background work
+  between calls is left out; median over the calls. Less noisy than the latencies on a shared
+  machine, and it is what the gateway adds to CPUs that client and simulator share.
 - Everything shares one 2-core VM, so client, gateway and simulator compete for the CPUs.
 """
 
@@ -77,26 +81,41 @@ def _streamed(n: int) -> float | None:
 
 
 def _measure(
-    call: Callable[[int], float | None], bases: dict[str, str], rounds: int, warmup: int
-) -> tuple[dict[str, list[float]], list[float]]:
-    """Wall times per target (ms), and the gateway's self-reported overheads."""
+    call: Callable[[int], float | None], bases: dict[str, str], rounds: int, warmup: int, gateway_pid: int
+) -> tuple[dict[str, list[float]], list[float], float]:
+    """Wall times per target (ms), the gateway's self-reported overheads, and its CPU per call (ms)."""
     import dashscope
 
     times: dict[str, list[float]] = {name: [] for name in bases}
     reported: list[float] = []
+    cpu: list[float] = []
     counter = 0
     for i in range(warmup + rounds):
         for name, base in bases.items():
             dashscope.base_http_api_url = base
             counter += 1
+            cpu_before = cpu_ns(gateway_pid) if name == "gateway" else 0
             t0 = time.perf_counter()
             overhead = call(counter)
             elapsed = (time.perf_counter() - t0) * 1000.0
             if i >= warmup:
                 times[name].append(elapsed)
+                if name == "gateway":
+                    cpu.append((cpu_ns(gateway_pid) - cpu_before) / 1e6)
                 if overhead is not None:
                     reported.append(overhead)
-    return times, reported
+    return times, reported, statistics.median(cpu)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of all threads of ``pid`` so far, in nanoseconds (Linux schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total
 
 
 def main() -> None:
@@ -122,11 +141,12 @@ def main() -> None:
             print(f"rounds: {rounds} per target and mode (after {warmup} warm-up rounds)\n")
             print(
                 "| mode | direct median ms | gateway median ms | added (median − median) "
-                "| added (median of pairs) | gateway's own x-talkgate-overhead-ms, median |"
+                "| added (median of pairs) | gateway's own x-talkgate-overhead-ms, median "
+                "| gateway CPU per call, median |"
             )
-            print("|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|")
             for mode, call in (("plain", _plain), ("streamed", _streamed)):
-                times, reported = _measure(call, bases, rounds, warmup)
+                times, reported, cpu_ms = _measure(call, bases, rounds, warmup, procs[1].pid)
                 direct, gateway = statistics.median(times["direct"]), statistics.median(times["gateway"])
                 pairs = statistics.median(
                     g - d for g, d in zip(times["gateway"], times["direct"], strict=True)
@@ -134,7 +154,7 @@ def main() -> None:
                 own = f"{statistics.median(reported):.3f} ms" if reported else "n/a"
                 print(
                     f"| {mode} | {direct:.3f} | {gateway:.3f} | {gateway - direct:+.3f} ms "
-                    f"| {pairs:+.3f} ms | {own} |"
+                    f"| {pairs:+.3f} ms | {own} | {cpu_ms:.3f} ms |"
                 )
             print(f"\nload average after the run: {os.getloadavg()}")
         finally:

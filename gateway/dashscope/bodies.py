@@ -135,11 +135,20 @@ def result_format(params: dict[str, Any]) -> str:
 
 
 def generation_output(
-    text: str, finish_reason: str, fmt: str, tool_calls: list[dict[str, Any]] | None = None
+    text: str,
+    finish_reason: str,
+    fmt: str,
+    tool_calls: list[dict[str, Any]] | None = None,
+    parts: bool = False,
 ) -> dict[str, Any]:
-    """``output`` of a text-generation answer or chunk; tool calls need the message format."""
-    if fmt == "message" or tool_calls:
-        message: dict[str, Any] = {"role": "assistant", "content": text}
+    """``output`` of a text-generation answer or chunk; tool calls need the message format.
+    ``parts``: the multimodal endpoint's shape (Qwen-VL), whose content is a list of
+    ``{"text"}`` items (empty beside tool calls), always in the message format."""
+    if fmt == "message" or tool_calls or parts:
+        content: Any = text
+        if parts:
+            content = [] if tool_calls and not text else [{"text": text}]
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_calls:
             message["tool_calls"] = tool_calls
         return {"choices": [{"finish_reason": finish_reason, "message": message}]}
@@ -165,6 +174,24 @@ def audio_ref(body: dict[str, Any]) -> str:
             if isinstance(part, dict) and isinstance(part.get("audio"), str) and part["audio"]:
                 return part["audio"]
     raise DashScopeError(400, "InvalidParameter", "No audio found in input.messages content.")
+
+
+def multimodal_kind(body: dict[str, Any]) -> str | None:
+    """What a multimodal-generation call asks for, when its body says: ``tts`` when
+    ``input.text`` is there (qwen-tts, §5.3), ``asr`` when a message carries an ``{"audio"}``
+    part (qwen3-asr-flash, §4.2); None otherwise (Qwen-VL, or a malformed call that only its
+    model can place)."""
+    data = body.get("input")
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("text"), str) and "messages" not in data:
+        return "tts"
+    messages = data.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and "audio" in p for p in content):
+            return "asr"
+    return None
 
 
 def decode_data_url(ref: str) -> tuple[bytes, str | None]:

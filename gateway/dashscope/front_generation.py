@@ -6,6 +6,12 @@ chain, breakers, local fallback), and the answer is written back in DashScope's 
 JSON, or SSE (``X-DashScope-SSE: enable``) with ``incremental_output`` either way and
 ``result_format`` text or message. A stream that fails after its first event ends with
 ``event:error``; nothing is retried after the first byte (design: streaming).
+
+Qwen-VL calls on the multimodal-generation endpoint take the same path with ``multimodal``:
+``{"image"}`` parts become OpenAI ``image_url`` parts, checked and inlined exactly as on
+``/v1/chat/completions`` (``gateway/structured/images.py``: header-first size checks, allowed
+hosts only), targets that take no images are skipped, and the answer's content is a list of
+``{"text"}`` items, as that endpoint writes it.
 """
 
 from __future__ import annotations
@@ -24,13 +30,14 @@ from gateway.context import RequestContext, get_context
 from gateway.dashscope import bodies
 from gateway.dashscope.errors import DashScopeError
 from gateway.dashscope.front_errors import mid_stream, validation_message
-from gateway.dashscope.sse import SSE_HEADERS, error_event, sse_event
+from gateway.dashscope.sse import SSE_HEADERS, GenerationEvents, error_event, sse_event
 from gateway.errors import no_provider_error
 from gateway.inputs.chat import build_chat_request, target_skip
 from gateway.schemas import ChatCompletionRequest
-from gateway.sse_response import SSEResponse
+from gateway.sse_response import LastChunk, SSEResponse
 from gateway.streaming import StreamMeter
 from gateway.structured.answers import AnswerCheck, is_structured
+from gateway.structured.images import has_images, inline_images
 from gateway.usage import record
 from policies.cache import CacheEntry, chat_is_deterministic
 from providers.base import ChatChunk, ChatRequest, ChatResult, ProviderError, Usage
@@ -116,10 +123,12 @@ def _tool_entries(result: ChatResult) -> list[dict[str, Any]]:
     ]
 
 
-def answer_body(result: ChatResult, request_id: str, fmt: str) -> dict[str, Any]:
+def answer_body(result: ChatResult, request_id: str, fmt: str, parts: bool = False) -> dict[str, Any]:
     finish = "tool_calls" if result.tool_calls else result.finish_reason
     return {
-        "output": bodies.generation_output(result.text, finish, fmt, _tool_entries(result) or None),
+        "output": bodies.generation_output(
+            result.text, finish, fmt, _tool_entries(result) or None, parts=parts
+        ),
         "usage": bodies.generation_usage(result.usage.prompt_tokens, result.usage.completion_tokens),
         "request_id": request_id,
     }
@@ -131,61 +140,63 @@ async def _stream_events(
     fmt: str,
     incremental: bool,
     meter: StreamMeter,
+    parts: bool = False,
 ) -> AsyncIterator[bytes]:
     """Provider chunks → native SSE events (cumulative usage on each, ``finish_reason`` "null"
-    until the last); a failure after the first event → ``event:error`` and the end."""
-    seq, finish = 0, "stop"
+    until the last); a failure after the first event → ``event:error`` and the end.
+
+    As on /v1 (``gateway.streaming.chat_sse``), the text of the chunk that carries the finish
+    reason goes out with the closing event, in one write (``LastChunk``)."""
+    events = GenerationEvents(request_id, fmt, parts)
+    seq, finish, pending = 0, "stop", b""
     prompt_tokens = meter.tokens()[0]
+    texts = meter.parts
     try:
         async for chunk in chunks:
             if chunk.usage is not None:
                 meter.usage = chunk.usage
+            if chunk.delta:
+                texts.append(chunk.delta)
+                seq += 1
+                text = chunk.delta if incremental else "".join(texts)
+                pending += events.text(seq, text, prompt_tokens, len(texts))
             if chunk.finish_reason:
                 finish = chunk.finish_reason
-            if not chunk.delta:
-                continue
-            meter.parts.append(chunk.delta)
-            seq += 1
-            text = chunk.delta if incremental else "".join(meter.parts)
-            usage = bodies.generation_usage(prompt_tokens, len(meter.parts))
-            body = {
-                "output": bodies.generation_output(text, "null", fmt),
-                "usage": usage,
-                "request_id": request_id,
-            }
-            yield sse_event(seq, body)
+            elif pending:
+                yield pending
+                pending = b""
     except Exception as exc:
         err = mid_stream(exc)
         meter.error_status = err.status
-        yield error_event(seq + 1, err.status, err.code, err.message, request_id)
+        yield pending + error_event(seq + 1, err.status, err.code, err.message, request_id)
         return
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-    usage = meter.usage or Usage(prompt_tokens, len(meter.parts))
-    final_text = "" if incremental else "".join(meter.parts)
+    usage = meter.usage or Usage(prompt_tokens, len(texts))
+    final_text = "" if incremental else "".join(texts)
     body = {
-        "output": bodies.generation_output(final_text, finish, fmt),
+        "output": bodies.generation_output(final_text, finish, fmt, parts=parts),
         "usage": bodies.generation_usage(usage.prompt_tokens, usage.completion_tokens),
         "request_id": request_id,
     }
-    yield sse_event(seq + 1, body)
+    yield LastChunk(pending + sse_event(seq + 1, body))
     meter.finished = True
 
 
-async def _replay(result: ChatResult, request_id: str, fmt: str) -> AsyncIterator[bytes]:
+async def _replay(result: ChatResult, request_id: str, fmt: str, parts: bool = False) -> AsyncIterator[bytes]:
     """A whole (checked or cached) answer as a native stream: its text, then the final event."""
-    seq = 0
+    seq, head = 0, b""
     usage = bodies.generation_usage(result.usage.prompt_tokens, result.usage.completion_tokens)
     if result.text and not result.tool_calls:
         seq += 1
-        output = bodies.generation_output(result.text, "null", fmt)
-        yield sse_event(seq, {"output": output, "usage": usage, "request_id": request_id})
-    body = answer_body(result, request_id, fmt)
+        output = bodies.generation_output(result.text, "null", fmt, parts=parts)
+        head = sse_event(seq, {"output": output, "usage": usage, "request_id": request_id})
+    body = answer_body(result, request_id, fmt, parts)
     if not result.tool_calls:
-        body["output"] = bodies.generation_output("", result.finish_reason, fmt)
-    yield sse_event(seq + 1, body)
+        body["output"] = bodies.generation_output("", result.finish_reason, fmt, parts=parts)
+    yield LastChunk(head + sse_event(seq + 1, body))
 
 
 def _sse(events: AsyncIterator[bytes]) -> Response:
@@ -204,8 +215,11 @@ def _cache_plan(request: Request, services: Any, ctx: RequestContext, chat: Chat
     )
 
 
-async def generation(request: Request, body: dict[str, Any], request_id: str) -> Response:
-    """The native answer for an admitted caller (auth, limits and the usage row are the route's)."""
+async def generation(
+    request: Request, body: dict[str, Any], request_id: str, multimodal: bool = False
+) -> Response:
+    """The native answer for an admitted caller (auth, limits and the usage row are the route's).
+    ``multimodal``: a Qwen-VL call on the multimodal-generation endpoint (its answer shape)."""
     services = request.app.state.services
     ctx = get_context(request)
     ctx.model = body.get("model") if isinstance(body.get("model"), str) else None
@@ -213,27 +227,31 @@ async def generation(request: Request, body: dict[str, Any], request_id: str) ->
     if services.experiments is not None:
         chat = services.experiments.apply("chat", ctx, chat)
     params = bodies.parameters(body)
-    fmt = bodies.result_format(params)
+    fmt = "message" if multimodal else bodies.result_format(params)
     stream = bodies.wants_sse(request.headers)
     plan = _cache_plan(request, services, ctx, chat)
     if plan is not None and (hit := await plan.get()) is not None:
         ctx.provider, ctx.fallback = hit.meta.get("provider"), bool(hit.meta.get("fallback"))
         cached = ChatResult(hit.meta["text"], hit.meta["finish_reason"], Usage(*hit.meta["usage"]))
         if stream:
-            return _sse(_replay(cached, request_id, fmt))
-        return bodies.json_response(answer_body(cached, request_id, fmt))
+            return _sse(_replay(cached, request_id, fmt, multimodal))
+        return bodies.json_response(answer_body(cached, request_id, fmt, multimodal))
     check = AnswerCheck(chat) if is_structured(chat) else None
-    skip = target_skip(services, chat, 0)
+    # Images are checked and inlined as on /v1 (gateway/structured/images.py); a chain with no
+    # target that sees images is a 400 before any call.
+    images = await inline_images(chat.messages, services.settings) if has_images(chat.messages) else 0
+    skip = target_skip(services, chat, images)
     if stream and check is None:
         try:
             chunks = await services.router.chat_stream(chat, ctx, skip)
         except ProviderError as exc:
             raise no_provider_error(services, "chat", exc) from None
+        if images and services.metrics is not None:
+            services.metrics.vision(ctx.provider)
         meter = ctx.extra["stream_meter"] = StreamMeter(chat.messages)
         incremental = params.get("incremental_output") is True
-        return _sse(
-            _stored_after(_stream_events(chunks, request_id, fmt, incremental, meter), meter, plan, ctx)
-        )
+        events = _stream_events(chunks, request_id, fmt, incremental, meter, multimodal)
+        return _sse(_stored_after(events, meter, plan, ctx) if plan is not None else events)
     try:
         result = await services.router.chat(chat, ctx, check, skip)
     except ProviderError as exc:
@@ -241,10 +259,13 @@ async def generation(request: Request, body: dict[str, Any], request_id: str) ->
     record(request, tokens_in=result.usage.prompt_tokens, tokens_out=result.usage.completion_tokens)
     if services.metrics is not None:
         services.metrics.tool_calls(ctx.provider, len(result.tool_calls))
+        if images:
+            services.metrics.vision(ctx.provider)
     await _store(plan, ctx, result)
     if stream:
-        return _sse(_replay(result, request_id, fmt))
-    return Response(orjson.dumps(answer_body(result, request_id, fmt)), media_type="application/json")
+        return _sse(_replay(result, request_id, fmt, multimodal))
+    answer = answer_body(result, request_id, fmt, multimodal)
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 async def _store(plan: Any, ctx: RequestContext, result: ChatResult) -> None:
@@ -259,6 +280,7 @@ async def _store(plan: Any, ctx: RequestContext, result: ChatResult) -> None:
 async def _stored_after(
     events: AsyncIterator[bytes], meter: StreamMeter, plan: Any, ctx: RequestContext
 ) -> AsyncIterator[bytes]:
+    """The stream, then (after its last byte went out) its answer into the cache."""
     async for event in events:
         yield event
     if meter.finished:

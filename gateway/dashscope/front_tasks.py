@@ -65,6 +65,15 @@ def _failed(exc: BaseException) -> TaskFailed:
     return TaskFailed(err.code, err.message)
 
 
+def pcm_at_rate(chunk: SpeechChunk, rate: int) -> bytes:
+    """A chain's PCM piece at ``rate``: a fallback voice speaks at its own rate, and a native
+    audio stream carries no rate field, so the client must get the one it asked for."""
+    if chunk.sample_rate == rate or not chunk.pcm:
+        return chunk.pcm
+    samples = pcm16_to_float(np.frombuffer(chunk.pcm[: len(chunk.pcm) - len(chunk.pcm) % 2], dtype="<i2"))
+    return float_to_pcm16(resample(samples, chunk.sample_rate, rate)).tobytes()
+
+
 def _rate(params: dict[str, Any], default: int) -> int:
     rate = params.get("sample_rate")
     if rate is None or rate == 0:
@@ -334,12 +343,6 @@ class TtsTask:
             "usage": {"characters": self.characters},
         }
 
-    def _pcm_at_rate(self, chunk: SpeechChunk) -> bytes:
-        if chunk.sample_rate == self.rate or not chunk.pcm:
-            return chunk.pcm
-        samples = pcm16_to_float(np.frombuffer(chunk.pcm[: len(chunk.pcm) - len(chunk.pcm) % 2], dtype="<i2"))
-        return float_to_pcm16(resample(samples, chunk.sample_rate, self.rate)).tobytes()
-
     async def _send_audio(self, pcm: bytes) -> None:
         encoded = (
             await run_in_codec_pool(self.encoder.feed, pcm)
@@ -360,7 +363,7 @@ class TtsTask:
         try:
             stream = await self.synthesize_stream(request)
             async for chunk in stream:
-                await self._send_audio(self._pcm_at_rate(chunk))
+                await self._send_audio(pcm_at_rate(chunk, self.rate))
         except TaskFailed:
             raise
         except Exception as exc:

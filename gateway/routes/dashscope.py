@@ -1,7 +1,9 @@
 """The DashScope-native front door: existing ``dashscope`` SDK apps change only their base URLs.
 
 - ``POST /api/v1/services/aigc/text-generation/generation``: the chat chain;
-- ``POST /api/v1/services/aigc/multimodal-generation/generation``: qwen3-asr-flash (the ASR chain);
+- ``POST /api/v1/services/aigc/multimodal-generation/generation``: by what the body holds,
+  qwen3-asr-flash (audio in the messages: the ASR chain), qwen-tts (``input.text``: the TTS
+  chain; ``GET /api/v1/tts/audio/{name}`` serves its audio URL) or Qwen-VL (the chat chain);
 - ``WS /api-ws/v1/inference``: Paraformer realtime ASR and CosyVoice TTS tasks.
 
 The talkgate API key is the DashScope API key (``Authorization: Bearer``, as the SDK sends it).
@@ -26,7 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 from gateway.auth import ANY_SCOPE, Principal, admitted, authenticate, run_admitted
 from gateway.context import RequestContext, get_context
 from gateway.costs import charge_quota
-from gateway.dashscope import bodies, front_asr, front_generation
+from gateway.dashscope import bodies, front_asr, front_generation, front_tts
 from gateway.dashscope.errors import DashScopeError, native_error
 from gateway.dashscope.front_errors import from_exception, status_of_code
 from gateway.dashscope.front_tasks import AsrTask, TtsTask
@@ -51,6 +53,8 @@ log = logging.getLogger("talkgate.dashscope")
 router = APIRouter()
 
 Handler = Callable[[Request, Principal, dict[str, Any], str], Awaitable[Response]]
+#: A route's scope, or how to pick it from the parsed body (the multimodal endpoint).
+ScopeOf = str | Callable[[dict[str, Any]], str]
 
 
 def _request_id(request: Request) -> str:
@@ -58,11 +62,30 @@ def _request_id(request: Request) -> str:
     return str(uuid.UUID(get_context(request).request_id))
 
 
-async def serve(request: Request, send: Send, scope: str, handler: Handler) -> None:
+async def _native_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object with a model; DashScopeError 400 otherwise."""
+    services = request.app.state.services
+    raw = await read_body(request, services.settings.max_upload_bytes)
+    request._body = raw  # Starlette's cache: admission (gateway.auth) may read the body again
+    body, reason = bodies.parse_json(raw)
+    if body is None:
+        raise DashScopeError(400, "InvalidParameter", reason or "Bad request.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise DashScopeError(400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.')
+    return body
+
+
+async def serve(request: Request, send: Send, scope: ScopeOf, handler: Handler) -> None:
     """Admit the caller for ``scope``, run ``handler``, and answer any refusal before the first
-    byte in DashScope's shape. The usage row is booked after the last byte, as for /v1."""
+    byte in DashScope's shape. The usage row is booked after the last byte, as for /v1.
+
+    ``scope`` may depend on the body (the multimodal endpoint serves chat, ASR and TTS): the key
+    is then checked first (a bad key is a 401 before the body is read), then the body is read
+    and the caller admitted for the scope it picks."""
     request_id = _request_id(request)
     started = False
+    parsed: dict[str, Any] | None = None
 
     async def tracked(message: Message) -> None:
         nonlocal started
@@ -70,15 +93,7 @@ async def serve(request: Request, send: Send, scope: str, handler: Handler) -> N
         await send(message)
 
     async def endpoint(principal: Principal) -> None:
-        services = request.app.state.services
-        body, reason = bodies.parse_json(await read_body(request, services.settings.max_upload_bytes))
-        if body is None:
-            raise DashScopeError(400, "InvalidParameter", reason or "Bad request.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise DashScopeError(
-                400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.'
-            )
+        body = parsed if parsed is not None else await _native_body(request)
         try:
             response = await handler(request, principal, body, request_id)
         except Exception as exc:  # the usage row gets the status the client will see
@@ -90,7 +105,13 @@ async def serve(request: Request, send: Send, scope: str, handler: Handler) -> N
         await response(request.scope, request.receive, tracked)
 
     try:
-        await run_admitted(request, scope, endpoint)
+        if isinstance(scope, str):
+            name = scope
+        else:
+            await authenticate(request, ANY_SCOPE)
+            parsed = await _native_body(request)
+            name = scope(parsed)
+        await run_admitted(request, name, endpoint)
     except Exception as exc:
         if started:
             raise  # mid-body: the connection is aborted (streams end with event:error themselves)
@@ -105,7 +126,7 @@ async def serve(request: Request, send: Send, scope: str, handler: Handler) -> N
 class _Served(Response):
     """The FastAPI route's answer: ``serve`` sends the whole response itself."""
 
-    def __init__(self, request: Request, scope: str, handler: Handler) -> None:
+    def __init__(self, request: Request, scope: ScopeOf, handler: Handler) -> None:
         super().__init__()
         self.request, self.scope_name, self.handler = request, scope, handler
 
@@ -119,10 +140,37 @@ async def _generation(
     return await front_generation.generation(request, body, request_id)
 
 
+def _multimodal_kind(request: Request, body: dict[str, Any]) -> str:
+    """``asr``, ``tts`` or ``chat`` (Qwen-VL), the scope and chain that serve a multimodal call:
+    by what its body holds, else by its model (a speech model with a malformed body gets that
+    endpoint's own 400, not a chat 404)."""
+    kind = bodies.multimodal_kind(body)
+    if kind is not None:
+        return kind
+    router = request.app.state.services.router
+    for capability in ("asr", "tts"):
+        if _serves(router, capability, body["model"]) and not _serves(router, "chat", body["model"]):
+            return capability
+    return "chat"
+
+
+def _serves(router: Any, capability: str, model: str) -> bool:
+    try:
+        router.resolve(capability, model)
+    except UnknownModelError:
+        return False
+    return True
+
+
 async def _multimodal(
     request: Request, principal: Principal, body: dict[str, Any], request_id: str
 ) -> Response:
-    return await front_asr.transcription(request, principal, body, request_id)
+    kind = _multimodal_kind(request, body)
+    if kind == "asr":
+        return await front_asr.transcription(request, principal, body, request_id)
+    if kind == "tts":
+        return await front_tts.speech(request, principal, body, request_id)
+    return await front_generation.generation(request, body, request_id, multimodal=True)
 
 
 @router.post(bodies.GENERATION_PATH)
@@ -139,8 +187,20 @@ text_generation.lean_endpoint = _text_generation_lean  # type: ignore[attr-defin
 
 @router.post(bodies.MULTIMODAL_PATH)
 async def multimodal_generation(request: Request) -> Response:
-    """qwen3-asr-flash only: other multimodal models (Qwen-VL, qwen-tts) are not served here."""
-    return _Served(request, "asr", _multimodal)
+    """qwen3-asr-flash, qwen-tts or Qwen-VL, by what the body holds (``bodies.multimodal_kind``)."""
+    return _Served(request, lambda body: _multimodal_kind(request, body), _multimodal)
+
+
+@router.get(front_tts.AUDIO_PATH)
+async def tts_audio(name: str, request: Request) -> Response:
+    """A qwen-tts answer's ``audio.url``: the caller's own tenant's file (a key with the tts
+    scope), until it expires; refusals in DashScope's shape."""
+    try:
+        principal = await authenticate(request, "tts")
+        return front_tts.audio_file(request, principal, name)
+    except (APIError, DashScopeError) as exc:
+        err, headers = from_exception(exc, echo_limit(request))
+        return native_error(err.status, err.code, err.message, _request_id(request), headers)
 
 
 # --------------------------------------------------------------------------- inference WebSocket

@@ -37,7 +37,8 @@ QWEN_TTS_SAMPLE_RATE = 24_000
 QWEN_TTS_DEFAULT_VOICE = "Cherry"
 #: CosyVoice-style voice names (longxiaochun_v2, loongstella ...) mean nothing to Qwen-TTS.
 _COSYVOICE_VOICE = re.compile(r"^(long|loong)|_v\d+$")
-_LANGUAGE_TYPES = {
+#: ISO 639-1 codes → Qwen-TTS ``language_type`` names.
+LANGUAGE_TYPES = {
     "zh": "Chinese",
     "en": "English",
     "ja": "Japanese",
@@ -220,7 +221,7 @@ class BailianTTSProvider(CloudLifecycle):
         if _COSYVOICE_VOICE.search(voice):
             voice = QWEN_TTS_DEFAULT_VOICE
         body_input: dict[str, Any] = {"text": request.text, "voice": voice}
-        language = _LANGUAGE_TYPES.get((request.language or "").split("-")[0].lower())
+        language = LANGUAGE_TYPES.get((request.language or "").split("-")[0].lower())
         if language:
             body_input["language_type"] = language
         return {"model": request.model, "input": body_input, "parameters": {}}

@@ -8,7 +8,8 @@ Python SDK sends two, and validates the answer against the first (reference §2.
 ``websockets`` server refuses outright.
 
 Directives (JSON text frames) must name a known namespace (40010001) and AppKey (40020105), carry
-32-hex ids and come in order: Start, audio and control, Stop; anything out of order is 40000002, a
+32-hex ids and come in order: Start, audio and control (or a task's own, e.g. RunSynthesis of the
+streaming-text FlowingSpeechSynthesizer), Stop; anything out of order is 40000002, a
 second Stop 40010005, audio before Start 40000002. No client frame for ``idle_timeout_s`` (pings
 count) ends a running task with 40000004. At most ``max_concurrent`` tasks per service run at once
 (40000005). Faults from ``/sim/faults`` with service ``nls-asr`` / ``nls-tts`` (model = AppKey)
@@ -30,6 +31,7 @@ from gateway.sim.http_common import apply_fault_latency
 from gateway.sim.nls import wire
 from gateway.sim.nls.conn import Cut, NlsConn, NlsTask
 from gateway.sim.nls.context import NLS_KEY, SIM_KEY, wait_closed
+from gateway.sim.nls.flowing import FlowingSynthesizerTask
 from gateway.sim.nls.state import NlsState
 from gateway.sim.nls.synthesizer import SynthesizerTask
 from gateway.sim.nls.transcriber import TranscriberTask
@@ -44,6 +46,7 @@ NAMESPACES: dict[str, tuple[str, str, Any]] = {
     "SpeechRecognizer": ("StartRecognition", "nls-asr", TranscriberTask),
     "SpeechSynthesizer": ("StartSynthesis", "nls-tts", SynthesizerTask),
     "SpeechLongSynthesizer": ("StartSynthesis", "nls-tts", SynthesizerTask),
+    "FlowingSpeechSynthesizer": ("StartSynthesis", "nls-tts", FlowingSynthesizerTask),
 }
 CONTROL_DIRECTIVES = frozenset({"ControlTranscriber"})
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -180,6 +183,8 @@ class Session:
                 await self.task.stop()
                 self.state = "COMPLETED"
                 self.item["status"] = 200
+            elif name in getattr(self.task, "directives", ()):
+                await self.task.on_directive(name, message)  # type: ignore[attr-defined]
             elif name not in CONTROL_DIRECTIVES:
                 raise NlsFailure(40000002, f"Can't process message in state '{self.state}'!")
         elif name.startswith("Stop"):

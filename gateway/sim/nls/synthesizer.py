@@ -27,7 +27,7 @@ MAX_TEXT_CHARS = 300
 FRAME_S = 0.2
 
 
-def _int_in(payload: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+def int_in(payload: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = payload.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise NlsFailure(40000003, f"Parameter '{name}' must be an integer in [{low}, {high}]!")
@@ -53,9 +53,9 @@ class SynthesizerTask:
         if rate not in SAMPLE_RATES or isinstance(rate, bool):
             raise NlsFailure(40000003, f"Invalid sample_rate '{str(rate)[:16]}'!")
         self.sample_rate = int(rate)
-        self.volume = _int_in(payload, "volume", 50, 0, 100)
-        _int_in(payload, "speech_rate", 0, -500, 500)
-        _int_in(payload, "pitch_rate", 0, -500, 500)
+        self.volume = int_in(payload, "volume", 50, 0, 100)
+        int_in(payload, "speech_rate", 0, -500, 500)
+        int_in(payload, "pitch_rate", 0, -500, 500)
         self.subtitles = payload.get("enable_subtitle") is True
         item["text_chars"] = len(self.text)
 

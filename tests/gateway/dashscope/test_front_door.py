@@ -8,9 +8,7 @@ import base64
 import io
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -26,76 +24,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import SimHandle
-from tests.gateway.resilience_support import fast
-from tests.servers import ServerThread
+from tests.gateway.dashscope.front_support import ADMIN_KEY, ANSWER, QUESTION, TRANSCRIPT, usage_rows
 from tests.sounds import sine_samples, wav_of
 
-ADMIN_KEY = "tg-admin-front-door-91c2"
-ANSWER = "Our store opens at nine in the morning and closes at eight."
-QUESTION = "When does the store open?"
-TRANSCRIPT = "Hello from the front door. It works."
 RATE = 16000
-
-
-@pytest.fixture
-def front(
-    gateway_settings: Callable[..., Any],
-    run_gateway: Callable[..., ServerThread],
-    sim: SimHandle,
-    tmp_path: Path,
-) -> Iterator[Callable[..., Any]]:
-    """Starts a gateway with keys on (SQLite usage), points the SDK at it, returns (server, key)."""
-    sim.control("PUT", "/sim/config", json={"answers": {QUESTION: ANSWER}, "asr_transcript": TRANSCRIPT})
-    saved = (dashscope.base_http_api_url, dashscope.base_websocket_api_url, dashscope.api_key)
-
-    def start(
-        key_fields: dict[str, Any] | None = None, quotas: dict[str, float] | None = None, **overrides: Any
-    ) -> tuple[ServerThread, str]:
-        settings = fast(
-            ["bailian:qwen-plus", "local:smollm2"],
-            auth="keys",
-            admin_key=ADMIN_KEY,
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'front.db'}",
-            deadlines={"chat": 60.0, "asr": 60.0, "tts": 60.0, "first_byte": 15.0},
-            retry={"attempts": 1},
-        )
-        settings["routes"]["asr"]["chains"] = {
-            "qwen3-asr-flash": ["bailian:qwen3-asr-flash", "local:whisper-tiny.en"]
-        }
-        settings.update(overrides)
-        server = run_gateway(gateway_settings(**settings))
-        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-        if quotas:
-            tenant = {"id": "acme", "name": "Acme", "quotas": quotas}
-            made = httpx.post(f"{server.url}/admin/tenants", json=tenant, headers=admin, timeout=30)
-            assert made.status_code == 201, made.text
-        body = {"tenant": "acme", "scopes": ["chat", "asr", "tts"], **(key_fields or {})}
-        r = httpx.post(f"{server.url}/admin/keys", json=body, headers=admin, timeout=30)
-        assert r.status_code == 201, r.text
-        key = r.json()["key"]
-        dashscope.base_http_api_url = f"{server.url}/api/v1"
-        dashscope.base_websocket_api_url = f"ws://127.0.0.1:{server.port}/api-ws/v1/inference"
-        dashscope.api_key = key
-        return server, key
-
-    try:
-        yield start
-    finally:
-        dashscope.base_http_api_url, dashscope.base_websocket_api_url, dashscope.api_key = saved
-        sim.control("DELETE", "/sim/config")
-
-
-def usage_rows(server: ServerThread, at_least: int = 1) -> list[dict[str, Any]]:
-    """The usage rows the gateway wrote (its writer flushes every second), oldest first."""
-    from tests.gateway.saas_support import query
-
-    url = str(server.server.config.app.state.services.settings.database_url)
-    deadline = time.monotonic() + 15
-    while True:
-        rows = [dict(r._mapping) for r in query(url, "SELECT * FROM usage_records ORDER BY ts_ms")]
-        if len(rows) >= at_least or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- text generation
