@@ -37,6 +37,9 @@ QWEN_TTS_SAMPLE_RATE = 24_000
 QWEN_TTS_DEFAULT_VOICE = "Cherry"
 #: CosyVoice-style voice names (longxiaochun_v2, loongstella ...) mean nothing to Qwen-TTS.
 _COSYVOICE_VOICE = re.compile(r"^(long|loong)|_v\d+$")
+#: Qwen-TTS's preset voices (reference voice-emotion.md §3): CosyVoice refuses them with a 400,
+#: which would stop a qwen-tts → cosyvoice → piper chain at CosyVoice, so it gets its default.
+QWEN_TTS_VOICES = frozenset({"Cherry", "Serena", "Ethan", "Chelsie", "Dylan", "Jada", "Sunny"})
 #: ISO 639-1 codes → Qwen-TTS ``language_type`` names.
 LANGUAGE_TYPES = {
     "zh": "Chinese",
@@ -186,9 +189,12 @@ class BailianTTSProvider(CloudLifecycle):
         self, request: SynthesizeRequest, rate: int
     ) -> AsyncIterator[tuple[dict[str, Any], bytes | None]]:
         """Runs one task; yields ``(payload, None)`` per JSON event and ``({}, frame)`` per audio frame."""
+        voice = request.voice
+        if voice in QWEN_TTS_VOICES:  # a fallback from Qwen-TTS: its voice means nothing here
+            voice = self.settings.voices.default
         parameters: dict[str, Any] = {
             "text_type": "PlainText",
-            "voice": request.voice,
+            "voice": voice,
             "format": "pcm",
             "sample_rate": rate,
             "volume": int(request.extra.get("volume", 50)),

@@ -276,3 +276,23 @@ def test_asr_failure_fails_over_to_local_whisper(
     assert r.headers["x-talkgate-fallback"] == "1"
     assert "call me back" in r.parse().text.lower()
     assert len(sim.requests("asr")) == 2  # both attempts reached the cloud first
+
+
+def test_a_qwen_voice_falls_over_to_cosyvoice_with_its_default_voice(
+    sim: SimHandle, gateway: Callable[..., ServerThread]
+) -> None:
+    """qwen-tts fails; CosyVoice, next in the chain, does not know "Cherry" (it would answer 400 and
+    stop the chain): it speaks with its default voice instead, and the request is answered."""
+    gw = gateway(**fast(retry={"attempts": 1}))
+    sim.fault(service="tts", model="qwen-tts", status=500, times=10)
+    r = sdk(gw).audio.speech.with_raw_response.create(
+        model="qwen-tts", voice="Cherry", input="Your order has shipped.", response_format="wav"
+    )
+    assert (
+        r.headers["x-talkgate-provider"] == "bailian:cosyvoice-v2" and r.headers["x-talkgate-fallback"] == "1"
+    )
+    assert len(r.content) > 10_000
+    run = [
+        q for q in sim.requests("tts") if (q.get("body") or {}).get("header", {}).get("action") == "run-task"
+    ]
+    assert run and run[-1]["body"]["payload"]["parameters"]["voice"] == "longxiaochun_v2"
