@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,13 @@ def encode_pcm(pcm: bytes) -> str:
     return base64.b64encode(pcm).decode("ascii")
 
 
+#: ``audio.input.transcription`` of a new session: on, with the ASR chain's default model. The
+#: cascade always transcribes (the LLM reads the words); ``null`` only stops the transcript
+#: events and transcripts on items, as OpenAI's sessions without transcription do.
+DEFAULT_TRANSCRIPTION: dict[str, Any] = {"model": "default", "language": None, "prompt": None}
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+
+
 @dataclass(slots=True)
 class SessionConfig:
     """What ``session.update`` may change; ``describe`` is the GA ``session`` object sent back."""
@@ -146,6 +154,8 @@ class SessionConfig:
     tool_choice_wire: str | dict[str, Any] = "auto"
     #: talkgate's own: ``{"vector_store_ids": [...], "max_num_results": 5}`` grounds every answer
     knowledge: dict[str, Any] | None = None
+    #: ``{"model", "language", "prompt"}`` of the input transcription; None: no transcript events
+    transcription: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TRANSCRIPTION))
 
     @property
     def audio_out(self) -> bool:
@@ -163,7 +173,7 @@ class SessionConfig:
                 "input": {
                     "format": format_object(self.input_format),
                     "turn_detection": _describe_turn_detection(self.turn_detection),
-                    "transcription": None,
+                    "transcription": dict(self.transcription) if self.transcription is not None else None,
                 },
                 "output": {"format": format_object(self.output_format), "voice": self.voice, "speed": 1.0},
             },
@@ -202,6 +212,10 @@ class SessionConfig:
             staged.turn_detection = staged.turn_detection_of(inp["turn_detection"])
         if inp.get("format") is not None:
             staged.input_format = staged.audio_format(inp["format"], "session.audio.input.format")
+        if "transcription" in inp:
+            staged.transcription = staged.transcription_of(
+                inp["transcription"], "session.audio.input.transcription"
+            )
         if out.get("format") is not None:
             staged.output_format = staged.audio_format(out["format"], "session.audio.output.format")
         if "voice" in out:
@@ -224,6 +238,7 @@ class _Staged:
         self.temperature = config.temperature
         self.turn_detection = config.turn_detection
         self.input_format, self.output_format = config.input_format, config.output_format
+        self.transcription = config.transcription
 
     def fail(self, message: str, param: str, code: str = "invalid_value") -> None:
         raise BadEvent(message, code, param, self.event_id)
@@ -245,6 +260,26 @@ class _Staged:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
             self.fail(f"'{param}' must be a number between 0 and 2.", param)
         return float(value)
+
+    def transcription_of(self, value: Any, param: str) -> dict[str, Any] | None:
+        """``null`` (no transcript events) or ``{"model", "language", "prompt"}``; the model is
+        resolved against the ASR chain by the session."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(f"'{param}' must be an object or null.", param)
+        model = value.get("model") or "default"
+        if not isinstance(model, str) or len(model) > 128:
+            self.fail(f"'{param}.model' must be a model name.", f"{param}.model")
+        language = value.get("language")
+        if language is not None and (not isinstance(language, str) or not _LANGUAGE.match(language)):
+            self.fail(
+                f"'{param}.language' must be an ISO-639 code such as 'en' or 'zh'.", f"{param}.language"
+            )
+        prompt = value.get("prompt")
+        if prompt is not None:
+            prompt = self.string(prompt, f"{param}.prompt") or None
+        return {"model": model, "language": language, "prompt": prompt}
 
     def audio_format(self, value: Any, param: str) -> str:
         """A GA format object ({"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"},
@@ -334,6 +369,7 @@ class _Staged:
         c.max_output_tokens, c.temperature = self.max_output_tokens, self.temperature
         c.turn_detection = self.turn_detection
         c.input_format, c.output_format = self.input_format, self.output_format
+        c.transcription = self.transcription
 
 
 def _describe_turn_detection(value: dict[str, Any] | None) -> dict[str, Any] | None:

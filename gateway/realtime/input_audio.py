@@ -147,6 +147,7 @@ class InputAudio:
                     send=self.send,
                     speculate=not can_stream(self.router),
                     on_guess=(lambda outcome: early.labels(outcome).inc()) if early is not None else None,
+                    options=self.config.transcription,
                 )
                 self.live_at = self.audio_in - len(self.buffer)
                 self._feed_live()
@@ -230,7 +231,14 @@ class InputAudio:
         self, item: Item, pcm: bytes, previous: str | None, live: LiveTranscript | None
     ) -> None:
         if await transcribe_item(
-            item, pcm, previous, router=self.router, account=self.account, send=self.send, live=live
+            item,
+            pcm,
+            previous,
+            router=self.router,
+            account=self.account,
+            send=self.send,
+            live=live,
+            options=self.config.transcription,
         ):
             self.transcribed = time.perf_counter()
 

@@ -32,11 +32,23 @@ from typing import Any
 
 from gateway.context import RequestContext
 from gateway.realtime.audio import Resampler
-from gateway.realtime.events import PCM_RATE, server_event
+from gateway.realtime.events import DEFAULT_TRANSCRIPTION, PCM_RATE, server_event
 from providers.base import AudioData, ErrorKind, ProviderError, TranscribeRequest, Transcript
 
 #: The recognisers are fed 16 kHz (what Paraformer and Whisper are trained on).
 ASR_RATE = 16000
+
+
+def request_for(options: dict[str, Any] | None, audio: AudioData) -> TranscribeRequest:
+    """The ASR request of a session's transcription options (model "default": the chain's)."""
+    options = options or DEFAULT_TRANSCRIPTION
+    model = options.get("model") or "default"
+    return TranscribeRequest(
+        model="" if model == "default" else model,
+        audio=audio,
+        language=options.get("language"),
+        prompt=options.get("prompt"),
+    )
 
 
 class LiveTranscript:
@@ -48,6 +60,7 @@ class LiveTranscript:
         send: Any,
         speculate: bool = False,
         on_guess: Callable[[str], None] | None = None,
+        options: dict[str, Any] | None = DEFAULT_TRANSCRIPTION,
     ) -> None:
         self.item_id = item_id
         self.send = send
@@ -62,7 +75,8 @@ class LiveTranscript:
         self._audio: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._resampler = Resampler(ASR_RATE)
         self._ended = False
-        request = TranscribeRequest(model="", audio=AudioData(b"", ASR_RATE))
+        self.options = options  # the session's transcription settings (None: no delta events)
+        request = request_for(options, AudioData(b"", ASR_RATE))
         self._task = asyncio.create_task(self._run(router, request))
 
     def feed(self, pcm: bytes) -> None:
@@ -94,7 +108,7 @@ class LiveTranscript:
 
     async def _transcribe_whole(self, pcm: bytes) -> tuple[Transcript, RequestContext]:
         ctx = RequestContext(request_id=self.ctx.request_id)
-        request = TranscribeRequest(model="", audio=AudioData(pcm, ASR_RATE))
+        request = request_for(self.options, AudioData(pcm, ASR_RATE))
         return await self.router.transcribe(request, ctx), ctx
 
     async def finish(self) -> Transcript:
@@ -148,6 +162,8 @@ class LiveTranscript:
 
     async def _delta(self, text: str) -> None:
         text = text.strip()
+        if self.options is None:
+            return  # transcription events are off: the words are for the model only
         if len(text) <= len(self.sent) or not text.startswith(self.sent):
             return  # nothing new, or a revision of words already sent
         delta, self.sent = text[len(self.sent) :], text

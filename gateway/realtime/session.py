@@ -39,6 +39,7 @@ from gateway.realtime.tools import (
     parse_tools,
 )
 from gateway.realtime.voice import SessionVoices, requested_voice
+from policies.targets import UnknownModelError
 from providers.base import ErrorKind, ProviderError
 
 #: Not implemented yet, named so the client learns that rather than "unknown event".
@@ -163,6 +164,7 @@ class RealtimeSession(InputAudio):
                     "session.knowledge",
                     eid,
                 )
+        self._check_transcription_model(session, eid)
         self.config.update(session, eid)
         self.config.knowledge = knowledge
         self.config.tools, self.config.tool_choice = tools, choice
@@ -173,6 +175,20 @@ class RealtimeSession(InputAudio):
         if self.config.turn_detection != before:
             await self._turn_detection_changed()
         await self.send(server_event("session.updated", session=self.config.describe()))
+
+    def _check_transcription_model(self, session: Any, eid: str | None) -> None:
+        """A transcription model the ASR chain does not know is refused before anything changes."""
+        audio = session.get("audio") if isinstance(session, dict) else None
+        inp = audio.get("input") if isinstance(audio, dict) else None
+        options = inp.get("transcription") if isinstance(inp, dict) else None
+        model = options.get("model") if isinstance(options, dict) else None
+        if isinstance(model, str) and model and model != "default":
+            try:
+                self.router.resolve("asr", model)
+            except UnknownModelError as exc:
+                raise BadEvent(
+                    str(exc), "model_not_found", "session.audio.input.transcription.model", eid
+                ) from None
 
     # ------------------------------------------------------------------ responses
 

@@ -18,11 +18,11 @@ from typing import Any
 from gateway.context import RequestContext
 from gateway.errors import APIError
 from gateway.realtime.audio import to_rate
-from gateway.realtime.events import PCM_RATE, message_item, server_event
+from gateway.realtime.events import DEFAULT_TRANSCRIPTION, PCM_RATE, message_item, server_event
 from gateway.realtime.items import Item
-from gateway.realtime.live_transcript import ASR_RATE, LiveTranscript
+from gateway.realtime.live_transcript import ASR_RATE, LiveTranscript, request_for
 from gateway.realtime.response import error_of
-from providers.base import AudioData, TranscribeRequest
+from providers.base import AudioData
 
 
 async def transcribe_item(
@@ -34,8 +34,11 @@ async def transcribe_item(
     account: Any,
     send: Any,
     live: LiveTranscript | None = None,
+    options: dict[str, Any] | None = DEFAULT_TRANSCRIPTION,
 ) -> bool:
-    """Sets ``item.text`` and sends the transcription events; False when the transcription failed."""
+    """Sets ``item.text`` and sends the transcription events; False when the transcription failed.
+    ``options``: the session's ``audio.input.transcription`` (None: the words are still recognised,
+    for the model, but no transcript is sent: no ``.completed`` and no transcript on the item)."""
     ctx = live.ctx if live is not None else RequestContext(request_id=uuid.uuid4().hex)
     seconds = len(pcm) / 2 / PCM_RATE
     status = 200
@@ -46,7 +49,7 @@ async def transcribe_item(
             result = await live.finish()
         else:
             audio = AudioData(await asyncio.to_thread(to_rate, pcm, PCM_RATE, ASR_RATE), ASR_RATE)
-            result = await router.transcribe(TranscribeRequest(model="", audio=audio), ctx)
+            result = await router.transcribe(request_for(options, audio), ctx)
     except asyncio.CancelledError:
         status = 499
         raise
@@ -78,16 +81,17 @@ async def transcribe_item(
                 status=status,
             )
     item.text = result.text.strip()
-    usage = {"type": "duration", "seconds": round(seconds, 3)}
-    await send(
-        server_event(
-            "conversation.item.input_audio_transcription.completed",
-            item_id=item.id,
-            content_index=0,
-            transcript=item.text,
-            usage=usage,
+    if options is not None:
+        usage = {"type": "duration", "seconds": round(seconds, 3)}
+        await send(
+            server_event(
+                "conversation.item.input_audio_transcription.completed",
+                item_id=item.id,
+                content_index=0,
+                transcript=item.text,
+                usage=usage,
+            )
         )
-    )
-    wire = message_item(item.id, "user", item.text, kind="input_audio")
+    wire = message_item(item.id, "user", item.text if options is not None else "", kind="input_audio")
     await send(server_event("conversation.item.done", previous_item_id=previous, item=wire))
     return True
