@@ -140,10 +140,10 @@ async def bench_search(n: int, sim_url: str, sim_key: str, queries: int = 200) -
     embed_ms: list[float] = []
     query = knowledge.encoders.query
 
-    async def timed_query(text: str, parent: Any = None) -> Any:
+    async def timed_query(text: str, parent: Any = None, space: str | None = None) -> Any:
         started = time.perf_counter()
         try:
-            return await query(text, parent)
+            return await query(text, parent, space)
         finally:
             embed_ms.append((time.perf_counter() - started) * 1000)
 
