@@ -32,8 +32,10 @@ from gateway.knowledge.store import KnowledgeStore
 
 log = logging.getLogger("talkgate.knowledge")
 
-#: Texts per embedding call from the gateway (the provider splits further to the model's limit).
-EMBED_BATCH = 100
+#: Texts per embedding call through the router: Bailian's own batch size, so that one call is one
+#: upstream request (retried alone) and, on the local e5 model, a few seconds of CPU that stay
+#: far inside deadlines.embedding (100 chunks of 400 tokens took minutes on 2 busy cores).
+EMBED_BATCH = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ CLOUD_SPACE = "text-embedding-v4/512"
 #: (question, file, phrase of the answering passage): no word in common with the passage, so BM25
 #: alone cannot find it; the second is an English question over a Chinese document.
 PARAPHRASES = [
-    ("PLACEHOLDER", "PLACEHOLDER", "PLACEHOLDER"),
+    ("How do I get rid of my login for good?", "account_help.docx", "Delete account"),
+    ("How many points do I earn per yuan spent?", "membership_zh.docx", "每消费1元获得1积分"),
 ]
 FAQ = b"question,answer\nHow do I reset my password?,Use the forgot password link on the login page.\n"
 WARRANTY = b"question,answer\nHow long is the warranty?,Every appliance is covered for two years.\n"
