@@ -53,6 +53,19 @@ class Encoders:
             self.registry.get("rerank", t.provider) is not None for t in self.router.resolve("rerank", None)
         )
 
+    def cosine_is_relevance(self, space: str | None) -> bool:
+        """Whether a cosine in ``space`` may be reported as a hit's score (grounded chat declines
+        below ``answer_min_score``). Not for a local model's: e5 puts unrelated texts at 0.7-0.85
+        and related ones at 0.8-0.9, so its cosine ranks well but says nothing absolute; those
+        hits keep the lexical score (and the reranker's, when it runs)."""
+        if not space:
+            return False
+        try:
+            target = self.router.resolve("embedding", split_space(space)[0])[0]
+        except UnknownModelError:
+            return False
+        return target.provider != "local"
+
     async def _embed(
         self, texts: list[str], text_type: str, parent: Any | None, space: str | None
     ) -> tuple[str, np.ndarray] | None:

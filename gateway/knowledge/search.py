@@ -7,7 +7,8 @@
 4. Rerank of the best ``rerank_candidates`` through routes.rerank, when configured.
 
 The reported ``score`` is in [0, 1]: the reranker's relevance when reranked, else the cosine when
-the store is dense, else a saturating map of BM25 (ranking.lexical_score). ``mode`` says which
+the store is dense (and its model's cosine means relevance: not a local model's, see
+``Encoders.cosine_is_relevance``), else a saturating map of BM25 (ranking.lexical_score). ``mode`` says which
 retrievers actually ran, so a degraded (lexical-only) answer is visible to clients and metrics.
 """
 
@@ -127,6 +128,8 @@ class Searcher:
                     notes.append(
                         f"{index.store_id}: searched lexically (no query vector in {index.dense_model})"
                     )
+            if cosine is not None and not self.encoders.cosine_is_relevance(index.dense_model):
+                cosine = None  # it ranked (RRF above); the reported score stays lexical
             for row, fused in rrf(rankings):
                 cos = float(cosine[row]) if cosine is not None else None
                 candidates.append(_Candidate(index, row, fused, float(bm25[row]), cos))

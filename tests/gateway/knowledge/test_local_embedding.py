@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import SimHandle
 from tests.fixtures.knowledge.evaluate import evaluate, ingest
+from tests.fixtures.knowledge.questions import QUESTIONS, UNANSWERABLE
 from tests.gateway.knowledge.test_retrieval_quality import MRR, RECALL_AT_5
 from tests.servers import ServerThread
 
@@ -67,6 +68,16 @@ def _chunk_spaces(data_dir: Path) -> dict[str | None, int]:
         return dict(db.execute("SELECT embedding_model, count(*) FROM kb_chunks GROUP BY embedding_model"))
 
 
+def _answered(client: openai.OpenAI, store_id: str, question: str) -> bool:
+    reply = client.chat.completions.create(  # offline: a decline calls no model, an answer smollm2
+        model="qwen-plus",
+        messages=[{"role": "user", "content": question}],
+        max_tokens=8,
+        extra_body={"knowledge": {"vector_store_ids": [store_id]}},
+    )
+    return bool((reply.model_extra or {})["knowledge"]["answered"])
+
+
 def _space(client: openai.OpenAI, store_id: str) -> str | None:
     return (client.vector_stores.retrieve(store_id).model_extra or {})["embedding_model"]
 
@@ -89,6 +100,10 @@ def test_offline_fixture_is_hybrid_with_e5_and_finds_paraphrases_bm25_cannot(
     for question, document, phrase in PARAPHRASES:
         hits, mode = _search(client, store_id, question)
         assert mode == "hybrid" and _found(hits, document, phrase), (question, [h.filename for h in hits])
+    # grounded chat still declines what the corpus does not answer: e5's cosine (0.7+ for anything)
+    # is not reported as a relevance score, so the decision rests on lexical evidence
+    assert [q for q in UNANSWERABLE if _answered(client, store_id, q)] == []
+    assert all(_answered(client, store_id, q) for q, _, _ in QUESTIONS[:: len(QUESTIONS) // 3])
     server.stop()
     # the same store searched by BM25 alone (dense off) misses them: e5 is what found them
     lexical = _sdk(run_gateway(_offline(gateway_settings, data_dir, dense=False)))
