@@ -15,8 +15,9 @@ Method (printed with the figures):
    hybrid = BM25 + dense cosine + RRF, the query vector taken from the Bailian simulator over HTTP
    (reported with and without that call: the simulator shares this process and its 2 cores);
    rerank is excluded (a network call whose time is Bailian's).
-3. Quality: tests/fixtures/knowledge (83 questions) through the HTTP API, offline (no cloud key)
-   and cloud (simulator: text-embedding-v4 + qwen3-rerank as simulated, fused with BM25).
+3. Quality: tests/fixtures/knowledge (83 questions) through the HTTP API, offline (no cloud key:
+   BM25 fused with the local e5-small), offline-bm25 (no cloud key, knowledge.dense off) and cloud
+   (simulator: text-embedding-v4 + qwen3-rerank as simulated, fused with BM25).
 """
 
 from __future__ import annotations
@@ -140,10 +141,10 @@ async def bench_search(n: int, sim_url: str, sim_key: str, queries: int = 200) -
     embed_ms: list[float] = []
     query = knowledge.encoders.query
 
-    async def timed_query(text: str, parent: Any = None) -> Any:
+    async def timed_query(text: str, parent: Any = None, space: str | None = None) -> Any:
         started = time.perf_counter()
         try:
-            return await query(text, parent)
+            return await query(text, parent, space)
         finally:
             embed_ms.append((time.perf_counter() - started) * 1000)
 
@@ -184,12 +185,17 @@ def bench_quality(sim_url: str, sim_key: str) -> dict[str, Any]:
     from tests.servers import ServerThread
 
     out: dict[str, Any] = {}
-    for label, key in (("offline", None), ("cloud", sim_key)):
+    for label, key, dense in (
+        ("offline", None, True),
+        ("offline-bm25", None, False),
+        ("cloud", sim_key, True),
+    ):
         settings = Settings(
             dashscope_api_key=key,
             dashscope_http_base_url=f"{sim_url}/api/v1",
             data_dir=Path(tempfile.mkdtemp(prefix=f"kb-{label}-")),
             log_json=False,
+            knowledge={"dense": dense},
         )
         server = ServerThread(create_app(settings)).start()
         try:

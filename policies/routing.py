@@ -453,8 +453,11 @@ class Router:
     ) -> SpeechResult:
         return await self._run("tts", request, ctx, lambda p, r: p.synthesize(r), skip=skip)
 
-    async def embed(self, request: EmbedRequest, ctx: Any) -> EmbedResult:
-        return await self._run("embedding", request, ctx, lambda p, r: p.embed(r))
+    async def embed(
+        self, request: EmbedRequest, ctx: Any, skip: Callable[[Target], str | None] | None = None
+    ) -> EmbedResult:
+        """``skip`` passes over targets (a knowledge store's vectors pin one embedding space)."""
+        return await self._run("embedding", request, ctx, lambda p, r: p.embed(r), skip=skip)
 
     async def rerank(self, request: RerankRequest, ctx: Any) -> RerankResult:
         return await self._run("rerank", request, ctx, lambda p, r: p.rerank(r))

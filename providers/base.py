@@ -329,7 +329,10 @@ class SynthesizeProvider(Lifecycle, Protocol):
 @dataclass(slots=True)
 class EmbedRequest:
     """Texts to embed. ``text_type`` is ``document`` for stored chunks, ``query`` for searches
-    (DashScope embeds them asymmetrically); ``dimension`` None keeps the model's default."""
+    (DashScope and e5 embed them asymmetrically); ``dimension`` None keeps the model's default.
+    A model with one size (local e5: 384) answers in that size whatever ``dimension`` says: the
+    result's ``model`` names the space it produced, and a caller that needs an exact size checks
+    it (``/v1/embeddings`` does)."""
 
     model: str
     texts: list[str]
@@ -345,6 +348,20 @@ class EmbedResult:
     vectors: list[list[float]]
     model: str
     tokens: int = 0
+
+
+def space_name(model: str, dimension: int) -> str:
+    """The vector space of an embedding result: model and dimension (``text-embedding-v4/512``,
+    ``e5-small/384``). The model part is the route's model name, so a space can be asked for again."""
+    return f"{model}/{dimension}"
+
+
+def split_space(space: str) -> tuple[str, int | None]:
+    """``space_name``'s inverse: (model, dimension); dimension None when the name has none."""
+    model, _, dimension = space.rpartition("/")
+    if not model or not dimension.isdigit():
+        return space, None
+    return model, int(dimension)
 
 
 @dataclass(slots=True)

@@ -8,6 +8,11 @@ time is added to the caller's, so ``x-talkgate-overhead-ms`` stays honest.
 When the route cannot be served (no cloud key, breaker open, every target failed) the callers
 degrade: ingestion stores chunks without vectors (the store is then searched lexically until
 they are backfilled) and search skips the dense list or the rerank. Nothing here raises for that.
+
+A ``space`` (``text-embedding-v4/512``, ``e5-small/384``: what a store's vectors are) pins the
+call to the target that makes that space, with no fallback to another model: a store embedded by
+e5 offline is queried with e5 even once the cloud is back, and a cloud store's next file is never
+embedded by e5 during an outage (it gets no vectors instead). Vectors of two spaces never meet.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from gateway.context import RequestContext
-from providers.base import EmbedRequest, ProviderError, RerankRequest
+from policies.targets import Target, UnknownModelError
+from providers.base import EmbedRequest, ProviderError, RerankRequest, split_space
 
 log = logging.getLogger("talkgate.knowledge")
 
@@ -47,32 +53,62 @@ class Encoders:
             self.registry.get("rerank", t.provider) is not None for t in self.router.resolve("rerank", None)
         )
 
+    def cosine_is_relevance(self, space: str | None) -> bool:
+        """Whether a cosine in ``space`` may be reported as a hit's score (grounded chat declines
+        below ``answer_min_score``). Not for a local model's: e5 puts unrelated texts at 0.7-0.85
+        and related ones at 0.8-0.9, so its cosine ranks well but says nothing absolute; those
+        hits keep the lexical score (and the reranker's, when it runs)."""
+        if not space:
+            return False
+        try:
+            target = self.router.resolve("embedding", split_space(space)[0])[0]
+        except UnknownModelError:
+            return False
+        return target.provider != "local"
+
     async def _embed(
-        self, texts: list[str], text_type: str, parent: Any | None
+        self, texts: list[str], text_type: str, parent: Any | None, space: str | None
     ) -> tuple[str, np.ndarray] | None:
         ctx = _context()
-        model = self.router.resolve("embedding", None)[0].model
-        request = EmbedRequest(model, texts, text_type, self.config.embedding_dimension)  # type: ignore[arg-type]
+        skip = None
+        if space is None:  # a store's first vectors: the route's chain decides
+            model, dimension = (
+                self.router.resolve("embedding", None)[0].model,
+                self.config.embedding_dimension,
+            )
+        else:
+            model, dimension = split_space(space)
+
+            def skip(target: Target) -> str | None:
+                return None if target.model == model else f"the store's vectors are {space}"
+
+        request = EmbedRequest(model, texts, text_type, dimension)  # type: ignore[arg-type]
         try:
-            result = await self.router.embed(request, ctx)
-        except ProviderError as exc:
-            log.warning("embedding failed (%s); falling back to lexical search", exc.message)
+            result = await self.router.embed(request, ctx, skip=skip)
+        except (ProviderError, UnknownModelError) as exc:  # unknown: the space's model left the route
+            log.warning("embedding failed (%s); falling back to lexical search", getattr(exc, "message", exc))
             return None
         finally:
             if parent is not None:
                 parent.upstream_s += ctx.upstream_s
+        if space is not None and result.model != space:
+            log.warning("embedding made %s, not the store's %s; searching lexically", result.model, space)
+            return None
         return result.model, np.asarray(result.vectors, dtype=np.float32)
 
-    async def documents(self, texts: list[str]) -> tuple[str, np.ndarray] | None:
-        """(vector space, one row per text), or None when the embedding route cannot serve."""
+    async def documents(self, texts: list[str], space: str | None = None) -> tuple[str, np.ndarray] | None:
+        """(vector space, one row per text), or None when the embedding route cannot serve;
+        ``space``: only that space will do (see the module docstring)."""
         if not texts or not self.can_embed:
             return None
-        return await self._embed(texts, "document", None)
+        return await self._embed(texts, "document", None, space)
 
-    async def query(self, text: str, parent: Any | None = None) -> tuple[str, np.ndarray] | None:
+    async def query(
+        self, text: str, parent: Any | None = None, space: str | None = None
+    ) -> tuple[str, np.ndarray] | None:
         if not self.can_embed:
             return None
-        found = await self._embed([text], "query", parent)
+        found = await self._embed([text], "query", parent, space)
         return None if found is None else (found[0], found[1][0])
 
     async def rerank(

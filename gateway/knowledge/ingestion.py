@@ -6,8 +6,10 @@ worker does the rest and ends the row ``completed`` or ``failed`` with OpenAI's 
 progress at start-up are queued again, so an ingestion survives a restart.
 
 Parsing, chunking and jieba run in a worker thread (CPU-bound; the event loop keeps serving).
-Embedding goes through the router; if the cloud cannot embed, the chunks are stored without
-vectors and the store is searched lexically until ``backfill`` embeds them, never half-dense.
+Embedding goes through the router, pinned to the space the store's vectors already are (and,
+within a file, to its first batch's): a store is never half one model, half another. If that
+model cannot embed, the chunks are stored without vectors and the store is searched lexically
+until ``backfill`` embeds them, never half-dense.
 A job whose generation was superseded (the file was re-attached meanwhile) writes nothing.
 """
 
@@ -30,8 +32,10 @@ from gateway.knowledge.store import KnowledgeStore
 
 log = logging.getLogger("talkgate.knowledge")
 
-#: Texts per embedding call from the gateway (the provider splits further to the model's limit).
-EMBED_BATCH = 100
+#: Texts per embedding call through the router: Bailian's own batch size, so that one call is one
+#: upstream request (retried alone) and, on the local e5 model, a few seconds of CPU that stay
+#: far inside deadlines.embedding (100 chunks of 400 tokens took minutes on 2 busy cores).
+EMBED_BATCH = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,9 @@ class Ingestor:
         except ParseError as exc:
             await self._fail(job, exc.code, exc.message)
             return
-        space, vectors = await self._embed([c.indexed_text() for c in prepared.chunks])
+        store = await self.store.get_store(job.tenant, job.store_id)
+        pinned = store.embedding_model if store is not None else None
+        space, vectors = await self._embed([c.indexed_text() for c in prepared.chunks], pinned)
         rows = [
             NewChunk(
                 ordinal=i,
@@ -168,14 +174,14 @@ class Ingestor:
         if done and self.observer is not None:
             self.observer.ingested(job.tenant, prepared.pages, len(rows), time.perf_counter() - started)
 
-    async def _embed(self, texts: list[str]) -> tuple[str | None, list[bytes] | None]:
-        """(space, one float32 blob per text), or (None, None) if any batch could not be embedded."""
+    async def _embed(self, texts: list[str], space: str | None) -> tuple[str | None, list[bytes] | None]:
+        """(space, one float32 blob per text), or (None, None) if any batch could not be embedded
+        in ``space`` (None: the route's choice for the first batch, then that one)."""
         if not self.encoders.can_embed:
             return None, None
         blobs: list[bytes] = []
-        space = None
         for start in range(0, len(texts), EMBED_BATCH):
-            found = await self.encoders.documents(texts[start : start + EMBED_BATCH])
+            found = await self.encoders.documents(texts[start : start + EMBED_BATCH], space)
             if found is None or (space is not None and found[0] != space):
                 return None, None
             space = found[0]

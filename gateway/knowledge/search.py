@@ -1,13 +1,14 @@
 """Hybrid retrieval over one or more of a tenant's stores: BM25 + dense, fused, then reranked.
 
 1. Lexical: jieba tokens of the query against each store's BM25 matrix (always available).
-2. Dense: the query embedded through routes.embedding, cosine against the store's vectors, only
-   when the store's vectors are all of the model that embedded the query (never two spaces).
+2. Dense: the query embedded through routes.embedding by the model of the store's vectors (one
+   space per store, see encoders.py), cosine against them; never two spaces.
 3. Reciprocal-rank fusion of the two lists (k = 60), across stores.
 4. Rerank of the best ``rerank_candidates`` through routes.rerank, when configured.
 
 The reported ``score`` is in [0, 1]: the reranker's relevance when reranked, else the cosine when
-the store is dense, else a saturating map of BM25 (ranking.lexical_score). ``mode`` says which
+the store is dense (and its model's cosine means relevance: not a local model's, see
+``Encoders.cosine_is_relevance``), else a saturating map of BM25 (ranking.lexical_score). ``mode`` says which
 retrievers actually ran, so a degraded (lexical-only) answer is visible to clients and metrics.
 """
 
@@ -97,10 +98,10 @@ class Searcher:
         indexes = [i for i in found if i is not None and i.size]
         terms = tokenize(query)
         query_vector: dict[str, np.ndarray] = {}
-        if any(i.dense is not None for i in indexes):
-            embedded = await self.encoders.query(query, parent)
+        for space in dict.fromkeys(i.dense_model for i in indexes if i.dense is not None and i.dense_model):
+            embedded = await self.encoders.query(query, parent, space)  # by the store's own model
             if embedded is not None:
-                query_vector[embedded[0]] = embedded[1]
+                query_vector[space] = embedded[1]
         candidates: list[_Candidate] = []
         dense_used = False
         notes: list[str] = []
@@ -127,6 +128,8 @@ class Searcher:
                     notes.append(
                         f"{index.store_id}: searched lexically (no query vector in {index.dense_model})"
                     )
+            if cosine is not None and not self.encoders.cosine_is_relevance(index.dense_model):
+                cosine = None  # it ranked (RRF above); the reported score stays lexical
             for row, fused in rrf(rankings):
                 cos = float(cosine[row]) if cosine is not None else None
                 candidates.append(_Candidate(index, row, fused, float(bm25[row]), cos))

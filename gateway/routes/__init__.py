@@ -15,6 +15,7 @@ _MODULES = (
     "models",
     "chat",
     "audio",
+    "embeddings",
     "avatars",
     "talk",
     "admin",

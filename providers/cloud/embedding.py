@@ -16,6 +16,7 @@ from providers.base import (
     ProviderError,
     RerankRequest,
     RerankResult,
+    space_name,
 )
 from providers.cloud.lifecycle import CloudLifecycle
 
@@ -30,11 +31,6 @@ RERANK_MODELS = ("qwen3-rerank", "gte-rerank-v2")
 
 def batch_rows(model: str) -> int:
     return BATCH_ROWS.get(model, DEFAULT_BATCH_ROWS)
-
-
-def space_name(model: str, dimension: int) -> str:
-    """The vector space a result belongs to: model and dimension (``text-embedding-v4/512``)."""
-    return f"{model}/{dimension}"
 
 
 class BailianEmbeddingProvider(CloudLifecycle):

