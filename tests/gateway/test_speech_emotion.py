@@ -28,7 +28,12 @@ def sdk(gateway: Any) -> openai.OpenAI:
 
 def speak(sdk: openai.OpenAI, text: str, **body: Any) -> Any:
     with sdk.audio.speech.with_streaming_response.create(
-        model="tts-1", voice="alloy", input=text, response_format="wav", extra_body=body or None
+        model="tts-1",
+        voice="alloy",
+        input=text,
+        response_format="wav",
+        extra_body=body or None,
+        extra_headers={"cache-control": "no-store"},  # every request reaches the provider
     ) as response:
         response.read()
         return response
@@ -42,12 +47,19 @@ def run_tasks(sim: SimHandle) -> list[dict[str, Any]]:
     ]
 
 
-def texts(sim: SimHandle) -> list[str]:
-    return [
-        q["body"]["payload"]["input"]["text"]
-        for q in sim.requests("tts")
-        if (q.get("body") or {}).get("header", {}).get("action") == "continue-task"
-    ]
+@pytest.fixture
+def texts(gateway: Any) -> list[str]:
+    """The texts the speech route hands the router's TTS (the calls still go through)."""
+    router = gateway.server.config.app.state.services.router
+    seen: list[str] = []
+    real = router.synthesize_stream
+
+    async def synthesize_stream(request: Any, ctx: Any, skip: Any = None) -> Any:
+        seen.append(request.text)
+        return await real(request, ctx, skip=skip)
+
+    router.synthesize_stream = synthesize_stream
+    return seen
 
 
 def test_emotion_reaches_cosyvoice_as_the_spoken_answer_maps_it(sdk: openai.OpenAI, sim: SimHandle) -> None:
@@ -76,12 +88,14 @@ def test_emotion_reaches_cosyvoice_as_the_spoken_answer_maps_it(sdk: openai.Open
         assert "instruction" not in params and (params["rate"], params["volume"]) == (1.0, 50)
 
 
-def test_auto_takes_the_leading_tag_and_cuts_it_else_the_lexicon(sdk: openai.OpenAI, sim: SimHandle) -> None:
+def test_auto_takes_the_leading_tag_and_cuts_it_else_the_lexicon(
+    sdk: openai.OpenAI, sim: SimHandle, texts: list[str]
+) -> None:
     sim.clear_requests()
     response = speak(sdk, "[emotion:angry] This is unacceptable, frankly.", emotion="auto")
     assert response.headers["x-talkgate-emotion"] == "angry; source=tag"
     assert run_tasks(sim)[0]["volume"] == voice_params("angry")["volume"]
-    assert texts(sim) and not any("[" in t or "emotion" in t for t in texts(sim))
+    assert texts == ["This is unacceptable, frankly."]
 
     sim.clear_requests()
     response = speak(sdk, "Congratulations, that is wonderful news! See you soon.", emotion="auto")
@@ -91,7 +105,7 @@ def test_auto_takes_the_leading_tag_and_cuts_it_else_the_lexicon(sdk: openai.Ope
     # a tag is spoken as written unless the request asked for "auto" (as in the spoken answer)
     sim.clear_requests()
     speak(sdk, "[emotion:angry] Hello.", emotion="sad")
-    assert any("[emotion:angry]" in t for t in texts(sim))
+    assert texts[-1] == "[emotion:angry] Hello."
     assert run_tasks(sim)[0]["instruction"].endswith("情感是sad。")
 
 
@@ -111,7 +125,8 @@ def test_bad_emotion_is_an_openai_shaped_400(sdk: openai.OpenAI, sim: SimHandle)
 
 @pytest.mark.slow
 def test_piper_gets_the_emotions_tempo_and_loudness(gateway: Any, sdk: openai.OpenAI, sim: SimHandle) -> None:
-    piper = gateway.server.config.app.state.services.registry.get("tts", "local")
+    provider = gateway.server.config.app.state.services.registry.get("tts", "local")
+    piper = getattr(provider, "inner", provider)  # gateway/inflight.py wraps it
     jobs: list[dict[str, Any]] = []
     prepare = piper._prepare
 
