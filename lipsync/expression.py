@@ -5,10 +5,11 @@ few (reference voice-emotion.md §4.3): inner/outer brow raise (AU1/AU2, sadness
 brow lowering (AU4, anger), lid tightening or widening (AU7/AU5), lip-corner pull or depression
 (AU12/AU15, smile and frown); a talking head also needs blinks (15-26 a minute, never periodic:
 §4.1) and a little head movement, or it looks like a photograph. Each control is a smooth
-displacement field precomputed once per avatar; the expression-warped face is one ``cv2.remap``
-of the head region, redrawn only when a displacement changed by ``REDRAW_PX`` (measured cost:
-bench/RESULTS.md, "Voices"). Mouth corners are displaced after the viseme
-warp, so lip-sync is untouched (TalkingHead's "face-safe" channels).
+displacement field precomputed once per avatar; a drawn head is one ``cv2.remap`` of the head
+region, drawn only when the expression moved by ``REDRAW_PX`` or the sway reached another pose,
+and kept for when the head comes back to that pose (``FaceAnimator``; cost: ``python -m
+bench.voices``). The mouth is animated on the drawn face, so lip-sync is untouched
+(TalkingHead's "face-safe" channels).
 
 Blinks are scheduled from a seeded generator: intervals drawn around the emotion's rate with
 jitter (log-normal, at least 0.6 s apart), a 5-frame close/hold/open profile; the head sways on
