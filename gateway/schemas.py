@@ -140,6 +140,8 @@ class SpeechRequest(_Lenient):
     response_format: SpeechFormat = "mp3"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     instructions: str | None = None
+    #: talkgate extension: "auto", "off" or one emotion (gateway/conversation/emotion.py); None: off
+    emotion: str | None = Field(default=None, max_length=IDENTIFIER_MAX_CHARS)
 
 
 TranscriptionFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]

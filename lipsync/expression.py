@@ -5,10 +5,11 @@ few (reference voice-emotion.md §4.3): inner/outer brow raise (AU1/AU2, sadness
 brow lowering (AU4, anger), lid tightening or widening (AU7/AU5), lip-corner pull or depression
 (AU12/AU15, smile and frown); a talking head also needs blinks (15-26 a minute, never periodic:
 §4.1) and a little head movement, or it looks like a photograph. Each control is a smooth
-displacement field precomputed once per avatar; the expression-warped face is one ``cv2.remap``
-of the head region, redrawn only when a displacement changed by ``REDRAW_PX`` (measured cost:
-bench/RESULTS.md, "Voices"). Mouth corners are displaced after the viseme
-warp, so lip-sync is untouched (TalkingHead's "face-safe" channels).
+displacement field precomputed once per avatar; a drawn head is one ``cv2.remap`` of the head
+region, drawn only when the expression moved by ``REDRAW_PX`` or the sway reached another pose,
+and kept for when the head comes back to that pose (``FaceAnimator``; cost: ``python -m
+bench.voices``). The mouth is animated on the drawn face, so lip-sync is untouched
+(TalkingHead's "face-safe" channels).
 
 Blinks are scheduled from a seeded generator: intervals drawn around the emotion's rate with
 jitter (log-normal, at least 0.6 s apart), a 5-frame close/hold/open profile; the head sways on
@@ -18,6 +19,7 @@ two incommensurate sines with random phases. Parameters ease towards a new emoti
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,11 @@ BLINK_PROFILE = (0.55, 1.0, 1.0, 0.6, 0.25)
 EYE_A, EYE_B = 0.085, 0.035
 #: the expression-warped face is redrawn when a displacement changed by more than this (pixels)
 REDRAW_PX = 0.5
+#: the expression is drawn only where its largest displacement is above this (pixels)
+NEGLIGIBLE_PX = 0.02
+#: memory per avatar for swayed heads (a 512 px portrait's head: ~40 KB) and the sway's maps (~80 KB a pose)
+HEAD_CACHE_BYTES = 16 * 1024 * 1024
+MAPS_CACHE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,8 @@ EXPRESSIONS: dict[str, Expression] = {
     "gentle": Expression(brow_inner=0.35, lid=0.2, corner=0.5, sway=0.8, blinks_per_min=15),
 }
 _CONTROLS = ("brow_raise", "brow_inner", "brow_lower", "lid", "corner", "sway")
+NEUTRAL = "neutral"
+_TARGETS = {name: tuple(float(getattr(e, k)) for k in _CONTROLS) for name, e in EXPRESSIONS.items()}
 
 
 def _blob(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
@@ -79,7 +88,16 @@ def _darkest(roi: np.ndarray, x: float, y: float, rx: float, ry: float) -> tuple
 
 
 class FaceAnimator:
-    """Precomputed displacement fields over the head region of one avatar."""
+    """Precomputed displacement fields over the head region of one avatar, and the heads drawn.
+
+    A head is one remap of the portrait's head region: the sway (a shift and a rotation about the
+    chin that fade to nothing at the region's border) plus the expression's displacement, which is
+    non-zero only in two small rectangles (brows and eyes, mouth corners). The sway is a pixel or
+    two each way and is drawn at poses ``REDRAW_PX`` apart, so each pose's maps are built once and
+    a settled emotion has a few dozen heads, kept and pasted when the head comes back (both LRU,
+    bounded in bytes); the expression is redrawn only when a control moved by ``REDRAW_PX``.
+    Blinks are blended onto the drawn head (two small patches). bench/voices.py measures the cost.
+    """
 
     def __init__(self, box: Box, image: np.ndarray, mouth_x: float, mouth_y: float, half_w: float) -> None:
         h_img, w_img = image.shape[:2]
@@ -122,25 +140,51 @@ class FaceAnimator:
         self.sway_weight = np.outer(wy, wx).astype(np.float32)
         self.sway_px = SWAY_MAX * bh
         self.cx, self.cy = float(np.mean(xs)) - self.x1, float(box.y2) - self.y1  # rotate about the chin
-        self._base: np.ndarray | None = None
-        self._base_image: np.ndarray | None = None
-        self._state: tuple[float, ...] = (0.0,) * 9
-        w = self.sway_weight
-        # map_x = stack · (1, brow_lower, sway_x px, -angle); map_y = stack · (1, raise-lower, inner,
-        # -lid, corner, sway_y px, angle): rotation about (cx, cy) weighted like the translation.
-        self.x_stack = np.stack([self.grid_x, self.inward_field, w, (self.grid_y - self.cy) * w]).reshape(
-            4, -1
-        )
-        self.y_stack = np.stack(
-            [self.grid_y, self.brow_field, self.inner_field, self.lid_field, self.corner_field, w,
-             (self.grid_x - self.cx) * w]
-        ).reshape(7, -1)  # fmt: skip
         roi = image[self.y1 : self.y2, self.x1 : self.x2]
         eyes_at = [
             _darkest(roi, fx(x) - self.x1, fy(EYE_Y) - self.y1, 0.12 * bw, 0.05 * bh)
             for x in (EYE_X, 1 - EYE_X)
         ]
         self.lids = [self._closed_eye(roi, ex, ey, EYE_A * bw, EYE_B * bh) for ex, ey in eyes_at]
+        #: a control's largest displacement per unit (pixels): the expression's redraw test
+        self.control_px = max(BROW_MAX, LID_MAX, CORNER_MAX) * bh
+        self.parts = self._expression_parts()
+        self.region = (slice(self.y1, self.y2), slice(self.x1, self.x2))
+        # sway maps: map_x = (x, w, (y - cy) w) · (1, -dx, -angle), map_y = (y, w, (x - cx) w) · (1, -dy, angle)
+        w = self.sway_weight
+        self.sway_x = np.stack([self.grid_x + self.x1, w, (self.grid_y - self.cy) * w]).reshape(3, -1)
+        self.sway_y = np.stack([self.grid_y + self.y1, w, (self.grid_x - self.cx) * w]).reshape(3, -1)
+        self._image: np.ndarray | None = None
+        self._base = image
+        self._controls: tuple[float, ...] | None = None
+        self._offsets: list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]] = []
+        self._pose: tuple[int, int, int] | None = None
+        self._head: np.ndarray | None = None  # the head in the buffer, without lids
+        self._closed = 0.0  # the lids drawn on it
+        #: heads by (controls, pose), and each pose's sway maps (LRU, bounded bytes)
+        self._heads: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+        self._maps: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        pixels = max(1, (self.y2 - self.y1) * (self.x2 - self.x1))
+        self._max_heads = max(8, HEAD_CACHE_BYTES // (pixels * image.shape[2]))
+        self._max_maps = max(8, MAPS_CACHE_BYTES // (pixels * 8))  # two float32 maps
+
+    def _expression_parts(self) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]:
+        """(rectangle, x fields, y fields) where the expression moves pixels: brows and eyes, and the
+        mouth corners; its displacement there = fields · coefficients (zero elsewhere)."""
+        moving = np.abs(self.brow_field) + self.inner_field + np.abs(self.inward_field) + self.lid_field
+        upper = moving > NEGLIGIBLE_PX
+        rects = [r for r in (_bounds(upper), _bounds(self.corner_field > NEGLIGIBLE_PX)) if r is not None]
+        if len(rects) == 2 and rects[0][1] > rects[1][0] and rects[1][1] > rects[0][0]:
+            rects = [_union(*rects)]  # overlapping (a very short face): one rectangle
+        parts = []
+        for r0, r1, c0, c1 in rects:
+            cut = (slice(r0, r1), slice(c0, c1))
+            xs = self.inward_field[cut].reshape(1, -1)
+            ys = np.stack(
+                [self.brow_field[cut], self.inner_field[cut], self.lid_field[cut], self.corner_field[cut]]
+            ).reshape(4, -1)
+            parts.append(((r0, r1, c0, c1), np.ascontiguousarray(xs), np.ascontiguousarray(ys)))
+        return parts
 
     @staticmethod
     def _closed_eye(roi: np.ndarray, ex: float, ey: float, a: float, b: float) -> Any:
@@ -164,65 +208,106 @@ class FaceAnimator:
     ) -> np.ndarray:
         """The portrait with this expression, blink and sway, for the mouth to be animated on.
 
-        Re-warped only when some displacement changed by more than ``REDRAW_PX`` pixels since the
-        last one (the sway moves about 0.05 px a frame), so most frames reuse it; a redraw rewrites
-        only the head region of a buffer kept for the avatar.
+        Layers are redrawn only when they moved: the expression when a control's displacement
+        changed by more than ``REDRAW_PX`` pixels, the sway (about 0.1 px a frame) when it reached
+        another pose, the lids when the blink changed; most frames return the buffer unchanged.
         """
-        bh, sway_px = self.bh, self.sway_px
-        state = (
-            c["brow_raise"] * bh * BROW_MAX, c["brow_inner"] * bh * BROW_MAX, c["brow_lower"] * bh * BROW_MAX,
-            c["lid"] * bh * LID_MAX, c["corner"] * bh * CORNER_MAX, blink * bh * EYE_B * 2,
-            sway[0] * sway_px, sway[1] * sway_px, sway[2] * bh,
-        )  # fmt: skip
-        last = self._state
-        if (
-            self._base is None
-            or self._base_image is not image
-            or any(abs(a - b) > REDRAW_PX for a, b in zip(state, last, strict=True))
-        ):
-            if self._base is None or self._base_image is not image:
-                self._base, self._base_image = image.copy(), image
-            self.apply(self._base, c, blink, sway, source=image)  # only the head region is rewritten
-            self._state = state
+        if self._image is not image:  # a new portrait: a fresh buffer, everything redrawn
+            self._image, self._base, self._controls, self._pose = image, image.copy(), None, None
+            self._heads.clear()
+        controls = (c["brow_raise"], c["brow_inner"], c["brow_lower"], c["lid"], c["corner"])
+        last = self._controls
+        moved = last is None
+        if not moved and controls != last:  # easing: redrawn once it moved by REDRAW_PX
+            moved = max(abs(a - b) for a, b in zip(controls, last, strict=True)) * self.control_px > REDRAW_PX
+        if moved:
+            self._offsets = self._displacement(c)
+            self._controls = controls
+        # The sway is drawn at poses on a REDRAW_PX lattice (shift, and rotation as the shift it
+        # makes one face height from the chin): a few dozen poses, which the head revisits.
+        k = self.sway_px / REDRAW_PX
+        pose = (round(sway[0] * k), round(sway[1] * k), round(sway[2] * self.bh / REDRAW_PX))
+        region = self.region
+        if moved or pose != self._pose:
+            key = (self._controls, pose)
+            head = self._heads.get(key)
+            if head is None:
+                head = self._heads[key] = self._draw(image, pose)
+                if len(self._heads) > self._max_heads:
+                    self._heads.popitem(last=False)
+            else:
+                self._heads.move_to_end(key)
+            self._base[region] = head
+            self._head, self._pose, self._closed = head, pose, 0.0
+        if blink != self._closed:  # lids on the drawn head: a blink costs two small blends
+            if self._closed:
+                self._base[region] = self._head
+            if blink > 0:
+                self._close_lids(self._base, blink, pose)
+            self._closed = blink
         return self._base
 
-    def apply(
-        self,
-        frame: np.ndarray,
-        c: dict[str, float],
-        blink: float,
-        sway: tuple[float, float, float],
-        source: np.ndarray | None = None,
-    ) -> None:
-        """Warp the head region of ``source`` (default: ``frame`` itself) into ``frame``, in place.
-
-        The maps are one matrix-vector product each over the stacked fields (BLAS, one pass over
-        the region) instead of a dozen array expressions: that is what keeps expressions cheap.
-        """
-        sx, sy, angle = sway
+    def _displacement(
+        self, c: dict[str, float]
+    ) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]:
+        """The expression's displacement (x, y pixels) in each of its rectangles."""
         lower = c["brow_lower"]
-        kx = np.array([1.0, lower, -sx * self.sway_px, -angle], np.float32)
-        ky = np.array(
-            [
-                1.0,
-                c["brow_raise"] - lower,
-                c["brow_inner"],
-                -c["lid"],
-                c["corner"],
-                -sy * self.sway_px,
-                angle,
-            ],
-            np.float32,
-        )
-        map_x = (kx @ self.x_stack).reshape(self.grid_x.shape)
-        map_y = (ky @ self.y_stack).reshape(self.grid_y.shape)
-        roi = (frame if source is None else source)[self.y1 : self.y2, self.x1 : self.x2]
-        out = cv2.remap(roi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if blink > 0:  # closed lids fade in over the eyes
-            for (y0, y1, x0, x1), closed, alpha in self.lids:
-                part = out[y0:y1, x0:x1].astype(np.float32)
-                out[y0:y1, x0:x1] = (part + (closed - part) * (alpha * blink)).astype(np.uint8)
-        frame[self.y1 : self.y2, self.x1 : self.x2] = out
+        ky = np.array([c["brow_raise"] - lower, c["brow_inner"], -c["lid"], c["corner"]], np.float32)
+        out = []
+        for (r0, r1, c0, c1), xs, ys in self.parts:
+            shape = (r1 - r0, c1 - c0)
+            out.append(
+                ((r0, r1, c0, c1), (xs[0] * np.float32(lower)).reshape(shape), (ky @ ys).reshape(shape))
+            )
+        return out
+
+    def _draw(self, image: np.ndarray, pose: tuple[int, int, int]) -> np.ndarray:
+        """The head region with the expression and the sway ``pose`` (lattice steps: shift x,
+        shift y, rotation about the chin), fading to the still portrait at its border: one remap
+        of the portrait through the pose's maps plus the expression's displacement."""
+        maps = self._maps.get(pose)
+        if maps is None:
+            step = REDRAW_PX
+            dx, dy, angle = pose[0] * step, pose[1] * step, pose[2] * step / self.bh
+            shape = self.grid_x.shape
+            maps = self._maps[pose] = (
+                (np.array([1.0, -dx, -angle], np.float32) @ self.sway_x).reshape(shape),
+                (np.array([1.0, -dy, angle], np.float32) @ self.sway_y).reshape(shape),
+            )
+            if len(self._maps) > self._max_maps:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(pose)
+        map_x, map_y = maps[0].copy(), maps[1].copy()
+        for (r0, r1, c0, c1), ox, oy in self._offsets:
+            map_x[r0:r1, c0:c1] += ox
+            map_y[r0:r1, c0:c1] += oy
+        return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def _close_lids(self, out: np.ndarray, blink: float, pose: tuple[int, int, int]) -> None:
+        """Closed lids faded in over the eyes, where the sway ``pose`` moved them (to the nearest
+        pixel: the lid's soft edge hides the rest)."""
+        dx, dy, angle = pose[0] * REDRAW_PX, pose[1] * REDRAW_PX, pose[2] * REDRAW_PX / self.bh
+        for (y0, y1, x0, x1), closed, alpha in self.lids:
+            ex, ey = (x0 + x1) / 2, (y0 + y1) / 2
+            top = self.y1 + y0 + round(dy - angle * (ex - self.cx))
+            left = self.x1 + x0 + round(dx + angle * (ey - self.cy))
+            if top < 0 or left < 0 or top + y1 - y0 > out.shape[0] or left + x1 - x0 > out.shape[1]:
+                continue
+            view = out[top : top + y1 - y0, left : left + x1 - x0]
+            part = view.astype(np.float32)
+            view[:] = (part + (closed - part) * (alpha * blink)).astype(np.uint8)
+
+
+def _bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
 
 
 @dataclass
@@ -240,6 +325,7 @@ class ExpressionState:
     current: dict[str, float] = field(
         default_factory=lambda: {k: getattr(EXPRESSIONS["neutral"], k) for k in _CONTROLS}
     )
+    _settled: str | None = field(default=None, init=False)  # the emotion the controls reached
     _rng: np.random.Generator = field(init=False)
     _next_blink: int = field(init=False)
     _phases: tuple[float, float, float] = field(init=False)
@@ -251,18 +337,32 @@ class ExpressionState:
 
     @property
     def target(self) -> Expression:
-        return EXPRESSIONS.get(self.emotion, EXPRESSIONS["neutral"])
+        return EXPRESSIONS.get(self.emotion, EXPRESSIONS[NEUTRAL])
 
     def _blink_gap(self) -> int:
         mean_s = 60.0 / max(1.0, self.target.blinks_per_min)
         gap_s = max(0.6, float(self._rng.lognormal(math.log(mean_s) - 0.08, 0.4)))
         return self.frame_index + max(1, round(gap_s * self.fps))
 
+    def ease(self) -> dict[str, float]:
+        """The controls one frame closer to the emotion's (the live face's own clocks do the rest);
+        once there, nothing to compute until the emotion changes."""
+        if self._settled == self.emotion:
+            return self.current
+        current, settled = self.current, True
+        for name, goal in zip(_CONTROLS, _TARGETS.get(self.emotion, _TARGETS[NEUTRAL]), strict=True):
+            gap = goal - current[name]
+            if abs(gap) > 1e-3:
+                current[name] += 0.15 * gap
+                settled = False
+            else:
+                current[name] = goal
+        self._settled = self.emotion if settled else None
+        return current
+
     def step(self) -> tuple[dict[str, float], float, tuple[float, float, float]]:
         """Controls, blink closure (0..1) and sway (dx, dy, angle) for the next frame."""
-        target = self.target
-        for name in _CONTROLS:
-            self.current[name] += 0.15 * (getattr(target, name) - self.current[name])
+        self.ease()
         i = self.frame_index
         since = i - self._next_blink
         blink = BLINK_PROFILE[since] if 0 <= since < len(BLINK_PROFILE) else 0.0

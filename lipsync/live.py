@@ -6,8 +6,10 @@ the same level mapping as a streaming filter (fast attack, slower release) whose
 from frame to frame, and the mouth closes smoothly when the audio stops: no jump when speech
 starts or ends. Between answers the face is never a frozen picture: it blinks at a human rate
 (every 2-6 s, now and then twice), breathes (a slow rise and swell) and sways slightly; when it
-speaks it also nods a little with the loudness. All of it is small OpenCV remaps of a few regions
-plus one affine warp of the frame, a few milliseconds per frame on one core.
+speaks it also nods a little with the loudness, and shows the emotion of the answer being spoken
+(``set_emotion``: the brows, lids and mouth corners of lipsync/expression.py, as in /v1/talk). All
+of it is small OpenCV remaps of a few regions plus one affine warp of the frame, a few
+milliseconds per frame on one core.
 
 ``frame`` is synchronous and CPU-bound: the WebRTC video track runs it in a worker thread
 (OpenCV releases the GIL), never on the event loop.
@@ -21,6 +23,7 @@ import random
 import cv2
 import numpy as np
 
+from lipsync.expression import EXPRESSIONS, ExpressionState, FaceAnimator
 from lipsync.faces import Box
 from lipsync.procedural import FLOOR_DB, RANGE_DB, MouthAnimator
 
@@ -36,6 +39,9 @@ BLINK_CLOSE_S, BLINK_HOLD_S, BLINK_OPEN_S = 0.07, 0.04, 0.12
 #: Breathing period and idle sway (pixels and degrees at a 480 px frame; scaled with the size).
 BREATH_S = 4.2
 SWAY_PX, SWAY_DEG = 1.4, 0.5
+#: The expression's controls drawn here: this face blinks and sways on its own clocks.
+FACE_CONTROLS = ("brow_raise", "brow_inner", "brow_lower", "lid", "corner")
+_NO_SWAY = (0.0, 0.0, 0.0)
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -131,6 +137,18 @@ class LiveFace:
         self.centre = ((self.box.x1 + self.box.x2) / 2, (self.box.y1 + self.box.y2) / 2)
         self.motion_scale = max(w, h) / 480.0
         self.last_closure = 0.0
+        #: the emotion of what is being said: the /v1/talk renderer's expressions (lipsync/expression.py)
+        self.expression = ExpressionState(fps=fps, seed=seed or 0)
+        self._features: FaceAnimator | None = None  # built at the first emotion
+
+    @property
+    def emotion(self) -> str:
+        return self.expression.emotion
+
+    def set_emotion(self, emotion: str | None) -> None:
+        """Show ``emotion`` (one of gateway/conversation/emotion.py's; None or unknown: neutral).
+        It eases in and out over ~0.3 s; safe to call from another thread than ``frame``'s."""
+        self.expression.emotion = emotion if emotion in EXPRESSIONS else "neutral"
 
     # ------------------------------------------------------------------ state per frame
 
@@ -194,12 +212,23 @@ class LiveFace:
         m[1, 2] += dy
         return m
 
+    def _expressed(self) -> np.ndarray | None:
+        """The portrait with the current expression (brows, lids, mouth corners), or None at rest."""
+        controls = self.expression.ease()
+        if all(abs(controls[k]) < 0.01 for k in FACE_CONTROLS):
+            return None  # neutral: the portrait itself, no warp at all
+        if self._features is None:
+            m = self.mouth
+            self._features = FaceAnimator(self.box, self.image, m.mx, m.my, m.half_w)
+        return self._features.base(self.image, controls, 0.0, _NO_SWAY)
+
     # ------------------------------------------------------------------ the frame
 
     def frame(self, audio: np.ndarray | None, rate: int, t: float) -> np.ndarray:
         """The frame shown at media time ``t`` while ``audio`` (float mono, this frame's span) plays."""
         self._mouth(audio, rate)
-        out = self.mouth.compose(self.mouth.mouth_region(self.opening, self.width))
+        base = self._expressed()  # the mouth is animated on the expressed face, as in /v1/talk
+        out = self.mouth.compose(self.mouth.mouth_region(self.opening, self.width, base), base)
         closure = self._closure(t)
         self.last_closure = closure
         if closure > 0.01:

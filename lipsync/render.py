@@ -26,16 +26,18 @@ from lipsync.avatars import Avatar
 from lipsync.blend import face_input, paste
 from lipsync.encode import Mp4Writer
 from lipsync.errors import LipsyncError
-from lipsync.expression import ExpressionState
+from lipsync.expression import ExpressionState, FaceAnimator
 from lipsync.labels import MediaLabel, draw_ai_mark, labelled_wav_header
 from lipsync.mel import SAMPLE_RATE, mel_chunks, melspectrogram, resample
-from lipsync.procedural import ProceduralRenderer
+from lipsync.procedural import MOUTH_HALF_WIDTH, MOUTH_X, MOUTH_Y, ProceduralRenderer
 from lipsync.wav2lip_worker import RemoteWav2Lip
 from providers.base import ErrorKind, ProviderError
 from providers.local.workers.supervisor import RestartPolicy
 from providers.wav import float_to_pcm16, pcm_to_wav
 
 log = logging.getLogger("talkgate.lipsync")
+#: Wav2Lip frames do not sway (the pasted mouth would not follow the head)
+STILL = (0.0, 0.0, 0.0)
 T = TypeVar("T")
 
 
@@ -48,8 +50,9 @@ class Renderer(Protocol):
         pcm16k: np.ndarray,
         n_frames: int | None = None,
         timings: dict[str, float] | None = None,
+        expression: ExpressionState | None = None,
     ) -> Iterator[np.ndarray]:
-        """Full-size BGR frames for 16 kHz mono float audio."""
+        """Full-size BGR frames for 16 kHz mono float audio (``expression``: one per video)."""
         ...
 
 
@@ -63,6 +66,21 @@ class Wav2LipRenderer:
         #: process), or lipsync.engine.Wav2LipEngine in-process (benchmarks)
         self.engine = engine
         self.fps = fps
+        self._faces: dict[str, FaceAnimator] = {}
+
+    def face(self, avatar: Avatar) -> FaceAnimator:
+        """The avatar's expression fields (lipsync/expression.py), at the procedural mouth's place."""
+        face = self._faces.get(avatar.id)
+        if face is None:
+            box = avatar.box
+            face = FaceAnimator(
+                box, avatar.image, box.x1 + MOUTH_X * box.width, box.y1 + MOUTH_Y * box.height,
+                MOUTH_HALF_WIDTH * box.width,
+            )  # fmt: skip
+            if len(self._faces) > 32:
+                self._faces.clear()
+            self._faces[avatar.id] = face
+        return face
 
     def render(
         self,
@@ -70,7 +88,10 @@ class Wav2LipRenderer:
         pcm16k: np.ndarray,
         n_frames: int | None = None,
         timings: dict[str, float] | None = None,
+        expression: ExpressionState | None = None,
     ) -> Iterator[np.ndarray]:
+        """``expression``: brows, lids and blinks on the portrait the mouths are pasted into (no
+        sway: the pasted lower face would not follow it; the paste covers the mouth corners)."""
         stages = timings if timings is not None else {}
         t0 = time.perf_counter()
         mel = melspectrogram(pcm16k)
@@ -78,6 +99,7 @@ class Wav2LipRenderer:
             raise LipsyncError("the audio produced a non-finite spectrogram", reason="bad_audio")
         chunks = mel_chunks(mel, self.fps, n_frames)
         face6 = face_input(avatar.crop)
+        face = self.face(avatar) if expression is not None and expression.enabled else None
         _add(stages, "mel", t0)
         step = max(1, self.engine.batch_size)
         for start in range(0, len(chunks), step):
@@ -86,7 +108,11 @@ class Wav2LipRenderer:
             _add(stages, "model", t1)
             for mouth in mouths:
                 t2 = time.perf_counter()
-                frame = paste(avatar.image, mouth, avatar.box)
+                portrait = avatar.image
+                if face is not None and expression is not None:
+                    controls, blink, _ = expression.step()
+                    portrait = face.base(avatar.image, controls, blink, STILL)
+                frame = paste(portrait, mouth, avatar.box)
                 _add(stages, "paste", t2)
                 yield frame
 
@@ -122,9 +148,8 @@ class VideoBuilder:
         self.fallback_reason: str | None = None
         self.avatar = avatar
         self.label = label
-        #: the face's expression across the whole video (procedural renderer only)
-        self._expression = expression
-        self.expression = expression if getattr(renderer, "name", "") == "procedural" else None
+        #: the face's expression across the whole video
+        self.expression = expression
         self.visible_mark = visible_mark
         self.writer = Mp4Writer(path, avatar.width, avatar.height, fps=fps, label=label)
         self.timings: dict[str, float] = {}
@@ -172,7 +197,7 @@ class VideoBuilder:
                     exc.message,
                 )
                 self.fallback_reason = exc.message
-                self.renderer, self.expression = self.fallback, self._expression
+                self.renderer = self.fallback
         extra = {"expression": self.expression} if self.expression is not None else {}
         for index, frame in enumerate(
             self.renderer.render(self.avatar, audio16k, n_frames, self.timings, **extra)

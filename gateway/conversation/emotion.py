@@ -19,8 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.conversation.sentences import SentenceSplitter
+
 EMOTIONS = ("neutral", "happy", "sad", "angry", "surprised", "gentle")
 NEUTRAL = "neutral"
+#: what a request may ask for: "auto" (the tag, else the lexicon), "off", or one emotion
+MODES = ("auto", "off", *EMOTIONS)
 
 PROMPT = (
     "Start every answer with an emotion tag for how the answer should sound, exactly one of "
@@ -95,6 +99,24 @@ def strip_tag(text: str) -> tuple[str | None, str]:
     stripper = TagStripper()
     out = stripper.feed(text) + stripper.flush()
     return stripper.tag, out
+
+
+def decide(mode: str, text: str) -> tuple[str, str, str]:
+    """(emotion, source, text to speak) for a whole text, decided as ``SpokenAnswer`` decides an answer.
+
+    ``mode`` "auto": a leading tag (cut from the text), else the lexicon over the first sentence;
+    one of EMOTIONS: that one, the text as it is ("request"); "off": neutral, nothing applied.
+    """
+    if mode == "off":
+        return NEUTRAL, "off", text
+    if mode != "auto":
+        return mode, "request", text
+    tag, rest = strip_tag(text)
+    if tag is not None:
+        return tag, "tag", rest
+    splitter = SentenceSplitter()
+    first = (splitter.feed(rest) + splitter.flush() or [""])[0]
+    return classify(first), "lexicon", rest
 
 
 # --------------------------------------------------------------------------- offline lexicon

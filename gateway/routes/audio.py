@@ -25,9 +25,11 @@ from gateway import response_cache
 from gateway.audio import CONTENT_TYPES, AudioDecodeError, StreamEncoder, run_in_codec_pool
 from gateway.auth import Principal, require_scope
 from gateway.context import get_context
+from gateway.conversation.emotion import MODES, decide, voice_params
 from gateway.costs import charge_quota
 from gateway.errors import APIError, no_provider_error, refuse_unknown_model
 from gateway.inputs.audio import decode_upload
+from gateway.inputs.echo import echo
 from gateway.schemas import (
     SpeechRequest,
     TranscriptionForm,
@@ -56,6 +58,8 @@ router = APIRouter()
 
 #: Sample rate handed to ASR providers (Paraformer and Whisper both work at 16 kHz).
 ASR_SAMPLE_RATE = 16000
+#: The request's speed bounds (SpeechRequest): an emotion's rate keeps the product within them.
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 
 # --------------------------------------------------------------------------- transcription
@@ -226,7 +230,10 @@ async def _transcriptions(request: Request, principal: Principal) -> Response:
 # --------------------------------------------------------------------------- speech
 
 
-def build_speech_request(body: SpeechRequest, services: Services) -> SynthesizeRequest:
+def build_speech_request(
+    body: SpeechRequest, services: Services, emotion: tuple[str, str, str] | None = None
+) -> SynthesizeRequest:
+    """The provider request; ``emotion`` (``speech_emotion``) adds the emotion's voice parameters."""
     settings = services.settings
     if not body.input.strip():
         raise APIError(400, "input is empty: there is no text to speak.", param="input")
@@ -240,10 +247,33 @@ def build_speech_request(body: SpeechRequest, services: Services) -> SynthesizeR
         )
     voice = body.voice or settings.voices.default
     voice = settings.voices.aliases.get(voice, voice)
-    extra: dict[str, Any] = {}
+    text, extra = body.input, dict[str, Any]()
+    if emotion is not None:  # the spoken answer's mapping per backend (and its tag, in "auto")
+        emotion_name, _, text = emotion
+        if not text.strip():
+            raise APIError(400, "input has nothing to speak after its emotion tag.", param="input")
+        extra = dict(voice_params(emotion_name))
+    speed = min(MAX_SPEED, max(MIN_SPEED, body.speed * float(extra.get("speed", 1.0))))
     if body.instructions:
         extra["instructions"] = body.instructions
-    return SynthesizeRequest(model=body.model, text=body.input, voice=voice, speed=body.speed, extra=extra)
+    return SynthesizeRequest(model=body.model, text=text, voice=voice, speed=speed, extra=extra)
+
+
+def speech_emotion(body: SpeechRequest, settings: Any) -> tuple[str, str, str] | None:
+    """(emotion, source, text) for ``body.emotion``, or None when no emotion applies (absent,
+    "off", or turned off for everyone); 400 for a value outside emotion.MODES."""
+    if body.emotion is None:
+        return None
+    if body.emotion not in MODES:
+        raise APIError(
+            400,
+            f"emotion must be one of {', '.join(MODES)}; got '{echo(body.emotion)}'.",
+            param="emotion",
+            code="invalid_value",
+        )
+    if body.emotion == "off" or not settings.emotion.enabled:
+        return None
+    return decide(body.emotion, body.input)
 
 
 async def encode_speech(
@@ -294,7 +324,8 @@ async def _speech(request: Request, principal: Principal) -> Response:
     body: SpeechRequest = validate(
         SpeechRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))
     )
-    tts_request = build_speech_request(body, services)
+    emotion = speech_emotion(body, services.settings)
+    tts_request = build_speech_request(body, services, emotion)
     ctx = get_context(request)
     ctx.model = body.model
     cloned = await cloned_voice(services, principal.tenant, body.voice)  # "custom:<id>": 404 / 403
@@ -319,6 +350,8 @@ async def _speech(request: Request, principal: Principal) -> Response:
         "content-disposition": f'inline; filename="speech.{body.response_format}"',
         **label.headers(),
     }
+    if emotion is not None:
+        headers["x-talkgate-emotion"] = f"{emotion[0]}; source={emotion[1]}"
     if cloned is not None:
         headers["x-talkgate-voice-fallback"] = "local" if ctx.fallback else "none"
         await record_use(

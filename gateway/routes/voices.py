@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
 from gateway.audio import AudioDecodeError
-from gateway.auth import Principal, require_admin, require_scope
+from gateway.auth import Principal, charge_quota, require_admin, require_scope
 from gateway.context import get_context
 from gateway.csv_safe import write_csv
 from gateway.errors import APIError, no_provider_error
@@ -22,6 +22,7 @@ from gateway.inputs.audio import decode_upload
 from gateway.jsonresponse import OrjsonResponse
 from gateway.schemas import read_form, too_large
 from gateway.services import Services
+from gateway.usage import record
 from gateway.voices import enrolment
 from gateway.voices.enrolment import FALLBACKS, EnrolmentRefused, Recording
 from gateway.voices.provider import EnrollmentClient, EnrollmentError, client_for
@@ -122,6 +123,22 @@ def _text_field(form: FormData, name: str, default: str = "", max_len: int = 100
     return value.strip()
 
 
+class _AsrAccount:
+    """The consent transcription on the tenant's ASR quota and this request's usage row, as
+    /v1/audio/transcriptions does (``charge_quota`` before, ``record`` after)."""
+
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.request, self.principal = request, principal
+
+    async def admit(self, seconds: float) -> None:
+        await charge_quota(self.request, self.principal, {"asr_seconds": seconds})
+
+    def book(self, seconds: float, provider: str | None) -> None:
+        # the client named no model: book the one that transcribed ("bailian:paraformer-v2" → its name)
+        model = provider.split(":", 1)[-1] if provider else None
+        record(self.request, audio_seconds=seconds, provider=provider, model=model)
+
+
 @router.post("/v1/voices")
 async def create_voice(request: Request, principal: Principal = require_scope("voices")) -> Response:
     """Enrol a voice: multipart ``sample`` + ``consent`` recordings, ``code`` from the statement,
@@ -149,6 +166,7 @@ async def create_voice(request: Request, principal: Principal = require_scope("v
             store=voice_store(services), client=enrollment_client(services, config.target_model), router=services.router,
             ctx=get_context(request), config=config, tenant=principal.tenant, key_id=principal.key_id,
             code=code, name=name, fallback=fallback, sample=sample, consent=consent,
+            asr=_AsrAccount(request, principal),
         )  # fmt: skip
     except EnrolmentRefused as exc:
         raise _refused(exc) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.db.models import Voice
 from gateway.voices import checks
@@ -104,6 +104,16 @@ def _to_check_rate(audio: AudioData) -> AudioData:
     return AudioData(float_to_pcm16(samples).tobytes(), CHECK_RATE)
 
 
+class AsrAccount(Protocol):
+    """The tenant's ASR quota and usage for the consent transcription (the route's request)."""
+
+    async def admit(self, seconds: float) -> None:
+        """Refuse (429) before any check runs when ``seconds`` do not fit the tenant's quota."""
+
+    def book(self, seconds: float, provider: str | None) -> None:
+        """Add the transcribed seconds (and the ASR target) to the request's usage row."""
+
+
 async def run_checks(
     router: Any,
     ctx: Any,
@@ -113,8 +123,15 @@ async def run_checks(
     language: str,
     sample: AudioData,
     consent: AudioData,
+    asr: AsrAccount | None = None,
 ) -> dict[str, Any]:
-    """Every local check, each with its figures; ``ok`` is False if any check failed."""
+    """Every local check, each with its figures; ``ok`` is False if any check failed.
+
+    The consent transcription is ASR like any other: admitted against the tenant's ``asr_seconds``
+    quota before anything runs, booked on the request's usage row once it ran.
+    """
+    if asr is not None:
+        await asr.admit(consent.duration_s)
     sample16 = _to_check_rate(sample)
     results: dict[str, Any] = {
         "sample_duration": checks.duration_check(sample, config.sample_min_s, config.sample_max_s),
@@ -123,10 +140,14 @@ async def run_checks(
         "consent_speech": await checks.speech_check(consent, config.min_speech_s),
     }
     transcript = await router.transcribe(TranscribeRequest(model="", audio=consent, language=language), ctx)
+    provider = getattr(ctx, "provider", None)
+    if asr is not None:
+        asr.book(consent.duration_s, provider)
     results["consent_transcript"] = checks.transcript_check(
         statement, code, transcript.text, config.transcript_match_threshold
     )
-    results["consent_transcript"]["asr_provider"] = getattr(ctx, "provider", None)
+    results["consent_transcript"]["asr_provider"] = provider
+    results["consent_transcript"]["asr_seconds"] = round(consent.duration_s, 3)
     results["speaker"] = await checks.speaker_check(
         sample16, consent, config.speaker_check, config.speaker_threshold
     )
@@ -174,8 +195,11 @@ async def enrol(
     fallback: str,
     sample: Recording,
     consent: Recording,
+    asr: AsrAccount | None = None,
 ) -> tuple[Any, bool]:
-    """The voice (a ``Voice`` row) and whether it is new (False: a retried request found its record)."""
+    """The voice (a ``Voice`` row) and whether it is new (False: a retried request found its record).
+
+    ``asr``: the tenant's quota and usage for the consent transcription (a replay runs no ASR)."""
     rhash = request_hash(tenant, code, sample.data, consent.data)
     voice = await store.by_request(tenant, rhash)
     if voice is not None:
@@ -205,7 +229,7 @@ async def enrol(
             "voice_limit",
         )
     results = await run_checks(
-        router, ctx, config, challenge.statement, code, challenge.language, sample.audio, consent.audio
+        router, ctx, config, challenge.statement, code, challenge.language, sample.audio, consent.audio, asr
     )
     if results["speaker"].get("status") == "error":
         raise EnrolmentRefused(503, "the speaker check could not run; try again", "speaker_check_error")
@@ -221,7 +245,11 @@ async def enrol(
         target_model=config.target_model, provider_prefix=provider_prefix(voice_id), provider_voice_id=None,
         provider_status=None, fallback=fallback, status="pending", created_at=now(), use_count=0,
     )  # fmt: skip
-    detail = {"sample_sha256": sample.sha256, "consent_sha256": consent.sha256, "checks": _verdicts(results)}
+    detail = {
+        "sample_sha256": sample.sha256, "consent_sha256": consent.sha256, "checks": _verdicts(results),
+        # the usage row that booked the consent transcription is this request's
+        "request_id": getattr(ctx, "request_id", None), "asr_seconds": round(consent.audio.duration_s, 3),
+    }  # fmt: skip
     if not await store.create(voice, code, detail):
         again = await store.by_request(tenant, rhash)  # a concurrent retry got there first
         if again is None:

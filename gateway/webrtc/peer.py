@@ -10,7 +10,8 @@ the turns. Barge-in: on ``input_audio_buffer.speech_started`` while an answer is
 queued audio is dropped at once (silence from the next 20 ms frame) and the late deltas of the
 cancelled response are ignored; ``output_audio_buffer.started/stopped/cleared`` tell the page
 what is playing, as OpenAI's WebRTC endpoint does. ``talkgate.response.backend`` names the
-chat provider that answered (cloud, local, fallback) for the page.
+chat provider that answered (cloud, local, fallback) for the page. The avatar shows each answer's
+emotion while its audio plays (``_emotion_of``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from gateway.conversation.emotion import decide
 from gateway.realtime.audio import Resampler
 from gateway.realtime.guard import FrameGuard
 from gateway.realtime.session import RealtimeSession
@@ -88,6 +90,9 @@ class LiveCall:
             AvatarTrack(self.clock, self.buffer, face, settings.webrtc.fps) if face is not None else None
         )
         self.out_resampler = Resampler(OUT_RATE)
+        #: the avatar shows each answer's emotion while it plays (None: voice only, or turned off)
+        self.face = face if face is not None and settings.emotion.enabled else None
+        self.spoken: dict[str, str] = {}  # response id → its transcript so far (the last few)
         self.account = account  # gateway.realtime.account.SessionAccount: slot, quotas, usage rows
         self.metrics = services.realtime_metrics
         self.session = RealtimeSession(
@@ -196,6 +201,8 @@ class LiveCall:
             self._barge_in()
         elif kind in ("response.output_audio_transcript.delta", "response.output_text.delta"):
             self._tell_backend(event.get("response_id"))
+            if self.face is not None:
+                self._heard(event.get("response_id"), event.get("delta") or "")
         self._post(event)
 
     def _post(self, event: dict[str, Any]) -> None:
@@ -252,9 +259,30 @@ class LiveCall:
             }
         )
 
+    # ------------------------------------------------------------------ emotion on the face
+
+    def _heard(self, response_id: str | None, delta: str) -> None:
+        if response_id is None:
+            return
+        if response_id not in self.spoken and len(self.spoken) >= 4:
+            self.spoken.pop(next(iter(self.spoken)))
+        self.spoken[response_id] = self.spoken.get(response_id, "") + delta
+
+    def _emotion_of(self, response_id: str | None) -> str:
+        """The answer's emotion as /v1/talk decides it: the spoken answer's own (when the session
+        asked the LLM for a tag), else ``decide("auto")`` over its transcript (a leading tag, else
+        the lexicon on the first sentence). The first sentence is in before its audio plays."""
+        turn = self.session.response
+        answer = getattr(turn, "answer", None) if turn is not None and turn.id == response_id else None
+        if answer is not None and answer.emotion_source != "off":
+            return str(answer.emotion)
+        return decide("auto", self.spoken.get(response_id or "", ""))[0]
+
     # ------------------------------------------------------------------ playback
 
     def _playback(self, state: str, response_id: str | None) -> None:
+        if self.face is not None:  # the face shows the answer's emotion while it is heard
+            self.face.set_emotion(self._emotion_of(response_id) if state == "started" else None)
         self._post({"type": f"output_audio_buffer.{state}", "event_id": _eid(), "response_id": response_id})
 
     def _barge_in(self) -> None:
@@ -292,6 +320,8 @@ class LiveCall:
     def _clear_playback(self, event_id: str | None) -> None:
         response_id = self.buffer.response_id
         dropped = self.buffer.clear()
+        if self.face is not None:
+            self.face.set_emotion(None)
         if response_id:
             self.cut.add(response_id)
         self._post(

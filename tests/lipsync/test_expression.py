@@ -133,3 +133,33 @@ def test_expressions_off_renders_the_plain_portrait(avatar: Any) -> None:
     silence = np.zeros(16000, np.float32)
     frames = list(ProceduralRenderer(fps=FPS).render(avatar, silence, 25, expression=state))
     assert all(np.array_equal(f, avatar.image) for f in frames)
+
+
+def test_wav2lip_renders_get_brows_and_lids(avatar: Any) -> None:
+    """Wav2Lip pastes its mouth into the lower face; the brows above it follow the emotion. The
+    network runs with random weights (no licensed checkpoint in tests): the paste is real."""
+    pytest.importorskip("torch")
+    from lipsync.engine import Wav2LipEngine
+    from lipsync.render import Wav2LipRenderer
+
+    renderer = Wav2LipRenderer(Wav2LipEngine.with_random_weights("cpu", batch_size=32), fps=FPS)
+    w2l = SimpleNamespace(id="astro-w2l", image=avatar.image, box=avatar.box, crop=_crop(avatar))
+    silence = np.zeros(16000 * 30 // FPS, np.float32)
+    shift: dict[str, dict[str, float]] = {}
+    for emotion in ("neutral", "surprised", "angry"):
+        state = ExpressionState(emotion, fps=FPS, seed=3)
+        state._next_blink = 10_000
+        frame = list(renderer.render(w2l, silence, 30, expression=state))[-1]
+        # no sway on Wav2Lip frames: the brows are measured against the portrait itself
+        shift[emotion] = {
+            k: vertical_shift(avatar.image, frame, avatar.box, *POINTS[k])
+            for k in ("brow_outer", "brow_inner")
+        }
+    assert all(abs(v) <= 0.25 for v in shift["neutral"].values()), shift
+    assert shift["surprised"]["brow_outer"] > 1.0 and shift["surprised"]["brow_inner"] > 2.0, shift
+    assert shift["angry"]["brow_outer"] < -1.0 and shift["angry"]["brow_inner"] < -2.0, shift
+
+
+def _crop(avatar: Any) -> np.ndarray:
+    b = avatar.box
+    return cv2.resize(avatar.image[b.y1 : b.y2, b.x1 : b.x2], (96, 96), interpolation=cv2.INTER_AREA)

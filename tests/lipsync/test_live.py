@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import cv2
 import numpy as np
 from scipy.ndimage import median_filter
 
@@ -85,3 +86,36 @@ def test_a_frame_costs_a_fraction_of_the_frame_period() -> None:
         face.frame(signal[k * hop : (k + 1) * hop], RATE, k / FPS)
     per_frame = (time.process_time() - start) / n
     assert per_frame < 0.25 / FPS, per_frame  # a quarter of the 40 ms frame budget
+
+
+def test_the_answers_emotion_shows_on_the_live_face() -> None:
+    """Faces with one seed move alike (pose, blinks); only the emotion differs, so its brows and
+    mouth corners are measured against the neutral face's frame at the same media time."""
+    from tests.lipsync.test_expression import ARTIFACTS, geometry
+
+    emotions = ("neutral", "happy", "sad", "surprised")
+    faces = {e: _face(seed=3) for e in emotions}
+    for emotion, face in faces.items():
+        face.set_emotion(emotion)
+    silence = np.zeros(RATE // FPS, np.float32)
+    start = time.process_time()
+    for k in range(80):
+        frames = {e: f.frame(silence, RATE, k / FPS) for e, f in faces.items()}
+        if k >= 30 and faces["neutral"].last_closure == 0:  # eased in, and no blink on the picture
+            break
+    per_frame = (time.process_time() - start) / (len(emotions) * (k + 1))
+    assert per_frame < 0.25 / FPS, per_frame  # still a quarter of the frame budget
+    box = faces["neutral"].box
+    m = {e: geometry(frames["neutral"], frames[e], box) for e in emotions[1:]}
+    out = ARTIFACTS / "expressions"
+    out.mkdir(parents=True, exist_ok=True)
+    for emotion, frame in frames.items():
+        cv2.imwrite(str(out / f"live-{emotion}.png"), frame)
+    assert m["happy"]["corner"] > 1.0 and m["sad"]["corner"] < -1.0, m  # AU12 / AU15
+    assert m["sad"]["brow_inner"] > 0.75 and m["sad"]["brow_inner"] > m["sad"]["brow_outer"] + 1.0, m  # AU1
+    assert m["surprised"]["brow_outer"] > 1.0 and m["surprised"]["brow_inner"] > 2.0, m  # AU1+2
+    # back to neutral: the face eases back to the plain portrait (no warp left)
+    faces["happy"].set_emotion(None)
+    for k in range(80, 130):
+        faces["happy"].frame(silence, RATE, k / FPS)
+    assert faces["happy"]._expressed() is None
