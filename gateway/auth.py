@@ -147,7 +147,11 @@ async def authenticate(request: HTTPConnection, scope: str) -> Principal:
         "quotas": record.quotas,
     }
     return Principal(
-        key_id=record.id, tenant=record.tenant, scopes=record.scopes, limits=limits, knowledge=record.knowledge
+        key_id=record.id,
+        tenant=record.tenant,
+        scopes=record.scopes,
+        limits=limits,
+        knowledge=record.knowledge,
     )
 
 

@@ -59,7 +59,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    #: default knowledge grounding, {"vector_store_ids": [...], "max_num_results": n} (0004)
+    #: default knowledge grounding, {"vector_store_ids": [...], "max_num_results": n}
     knowledge: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 

@@ -2,7 +2,8 @@
 
 1. Lexical: jieba tokens of the query against each store's BM25 matrix (always available).
 2. Dense: the query embedded through routes.embedding, cosine against the store's vectors, only
-   when the store's vectors are all of the model that embedded the query (never two spaces).
+   when the store's vectors are all of the model that embedded the query (never two spaces);
+   exact, or for large stores projected then exact (gateway/knowledge/dense.py).
 3. Reciprocal-rank fusion of the two lists (k = 60), across stores.
 4. Rerank of the best ``rerank_candidates`` through routes.rerank, when configured.
 
@@ -14,6 +15,7 @@ retrievers actually ran, so a degraded (lexical-only) answer is visible to clien
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +26,12 @@ from gateway.knowledge import filters as attribute_filters
 from gateway.knowledge.encoders import Encoders
 from gateway.knowledge.index import IndexCache, StoreIndex
 from gateway.knowledge.lexical import tokenize
-from gateway.knowledge.ranking import DENSE_OFFLOAD_ROWS, dense_scores, lexical_score, rrf, top_k
+from gateway.knowledge.ranking import lexical_score, rrf, top_k
 from gateway.knowledge.store import KnowledgeStore
+
+#: Above this many chunks the dense scoring runs in a worker thread (numpy releases the GIL), so a
+#: large store's search does not stall the event loop for other requests.
+DENSE_OFFLOAD_ROWS = 20_000
 
 
 class StoreNotFound(LookupError):
@@ -68,11 +74,21 @@ class _Candidate:
 
 
 class Searcher:
-    def __init__(self, store: KnowledgeStore, indexes: IndexCache, encoders: Encoders, config: Any) -> None:
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        indexes: IndexCache,
+        encoders: Encoders,
+        config: Any,
+        on_lexical: Callable[[str], Any] | None = None,
+    ) -> None:
         self.store = store
         self.indexes = indexes
         self.encoders = encoders
         self.config = config
+        #: called with a store's id when it had to be searched lexically while the cloud can embed
+        #: (gateway/knowledge/reembed.py starts re-embedding it)
+        self.on_lexical = on_lexical
 
     async def search(
         self,
@@ -97,7 +113,9 @@ class Searcher:
         indexes = [i for i in found if i is not None and i.size]
         terms = tokenize(query)
         query_vector: dict[str, np.ndarray] = {}
-        if any(i.dense is not None for i in indexes):
+        # A lexical-only store gets a query vector too when it may be re-embedded: the vector
+        # shows the cloud embeds again, and in which space.
+        if any(i.dense is not None or self.on_lexical is not None for i in indexes):
             embedded = await self.encoders.query(query, parent)
             if embedded is not None:
                 query_vector[embedded[0]] = embedded[1]
@@ -113,23 +131,35 @@ class Searcher:
                 mask = index.file_mask(allowed)
             bm25 = index.bm25.scores(terms)
             rankings = [top_k(bm25, self.config.candidates, mask)]
-            cosine = None
+            vector = None
             if index.dense is not None:
                 vector = query_vector.get(index.dense_model or "")
                 if vector is not None:
                     if index.size > DENSE_OFFLOAD_ROWS:
-                        cosine = await anyio.to_thread.run_sync(dense_scores, index.dense, vector)
+                        ranked, _ = await anyio.to_thread.run_sync(
+                            index.dense.top, vector, self.config.candidates, mask
+                        )
                     else:
-                        cosine = dense_scores(index.dense, vector)
-                    rankings.append(top_k(cosine, self.config.candidates, mask))
+                        ranked, _ = index.dense.top(vector, self.config.candidates, mask)
+                    rankings.append(ranked)
                     dense_used = True
                 else:
                     notes.append(
                         f"{index.store_id}: searched lexically (no query vector in {index.dense_model})"
                     )
-            for row, fused in rrf(rankings):
-                cos = float(cosine[row]) if cosine is not None else None
-                candidates.append(_Candidate(index, row, fused, float(bm25[row]), cos))
+                    if query_vector and self.on_lexical is not None:  # the route embeds in another space
+                        self.on_lexical(index.store_id)
+            elif query_vector and self.on_lexical is not None:  # chunks without vectors (of one space)
+                self.on_lexical(index.store_id)
+            fused = rrf(rankings)
+            rows = np.asarray([row for row, _ in fused], dtype=np.int64)
+            # exact cosines of every fused row (the dense list's and the BM25-only ones alike)
+            cosines = (
+                index.dense.scores(vector, rows) if index.dense is not None and vector is not None else None
+            )
+            for i, (row, score) in enumerate(fused):
+                cos = float(cosines[i]) if cosines is not None else None
+                candidates.append(_Candidate(index, row, score, float(bm25[row]), cos))
         candidates.sort(key=lambda c: -c.fused)
         hits, reranked = await self._finish(query, terms, candidates, max_results, rerank, parent)
         if score_threshold is not None:

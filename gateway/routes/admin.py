@@ -87,7 +87,9 @@ def _err(exc: KeyStoreError) -> APIError:
     return APIError(exc.status, str(exc), code=exc.code)
 
 
-async def _checked_knowledge(request: Request, tenant: str, body: KeyKnowledge | None) -> dict[str, Any] | None:
+async def _checked_knowledge(
+    request: Request, tenant: str, body: KeyKnowledge | None
+) -> dict[str, Any] | None:
     """The default as stored, once every store is found to be ``tenant``'s (404 otherwise: a
     store of another tenant is reported as missing, as everywhere)."""
     if body is None:
@@ -98,7 +100,10 @@ async def _checked_knowledge(request: Request, tenant: str, body: KeyKnowledge |
             await service.vector_store(tenant, store_id)
         except NotFound as exc:
             raise not_found(exc) from None
-    return {"vector_store_ids": list(dict.fromkeys(body.vector_store_ids)), "max_num_results": body.max_num_results}
+    return {
+        "vector_store_ids": list(dict.fromkeys(body.vector_store_ids)),
+        "max_num_results": body.max_num_results,
+    }
 
 
 @router.post("/keys", status_code=201)

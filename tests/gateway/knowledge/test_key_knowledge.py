@@ -113,9 +113,13 @@ def test_key_default_stores(saas: Any, sim: SimHandle) -> None:  # noqa: F811
         body = {"tenant": "acme", "scopes": ["chat"], "knowledge": {"vector_store_ids": ids}}
         r = admin.post("/admin/keys", json=body)
         assert r.status_code == 404 and r.json()["error"]["code"] == "vector_store_not_found", r.text
-    r = admin.post("/admin/keys", json={"tenant": "acme", "scopes": ["chat"], "knowledge": {"vector_store_ids": []}})
+    r = admin.post(
+        "/admin/keys", json={"tenant": "acme", "scopes": ["chat"], "knowledge": {"vector_store_ids": []}}
+    )
     assert r.status_code == 400, r.text
-    created = gw.create_key(scopes=["chat", "realtime"], knowledge={"vector_store_ids": [returns], "max_num_results": 3})
+    created = gw.create_key(
+        scopes=["chat", "realtime"], knowledge={"vector_store_ids": [returns], "max_num_results": 3}
+    )
     assert created["knowledge"] == {"vector_store_ids": [returns], "max_num_results": 3}
     listed = {k["id"]: k for k in admin.get("/admin/keys").json()["data"]}
     assert listed[created["id"]]["knowledge"] == created["knowledge"]
@@ -134,7 +138,11 @@ def test_key_default_stores(saas: Any, sim: SimHandle) -> None:  # noqa: F811
         with client.realtime.connect(model="gpt-realtime") as conn:
             conn.recv()
             conn.conversation.item.create(
-                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": QUESTION}]}
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": QUESTION}],
+                }
             )
             _until(conn, "conversation.item.done")
             conn.response.create()
@@ -147,7 +155,10 @@ def test_key_default_stores(saas: Any, sim: SimHandle) -> None:  # noqa: F811
         r = admin.put(f"/admin/keys/{created['id']}/knowledge", json={"vector_store_ids": [shipping]})
         assert r.status_code == 200 and r.json()["knowledge"]["vector_store_ids"] == [shipping], r.text
         assert _chat(client).model_extra["knowledge"]["vector_store_ids"] == [shipping]  # type: ignore[index]
-        assert admin.put("/admin/keys/key_nope/knowledge", json={"vector_store_ids": [shipping]}).status_code == 404
+        assert (
+            admin.put("/admin/keys/key_nope/knowledge", json={"vector_store_ids": [shipping]}).status_code
+            == 404
+        )
         r = admin.delete(f"/admin/keys/{created['id']}/knowledge")
         assert r.status_code == 200 and r.json()["knowledge"] is None
         sim.clear_requests()
