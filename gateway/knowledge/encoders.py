@@ -7,7 +7,7 @@ time is added to the caller's, so ``x-talkgate-overhead-ms`` stays honest.
 
 When the route cannot be served (no cloud key, breaker open, every target failed) the callers
 degrade: ingestion stores chunks without vectors (the store is then searched lexically until
-they are backfilled) and search skips the dense list or the rerank. Nothing here raises for that.
+they are re-embedded: reembed.py) and search skips the dense list or the rerank. Nothing here raises for that.
 """
 
 from __future__ import annotations

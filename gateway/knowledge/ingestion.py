@@ -7,7 +7,8 @@ progress at start-up are queued again, so an ingestion survives a restart.
 
 Parsing, chunking and jieba run in a worker thread (CPU-bound; the event loop keeps serving).
 Embedding goes through the router; if the cloud cannot embed, the chunks are stored without
-vectors and the store is searched lexically until ``backfill`` embeds them, never half-dense.
+vectors and the store is searched lexically until re-embedding (reembed.py) embeds them, never
+half-dense.
 A job whose generation was superseded (the file was re-attached meanwhile) writes nothing.
 """
 
