@@ -81,7 +81,12 @@ def test_chunks_without_vectors_are_embedded_once_the_cloud_is_back(
     assert _search(client, store.id, "reset password")[1]["search_mode"] == "lexical"
     assert (client.vector_stores.retrieve(store.id).model_extra or {})["reembedding"] is None  # cloud down
     sim.clear_faults()
-    assert _search(client, store.id, "reset password")[1]["search_mode"] == "lexical"
+    # searches start it once a query is embedded again (after the embedding breaker's cooldown)
+    deadline = time.monotonic() + 60
+    while (client.vector_stores.retrieve(store.id).model_extra or {})["reembedding"] is None:
+        assert _search(client, store.id, "reset password")[1]["search_mode"] == "lexical"
+        assert time.monotonic() < deadline, "no search started the re-embedding"
+        time.sleep(0.5)
     state = _until_reembedded(client, store.id)
     assert (state["status"], state["done"], state["embedding_model"]) == (
         "completed",
