@@ -73,6 +73,13 @@ class DenseIndex:
     def approximate(self) -> bool:
         return self.projected is not None
 
+    @property
+    def work(self) -> int:
+        """Floats a query reads: the projection and the shortlist's rows, or every vector."""
+        if self.projected is None:
+            return int(self.matrix.size)
+        return int(self.projected.size) + self.shortlist * int(self.matrix.shape[1])
+
     @classmethod
     def build(
         cls, matrix: np.ndarray, k: int, approx_min_rows: int, min_recall: float, seed: int = 0
@@ -80,12 +87,15 @@ class DenseIndex:
         """The index of normalised ``matrix`` (CPU-bound: run in a thread). ``k``: how many of the
         exact best rows a query must get back (the search's candidates per retriever)."""
         index = cls(matrix)
-        if matrix.shape[0] < max(approx_min_rows, 1) or matrix.shape[1] < 2 * PROJECTION_DIMS[0]:
+        if (
+            matrix.shape[0] < max(approx_min_rows, 1)
+            or matrix.shape[1] * MAX_COST_SHARE <= PROJECTION_DIMS[0]
+        ):
             return index
         rng = np.random.default_rng(seed)
-        basis = principal_directions(
-            matrix, max(d for d in PROJECTION_DIMS if d <= matrix.shape[1] // 2), rng
-        )
+        # only widths that read less than MAX_COST_SHARE of the exact scan can be kept
+        widest = max(d for d in PROJECTION_DIMS if d < matrix.shape[1] * MAX_COST_SHARE)
+        basis = principal_directions(matrix, widest, rng)
         projected = matrix @ basis  # build time: BLAS threads are welcome here
         calibration = calibrate(matrix, basis, projected, k, min_recall, rng)
         index.calibration = calibration
@@ -137,7 +147,7 @@ def principal_directions(matrix: np.ndarray, dims: int, rng: np.random.Generator
     embeddings anisotropic is part of every score, and is kept as the first direction."""
     n = matrix.shape[0]
     sample = matrix[np.sort(rng.choice(n, PCA_SAMPLE, replace=False))] if n > PCA_SAMPLE else matrix
-    second = (sample.T.astype(np.float64) @ sample.astype(np.float64)) / sample.shape[0]
+    second = (sample.T @ sample).astype(np.float64) / sample.shape[0]  # float32 product, then eigh in 64
     values, vectors = np.linalg.eigh(second)
     order = np.argsort(values)[::-1][:dims]
     return np.ascontiguousarray(vectors[:, order].astype(np.float32))
@@ -156,9 +166,10 @@ def calibrate(
     n, width = matrix.shape
     half = CALIBRATION_QUERIES // 2
     picked = rng.choice(n, 2 * half, replace=n < 2 * half)
-    noise = rng.standard_normal((half, width)).astype(np.float32) / np.sqrt(width)
-    queries = np.concatenate([matrix[picked[:half]], matrix[picked[half:]] + noise])
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    noise = (rng.standard_normal((half, width)) / np.sqrt(width)).astype(np.float32)
+    queries = np.concatenate([matrix[picked[:half]], matrix[picked[half:]] + noise]).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)  # float32 throughout: a float64 query
+    # would make numpy copy the whole matrix to float64 for the product
     k = min(k, n - 1)
     exact = queries @ matrix.T
     exact[np.arange(half), picked[:half]] = -np.inf  # a chunk is not its own neighbour

@@ -29,9 +29,10 @@ from gateway.knowledge.lexical import tokenize
 from gateway.knowledge.ranking import lexical_score, rrf, top_k
 from gateway.knowledge.store import KnowledgeStore
 
-#: Above this many chunks the dense scoring runs in a worker thread (numpy releases the GIL), so a
-#: large store's search does not stall the event loop for other requests.
-DENSE_OFFLOAD_ROWS = 20_000
+#: Above this many floats read per query (an exact scan of 20k chunks of 512 dimensions, a few
+#: milliseconds) the dense scoring runs in a worker thread (numpy releases the GIL), so a large
+#: store's search does not stall the event loop; below it the thread hop would cost more.
+DENSE_OFFLOAD_FLOATS = 20_000 * 512
 
 
 class StoreNotFound(LookupError):
@@ -135,7 +136,7 @@ class Searcher:
             if index.dense is not None:
                 vector = query_vector.get(index.dense_model or "")
                 if vector is not None:
-                    if index.size > DENSE_OFFLOAD_ROWS:
+                    if index.dense.work > DENSE_OFFLOAD_FLOATS:
                         ranked, _ = await anyio.to_thread.run_sync(
                             index.dense.top, vector, self.config.candidates, mask
                         )
