@@ -36,6 +36,9 @@ SHORTLIST_FACTORS = (4, 8, 16, 32, 64)
 PCA_SAMPLE = 8192
 #: A projection is kept only if it reads at most this share of what the exact scan reads.
 MAX_COST_SHARE = 0.5
+#: A rebuilt index keeps the previous directions and calibration until the store has grown or
+#: shrunk by more than this share of the size they were measured at.
+RECALIBRATE_GROWTH = 0.2
 #: Pseudo-queries of the calibration: half chunks, half blurred chunks.
 CALIBRATION_QUERIES = 96
 
@@ -64,6 +67,7 @@ class DenseIndex:
     projected: np.ndarray | None = None  # n × d, matrix @ basis
     shortlist: int = 0
     calibration: Calibration | None = None
+    calibrated_rows: int = 0  # the store's size when ``calibration`` was measured
 
     @property
     def size(self) -> int:
@@ -82,27 +86,53 @@ class DenseIndex:
 
     @classmethod
     def build(
-        cls, matrix: np.ndarray, k: int, approx_min_rows: int, min_recall: float, seed: int = 0
+        cls,
+        matrix: np.ndarray,
+        k: int,
+        approx_min_rows: int,
+        min_recall: float,
+        seed: int = 0,
+        previous: DenseIndex | None = None,
     ) -> DenseIndex:
         """The index of normalised ``matrix`` (CPU-bound: run in a thread). ``k``: how many of the
-        exact best rows a query must get back (the search's candidates per retriever)."""
+        exact best rows a query must get back (the search's candidates per retriever).
+        ``previous``: the store's index before this change; its directions and calibration are
+        kept while the store stays within ``RECALIBRATE_GROWTH`` of the size they were measured
+        at (a file more or less does not change what a store's vectors look like)."""
         index = cls(matrix)
         if (
             matrix.shape[0] < max(approx_min_rows, 1)
             or matrix.shape[1] * MAX_COST_SHARE <= PROJECTION_DIMS[0]
         ):
             return index
+        if previous is not None and previous.reusable_for(matrix):
+            return previous.rebased(matrix)
         rng = np.random.default_rng(seed)
         # only widths that read less than MAX_COST_SHARE of the exact scan can be kept
         widest = max(d for d in PROJECTION_DIMS if d < matrix.shape[1] * MAX_COST_SHARE)
         basis = principal_directions(matrix, widest, rng)
         projected = matrix @ basis  # build time: BLAS threads are welcome here
         calibration = calibrate(matrix, basis, projected, k, min_recall, rng)
-        index.calibration = calibration
+        index.calibration, index.calibrated_rows = calibration, int(matrix.shape[0])
         if calibration.dims is not None:
             index.basis = np.ascontiguousarray(basis[:, : calibration.dims])
             index.projected = np.ascontiguousarray(projected[:, : calibration.dims])
             index.shortlist = calibration.shortlist
+        return index
+
+    def reusable_for(self, matrix: np.ndarray) -> bool:
+        if self.calibration is None or self.matrix.shape[1] != matrix.shape[1]:
+            return False
+        return abs(matrix.shape[0] - self.calibrated_rows) <= RECALIBRATE_GROWTH * self.calibrated_rows
+
+    def rebased(self, matrix: np.ndarray) -> DenseIndex:
+        """This index's directions and calibration over ``matrix`` (the shortlist scaled with it)."""
+        index = DenseIndex(matrix, calibration=self.calibration, calibrated_rows=self.calibrated_rows)
+        if self.basis is not None:
+            index.basis = self.basis
+            index.projected = matrix @ self.basis
+            scaled = round(self.shortlist * matrix.shape[0] / max(1, self.calibrated_rows))
+            index.shortlist = min(int(matrix.shape[0]), max(self.shortlist, scaled))
         return index
 
     def scores(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -65,9 +65,11 @@ def build_index(
     rows: list[Any],
     files: dict[str, tuple[str, dict[str, Any]]],
     config: Any = None,
+    previous: StoreIndex | None = None,
 ) -> StoreIndex:
     """Rows from ``KnowledgeStore.load_chunks`` → a ready index (CPU-bound: run in a thread).
-    ``config``: the KnowledgeConfig (candidates, dense_approx_min_chunks, dense_min_recall)."""
+    ``config``: the KnowledgeConfig (candidates, dense_approx_min_chunks, dense_min_recall);
+    ``previous``: the store's index before this change (its dense calibration may be reused)."""
     columns = list(zip(*rows, strict=True)) if rows else [()] * 9
     ids, file_ids, ordinals, headings, pages, texts, terms, embeddings, models = (list(c) for c in columns)
     names: dict[str, int] = {}
@@ -84,13 +86,15 @@ def build_index(
         pages=pages,
         texts=texts,
         bm25=BM25Index([t.split() for t in terms]),
-        dense=_dense(embeddings, set(models), config),
+        dense=_dense(embeddings, set(models), config, previous.dense if previous is not None else None),
         dense_model=models[0] if rows and len(set(models)) == 1 else None,
         files=files,
     )
 
 
-def _dense(blobs: list[bytes | None], models: set[str | None], config: Any) -> DenseIndex | None:
+def _dense(
+    blobs: list[bytes | None], models: set[str | None], config: Any, previous: DenseIndex | None
+) -> DenseIndex | None:
     """The dense index when every chunk has a vector of one model (of one width), else None."""
     if not blobs or len(models) != 1 or None in models or any(b is None for b in blobs):
         return None
@@ -104,6 +108,7 @@ def _dense(blobs: list[bytes | None], models: set[str | None], config: Any) -> D
         k=getattr(config, "candidates", 50),
         approx_min_rows=getattr(config, "dense_approx_min_chunks", 20_000),
         min_recall=getattr(config, "dense_min_recall", 0.99),
+        previous=previous,
     )
 
 
@@ -137,7 +142,9 @@ class IndexCache:
                 return cached
             rows = await self.store.load_chunks(store_id)
             files = await self.store.store_files_meta(store_id)
-            index = await anyio.to_thread.run_sync(build_index, store_id, version, rows, files, self.config)
+            index = await anyio.to_thread.run_sync(
+                build_index, store_id, version, rows, files, self.config, cached
+            )
             self.builds += 1
             self._indexes[store_id] = index
             self._indexes.move_to_end(store_id)

@@ -149,3 +149,21 @@ def test_search_uses_the_projection_with_exact_cosines(structured: tuple[np.ndar
         assert hit.score == pytest.approx(max(0.0, float(matrix[hit.chunk_id] @ query)), abs=1e-5)
     nothing = {"type": "eq", "key": "lang", "value": "fr"}  # no file has it: the mask excludes every row
     assert search(1000, filters=nothing)[0].hits == []
+
+
+def test_a_rebuild_reuses_the_calibration_until_the_store_has_changed_much(
+    structured: tuple[np.ndarray, DenseIndex],
+) -> None:
+    """A file more or less keeps the directions and shortlist (no new calibration: a cheap
+    rebuild) and the same results; a store grown by half is calibrated again."""
+    matrix, index = structured
+    rng = np.random.default_rng(21)
+    grown = np.concatenate([matrix, _embeddings(3000, np.random.default_rng(3))[rng.permutation(3000)]])
+    rebuilt = DenseIndex.build(grown, k=50, approx_min_rows=20_000, min_recall=0.99, previous=index)
+    assert rebuilt.basis is index.basis and rebuilt.calibration is index.calibration
+    assert rebuilt.projected is not None and rebuilt.projected.shape[0] == grown.shape[0]
+    assert rebuilt.shortlist >= index.shortlist
+    assert _overlap(rebuilt, _queries(grown, np.random.default_rng(14), 40), 10) >= 0.98
+    doubled = np.concatenate([matrix, matrix[: matrix.shape[0] // 2]])
+    again = DenseIndex.build(doubled, k=50, approx_min_rows=20_000, min_recall=0.99, previous=index)
+    assert again.basis is not index.basis and again.calibrated_rows == doubled.shape[0]
