@@ -324,8 +324,8 @@ def main() -> None:
             [10_000] if args.quick else [10_000, 100_000]
         )
         for n in sizes:
-            r = asyncio.run(bench_search(n, sim.url, key, args.vectors))
             print(f"load average before the {n}-chunk search: {_load()}")
+            r = asyncio.run(bench_search(n, sim.url, key, args.vectors))
             for mode in ("lexical", "hybrid"):
                 m = r[mode]
                 print(
