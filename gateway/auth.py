@@ -61,6 +61,8 @@ class Principal:
     tenant: str
     scopes: frozenset[str] = field(default_factory=lambda: frozenset(SCOPES))
     limits: dict[str, Any] = field(default_factory=dict)
+    #: the key's default knowledge grounding (gateway/knowledge/spec.py), None for none
+    knowledge: dict[str, Any] | None = None
 
 
 ANONYMOUS = Principal(key_id=None, tenant="default")
@@ -144,7 +146,13 @@ async def authenticate(request: HTTPConnection, scope: str) -> Principal:
         "concurrency": record.concurrency if record.concurrency is not None else defaults.default_concurrency,
         "quotas": record.quotas,
     }
-    return Principal(key_id=record.id, tenant=record.tenant, scopes=record.scopes, limits=limits)
+    return Principal(
+        key_id=record.id,
+        tenant=record.tenant,
+        scopes=record.scopes,
+        limits=limits,
+        knowledge=record.knowledge,
+    )
 
 
 def _status_of(exc: BaseException) -> int:

@@ -57,6 +57,8 @@ class KeyRecord:
     revoked_at: datetime | None
     name: str = ""
     quotas: dict[str, float | None] = field(default_factory=dict)
+    #: default knowledge grounding of the key's requests (gateway/knowledge/spec.py), or None
+    knowledge: dict[str, Any] | None = None
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and (now or datetime.now(UTC)) >= self.expires_at
@@ -74,6 +76,7 @@ class KeyRecord:
             "created_at": _iso(self.created_at),
             "expires_at": _iso(self.expires_at),
             "revoked_at": _iso(self.revoked_at),
+            "knowledge": self.knowledge,
         }
 
 
@@ -127,6 +130,7 @@ def _record(key: ApiKey, tenant: Tenant | None) -> KeyRecord:
         revoked_at=_aware(key.revoked_at),
         name=key.name,
         quotas=tenant_quotas(tenant) if tenant else {},
+        knowledge=key.knowledge or None,
     )
 
 
@@ -207,6 +211,7 @@ class KeyStore:
         expires_at: datetime | None = None,
         name: str = "",
         create_tenant: bool = True,
+        knowledge: dict[str, Any] | None = None,
     ) -> tuple[str, KeyRecord]:
         """Creates a key; returns (plaintext secret, record). The secret is not kept anywhere."""
         if create_tenant:
@@ -224,6 +229,7 @@ class KeyStore:
             concurrency=concurrency,
             created_at=datetime.now(UTC),
             expires_at=_aware(expires_at),
+            knowledge=knowledge,
         )
         async with self.sessions() as s:
             if await s.get(Tenant, tenant) is None:
@@ -252,6 +258,24 @@ class KeyStore:
                 )
                 await s.commit()
                 await s.refresh(row)
+        self.invalidate(key_id)
+        return _record(row, None)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        async with self.sessions() as s:
+            row = await s.get(ApiKey, key_id)
+        return _record(row, None) if row is not None else None
+
+    async def set_knowledge(self, key_id: str, knowledge: dict[str, Any] | None) -> KeyRecord | None:
+        """Sets (or with None clears) the key's default knowledge grounding; None for no such key.
+        The caller has checked that the stores are the key's tenant's."""
+        async with self.sessions() as s:
+            row = await s.get(ApiKey, key_id)
+            if row is None:
+                return None
+            row.knowledge = knowledge
+            await s.commit()
+            await s.refresh(row)
         self.invalidate(key_id)
         return _record(row, None)
 

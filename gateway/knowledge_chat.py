@@ -1,8 +1,9 @@
 """The chat route's use of the knowledge base: the ``knowledge`` extension field, grounding, citations.
 
 A request names stores with ``"knowledge": {"vector_store_ids": [...], "max_num_results": 5}``
-(the openai SDK sends it with ``extra_body``); a tenant may have default stores in settings
-(``knowledge.tenant_default_stores``) used when the request names none. The last user message is
+(the openai SDK sends it with ``extra_body``); naming stores needs the ``knowledge:read`` scope, a
+request that names none uses its key's or tenant's default stores, and ``{"vector_store_ids": []}``
+opts out (gateway/knowledge/spec.py). The last user message is
 the query. With no passage above the threshold the answer is a fixed decline, without a model call;
 otherwise the passages go into the prompt (gateway/knowledge/grounding.py) and the answer carries:
 
@@ -23,22 +24,23 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import APIError
 from gateway.knowledge.api import not_found
 from gateway.knowledge.grounding import Grounding
 from gateway.knowledge.service import NotFound
+from gateway.knowledge.spec import (
+    KnowledgeScopeError,
+    KnowledgeSpecError,
+    check_read,
+    effective_spec,
+    parse_spec,
+    principal_default,
+    principal_scopes,
+)
 from gateway.sse_response import LastChunk, SSEResponse
 from gateway.streaming import DONE, SSE_HEADERS, ChunkWriter, StreamMeter, chat_sse
 from providers.base import ChatChunk, Usage
-
-
-class KnowledgeField(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    vector_store_ids: list[str] = Field(min_length=1, max_length=10)
-    max_num_results: int = Field(default=5, ge=1, le=20)
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -54,21 +56,25 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-async def ground(request: Request, raw: Any, messages: list[dict[str, Any]], ctx: Any) -> Grounding | None:
-    """The grounding for this request, or None when it names no knowledge (and the tenant has none)."""
+async def ground(
+    request: Request, raw: Any, messages: list[dict[str, Any]], ctx: Any, principal: Any = None
+) -> Grounding | None:
+    """The grounding for this request, or None when it names no knowledge (and neither its key nor
+    its tenant has defaults, or it opted out). 400 for a bad field, 403 without knowledge:read."""
     services = request.app.state.services
     tenant = ctx.tenant or "default"
-    if raw is None:
-        defaults = services.settings.knowledge.tenant_default_stores.get(tenant)
-        if not defaults:
-            return None
-        raw = {"vector_store_ids": defaults}
     try:
-        spec = KnowledgeField.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise APIError(400, f"knowledge.{where}: {first['msg']}", param=f"knowledge.{where}") from None
+        spec = parse_spec(raw)
+        check_read(spec, principal_scopes(principal))
+    except KnowledgeSpecError as exc:
+        raise APIError(400, str(exc), param=exc.param) from None
+    except KnowledgeScopeError as exc:
+        raise scope_error(exc) from None
+    spec = effective_spec(
+        spec, principal_default(principal), services.settings.knowledge.tenant_default_stores.get(tenant)
+    )
+    if spec is None:
+        return None
     if services.retriever is None:
         raise APIError(503, "The knowledge base is not enabled on this gateway.", code="knowledge_disabled")
     query = last_user_text(messages)
@@ -76,13 +82,18 @@ async def ground(request: Request, raw: Any, messages: list[dict[str, Any]], ctx
         raise APIError(400, "knowledge needs a user message with text to search for.", param="messages")
     try:
         grounding = await services.retriever.retrieve(
-            tenant, query, spec.vector_store_ids, spec.max_num_results, parent=ctx
+            tenant, query, spec["vector_store_ids"], spec["max_num_results"], parent=ctx
         )
     except NotFound as exc:
         raise not_found(exc) from None
     if not grounding.answerable:
         ctx.provider = "talkgate:knowledge"  # the decline is the gateway's own answer
     return grounding
+
+
+def scope_error(exc: KnowledgeScopeError) -> APIError:
+    """The 403 for stores named by a key without knowledge:read (chat and /v1/talk)."""
+    return APIError(403, str(exc), type="permission_error", code="insufficient_scope", param=exc.param)
 
 
 def summary(grounding: Grounding, answer: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Grounding a spoken turn in the knowledge base: the same rules as grounded chat
 (gateway/knowledge_chat.py), for ``/v1/talk``, realtime sessions and the live avatar.
 
-The turn names stores with ``{"vector_store_ids": [...], "max_num_results": 5}`` (or the tenant
-has default stores). The last user text is the query; with no passage good enough, the turn
+The turn names stores with ``{"vector_store_ids": [...], "max_num_results": 5}`` (or its key or
+tenant has default stores; gateway/knowledge/spec.py has the rules). The last user text is the query; with no passage good enough, the turn
 speaks the fixed decline instead of calling the LLM (no invented refund policy, nothing billed);
 otherwise the passages go into the prompt and the answer's citation markers become citations
 (the markers are shown in transcripts and never read aloud: gateway/conversation/sentences.py).
@@ -14,30 +14,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from gateway.knowledge.grounding import Grounding, Retriever
-from gateway.knowledge_chat import KnowledgeField, last_user_text, summary
+from gateway.knowledge.spec import (
+    KnowledgeScopeError,
+    KnowledgeSpecError,
+    check_read,
+    effective_spec,
+    parse_spec,
+    principal_default,
+    principal_scopes,
+)
+from gateway.knowledge_chat import last_user_text, summary
+
+__all__ = [
+    "KnowledgeScopeError",
+    "KnowledgeSpecError",
+    "TurnGrounding",
+    "check_read",
+    "ground_turn",
+    "parse_spec",
+    "parse_turn_spec",
+]
 
 
-class KnowledgeSpecError(ValueError):
-    """A ``knowledge`` value that does not validate; ``param`` names the field."""
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def parse_spec(raw: Any, prefix: str = "knowledge") -> dict[str, Any] | None:
-    """A checked ``knowledge`` object (``None`` stays None: no grounding)."""
-    if raw is None:
-        return None
-    try:
-        return KnowledgeField.model_validate(raw).model_dump()
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise KnowledgeSpecError(f"{prefix}.{where}: {first['msg']}", f"{prefix}.{where}") from None
+def parse_turn_spec(raw: Any, principal: Any, prefix: str = "knowledge") -> dict[str, Any] | None:
+    """``parse_spec`` plus the scope check: raises KnowledgeSpecError (a bad value) or
+    KnowledgeScopeError (stores named by a key without knowledge:read)."""
+    spec = parse_spec(raw, prefix)
+    check_read(spec, principal_scopes(principal), prefix)
+    return spec
 
 
 @dataclass(slots=True)
@@ -66,15 +71,15 @@ async def ground_turn(
     spec: dict[str, Any] | None,
     messages: list[dict[str, Any]],
     ctx: Any,
+    principal: Any = None,
 ) -> TurnGrounding | None:
-    """The turn's grounding, or None when it names no stores (and the tenant has no defaults).
+    """The turn's grounding, or None when it names no stores (and neither its key nor its tenant
+    has defaults, or it opted out). ``spec`` comes from ``parse_turn_spec`` (scope checked).
     Raises LookupError-like ``gateway.knowledge.service.NotFound`` for a store not the tenant's."""
-    if spec is None:
-        defaults = settings.knowledge.tenant_default_stores.get(tenant)
-        if not defaults:
-            return None
-        spec = {"vector_store_ids": list(defaults), "max_num_results": 5}
-    if retriever is None:
+    spec = effective_spec(
+        spec, principal_default(principal), settings.knowledge.tenant_default_stores.get(tenant)
+    )
+    if spec is None or retriever is None:
         return None
     query = last_user_text(messages)
     if not query:

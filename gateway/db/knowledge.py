@@ -45,6 +45,9 @@ class VectorStore(Base):
     last_active_at: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(Integer, default=0)
     embedding_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: re-embedding into the current space (gateway/knowledge/reembed.py): {"status", "model",
+    #: "done", "total", "error"}, or null when none was ever needed
+    reembed: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class VectorStoreFile(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -58,6 +59,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: default knowledge grounding, {"vector_store_ids": [...], "max_num_results": n}
+    knowledge: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class UsageRecord(Base):

@@ -124,6 +124,11 @@ class ChunkStore:
             await bump(s, [store_id])
         return True
 
+    async def store_row(self, store_id: str) -> VectorStore | None:
+        """The store whatever its tenant (admin use only)."""
+        async with self.sessions() as s:
+            return await s.get(VectorStore, store_id)
+
     async def store_version(self, store_id: str) -> int | None:
         async with self.sessions() as s:
             return await s.scalar(select(VectorStore.version).where(VectorStore.id == store_id))
@@ -147,6 +152,41 @@ class ChunkStore:
         )
         async with self.sessions() as s:
             return list((await s.execute(query)).all())
+
+    async def texts_to_embed(self, store_id: str) -> list[tuple[int, str, str | None]]:
+        """(chunk id, the text ingestion embeds, its vector's model or None) of every chunk."""
+        query = (
+            select(
+                KnowledgeChunk.id, KnowledgeChunk.heading, KnowledgeChunk.text, KnowledgeChunk.embedding_model
+            )
+            .where(KnowledgeChunk.store_id == store_id)
+            .order_by(KnowledgeChunk.id)
+        )
+        async with self.sessions() as s:
+            rows = (await s.execute(query)).all()
+        return [(i, f"{heading}\n{text}" if heading else text, model) for i, heading, text, model in rows]
+
+    async def set_embeddings(self, store_id: str, vectors: list[tuple[int, bytes]], model: str) -> None:
+        """New vectors for existing chunks (a chunk deleted meanwhile is skipped); no version bump:
+        the store stays lexical until ``finish_reembed``, never half in one space."""
+        async with self.sessions() as s, s.begin():
+            for chunk_id, blob in vectors:
+                await s.execute(
+                    update(KnowledgeChunk)
+                    .where(KnowledgeChunk.id == chunk_id, KnowledgeChunk.store_id == store_id)
+                    .values(embedding=blob, embedding_model=model)
+                )
+
+    async def set_reembed(self, store_id: str, state: dict[str, Any], model: str | None = None) -> None:
+        """Records re-embedding progress; with ``model``, also the store's new space (and bumps
+        its version, so that every replica rebuilds a dense index)."""
+        async with self.sessions() as s, s.begin():
+            values: dict[str, Any] = {"reembed": state}
+            if model is not None:
+                values["embedding_model"] = model
+            await s.execute(update(VectorStore).where(VectorStore.id == store_id).values(**values))
+            if model is not None:
+                await bump(s, [store_id])
 
     async def store_files_meta(self, store_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
         """file id → (filename, attributes) for a store's completed files."""

@@ -21,8 +21,8 @@ class KnowledgeConfig(BaseModel):
     max_text_chars: int = 5_000_000
     #: Dense retrieval through routes.embedding (cloud); off = lexical (jieba + BM25) only.
     dense: bool = True
-    #: text-embedding-v4 dimension: 512 keeps 100k chunks at 205 MB of float32 and the exact
-    #: numpy search under 50 ms (bench/knowledge.py); 1024 is the model's default.
+    #: text-embedding-v4 dimension: 512 keeps 100k chunks at 205 MB of float32 (bench/knowledge.py);
+    #: 1024 is the model's default.
     embedding_dimension: int = 512
     #: Rerank the fused candidates through routes.rerank (cloud) when it is configured.
     rerank: bool = True
@@ -41,3 +41,13 @@ class KnowledgeConfig(BaseModel):
     answer_min_support: float = 0.3
     #: Stores a tenant's chat requests are grounded in when they name none (tenant id → store ids).
     tenant_default_stores: dict[str, list[str]] = Field(default_factory=dict)
+    #: Stores of at least this many chunks also get a projected dense index (principal directions
+    #: of their own vectors, then the shortlist re-scored exactly: gateway/knowledge/dense.py),
+    #: kept only if, at build time, it finds at least ``dense_min_recall`` of the exact top
+    #: ``candidates`` on pseudo-queries; otherwise, and below this size, dense search is exact.
+    dense_approx_min_chunks: int = Field(default=20_000, ge=0)
+    dense_min_recall: float = Field(default=0.99, gt=0.0, le=1.0)
+    #: A search that finds a store searched lexically only (vectors of another model or
+    #: dimension, or none) while the cloud can embed starts re-embedding it in the background
+    #: (gateway/knowledge/reembed.py); off: only POST /admin/knowledge/vector_stores/{id}/reembed does.
+    reembed: bool = True

@@ -7,7 +7,8 @@ time is added to the caller's, so ``x-talkgate-overhead-ms`` stays honest.
 
 When the route cannot be served (no cloud key, breaker open, every target failed) the callers
 degrade: ingestion stores chunks without vectors (the store is then searched lexically until
-they are backfilled) and search skips the dense list or the rerank. Nothing here raises for that.
+they are re-embedded: reembed.py) and search skips the dense list or the rerank. Nothing here
+raises for that.
 
 A ``space`` (``text-embedding-v4/512``, ``e5-small/384``: what a store's vectors are) pins the
 call to the target that makes that space, with no fallback to another model: a store embedded by
@@ -25,7 +26,7 @@ import numpy as np
 
 from gateway.context import RequestContext
 from policies.targets import Target, UnknownModelError
-from providers.base import EmbedRequest, ProviderError, RerankRequest, split_space
+from providers.base import EmbedRequest, ProviderError, RerankRequest, space_name, split_space
 
 log = logging.getLogger("talkgate.knowledge")
 
@@ -95,6 +96,33 @@ class Encoders:
             log.warning("embedding made %s, not the store's %s; searching lexically", result.model, space)
             return None
         return result.model, np.asarray(result.vectors, dtype=np.float32)
+
+    def preferred_target(self) -> Target | None:
+        """The route's first target that is configured here (the cloud model with a key, e5 in
+        an offline deployment): the only one re-embedding writes into."""
+        for target in self.router.resolve("embedding", None):
+            if self.registry.get("embedding", target.provider) is not None:
+                return target
+        return None
+
+    def preferred_space(self) -> str | None:
+        """The space of ``preferred_target`` when known without a call (None: not known)."""
+        target = self.preferred_target()
+        if target is None or not self.config.dense:
+            return None
+        if target.provider == "local":
+            provider = self.registry.get("embedding", "local")
+            dimension = getattr(provider, "fixed_dimension", lambda _: None)(target.model)
+            return space_name(target.model, dimension) if dimension else None
+        return space_name(target.model, self.config.embedding_dimension)
+
+    async def preferred_documents(self, texts: list[str]) -> tuple[str, np.ndarray] | None:
+        """``documents`` by the preferred target only (no fallback): re-embedding moves a store
+        towards the configured space, never into a fallback's during an outage."""
+        space = self.preferred_space()
+        if not texts or not self.can_embed or space is None:
+            return None
+        return await self._embed(texts, "document", None, space)
 
     async def documents(self, texts: list[str], space: str | None = None) -> tuple[str, np.ndarray] | None:
         """(vector space, one row per text), or None when the embedding route cannot serve;

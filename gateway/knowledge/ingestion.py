@@ -9,7 +9,7 @@ Parsing, chunking and jieba run in a worker thread (CPU-bound; the event loop ke
 Embedding goes through the router, pinned to the space the store's vectors already are (and,
 within a file, to its first batch's): a store is never half one model, half another. If that
 model cannot embed, the chunks are stored without vectors and the store is searched lexically
-until ``backfill`` embeds them, never half-dense.
+until re-embedding (reembed.py) embeds them, never half-dense.
 A job whose generation was superseded (the file was re-attached meanwhile) writes nothing.
 """
 

@@ -40,13 +40,19 @@ def store_object(row: VectorStore, counts: dict[str, int], usage_bytes: int) -> 
         "file_counts": {
             k: counts.get(k, 0) for k in ("in_progress", "completed", "failed", "cancelled", "total")
         },
-        "status": "in_progress" if counts.get("in_progress") else "completed",
+        "status": "in_progress" if counts.get("in_progress") or _reembedding(row) else "completed",
         "expires_after": row.expires_after,
         "expires_at": None,
         "last_active_at": row.last_active_at,
         "metadata": row.meta or {},
         "embedding_model": row.embedding_model,  # talkgate: the vector space of its chunks, or null
+        # talkgate: re-embedding into the current space (status, model, done, total, error), or null
+        "reembedding": row.reembed,
     }
+
+
+def _reembedding(row: VectorStore) -> bool:
+    return bool(row.reembed) and row.reembed.get("status") == "in_progress"
 
 
 def chunking_object(chunking: dict[str, Any], config: Any) -> dict[str, Any]:

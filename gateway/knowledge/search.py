@@ -2,7 +2,9 @@
 
 1. Lexical: jieba tokens of the query against each store's BM25 matrix (always available).
 2. Dense: the query embedded through routes.embedding by the model of the store's vectors (one
-   space per store, see encoders.py), cosine against them; never two spaces.
+   space per store, see encoders.py), cosine against them, never two spaces; exact, or for large
+   stores projected then exact (gateway/knowledge/dense.py). A store without vectors of one space,
+   or in another space than the route's preferred one, is handed to re-embedding (reembed.py).
 3. Reciprocal-rank fusion of the two lists (k = 60), across stores.
 4. Rerank of the best ``rerank_candidates`` through routes.rerank, when configured.
 
@@ -15,6 +17,7 @@ retrievers actually ran, so a degraded (lexical-only) answer is visible to clien
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +28,13 @@ from gateway.knowledge import filters as attribute_filters
 from gateway.knowledge.encoders import Encoders
 from gateway.knowledge.index import IndexCache, StoreIndex
 from gateway.knowledge.lexical import tokenize
-from gateway.knowledge.ranking import DENSE_OFFLOAD_ROWS, dense_scores, lexical_score, rrf, top_k
+from gateway.knowledge.ranking import lexical_score, rrf, top_k
 from gateway.knowledge.store import KnowledgeStore
+
+#: Above this many floats read per query (an exact scan of 20k chunks of 512 dimensions, a few
+#: milliseconds) the dense scoring runs in a worker thread (numpy releases the GIL), so a large
+#: store's search does not stall the event loop; below it the thread hop would cost more.
+DENSE_OFFLOAD_FLOATS = 20_000 * 512
 
 
 class StoreNotFound(LookupError):
@@ -69,11 +77,21 @@ class _Candidate:
 
 
 class Searcher:
-    def __init__(self, store: KnowledgeStore, indexes: IndexCache, encoders: Encoders, config: Any) -> None:
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        indexes: IndexCache,
+        encoders: Encoders,
+        config: Any,
+        on_lexical: Callable[[str], Any] | None = None,
+    ) -> None:
         self.store = store
         self.indexes = indexes
         self.encoders = encoders
         self.config = config
+        #: called with a store's id when it had to be searched lexically while the cloud can embed
+        #: (gateway/knowledge/reembed.py starts re-embedding it)
+        self.on_lexical = on_lexical
 
     async def search(
         self,
@@ -102,6 +120,7 @@ class Searcher:
             embedded = await self.encoders.query(query, parent, space)  # by the store's own model
             if embedded is not None:
                 query_vector[space] = embedded[1]
+        await self._offer_reembedding(indexes, query, query_vector, parent)
         candidates: list[_Candidate] = []
         dense_used = False
         notes: list[str] = []
@@ -114,31 +133,55 @@ class Searcher:
                 mask = index.file_mask(allowed)
             bm25 = index.bm25.scores(terms)
             rankings = [top_k(bm25, self.config.candidates, mask)]
-            cosine = None
+            vector = None
             if index.dense is not None:
                 vector = query_vector.get(index.dense_model or "")
                 if vector is not None:
-                    if index.size > DENSE_OFFLOAD_ROWS:
-                        cosine = await anyio.to_thread.run_sync(dense_scores, index.dense, vector)
+                    if index.dense.work > DENSE_OFFLOAD_FLOATS:
+                        ranked, _ = await anyio.to_thread.run_sync(
+                            index.dense.top, vector, self.config.candidates, mask
+                        )
                     else:
-                        cosine = dense_scores(index.dense, vector)
-                    rankings.append(top_k(cosine, self.config.candidates, mask))
+                        ranked, _ = index.dense.top(vector, self.config.candidates, mask)
+                    rankings.append(ranked)
                     dense_used = True
                 else:
                     notes.append(
                         f"{index.store_id}: searched lexically (no query vector in {index.dense_model})"
                     )
-            if cosine is not None and not self.encoders.cosine_is_relevance(index.dense_model):
-                cosine = None  # it ranked (RRF above); the reported score stays lexical
-            for row, fused in rrf(rankings):
-                cos = float(cosine[row]) if cosine is not None else None
-                candidates.append(_Candidate(index, row, fused, float(bm25[row]), cos))
+            fused = rrf(rankings)
+            rows = np.asarray([row for row, _ in fused], dtype=np.int64)
+            # exact cosines of every fused row (the dense list's and the BM25-only ones alike); a
+            # local model's cosine ranks (RRF above) but is not reported as relevance
+            relevant = vector is not None and self.encoders.cosine_is_relevance(index.dense_model)
+            cosines = index.dense.scores(vector, rows) if index.dense is not None and relevant else None
+            for i, (row, score) in enumerate(fused):
+                cos = float(cosines[i]) if cosines is not None else None
+                candidates.append(_Candidate(index, row, score, float(bm25[row]), cos))
         candidates.sort(key=lambda c: -c.fused)
         hits, reranked = await self._finish(query, terms, candidates, max_results, rerank, parent)
         if score_threshold is not None:
             hits = [h for h in hits if h.score >= score_threshold]
         mode = "hybrid" if dense_used else "lexical"
         return SearchResult(hits, mode, reranked, time.perf_counter() - started, notes)
+
+    async def _offer_reembedding(
+        self, indexes: list[StoreIndex], query: str, vectors: dict[str, np.ndarray], parent: Any | None
+    ) -> None:
+        """Hands re-embedding (reembed.py) the stores without vectors of one space, or in another
+        space than the route's preferred one, once the preferred model embeds again: the query
+        embedded by it (one call, only while such a store is searched) is the sign."""
+        preferred = self.encoders.preferred_space() if self.on_lexical is not None else None
+        if preferred is None:
+            return
+        stale = [i for i in indexes if i.dense is None or i.dense_model != preferred]
+        if not stale:
+            return
+        if preferred not in vectors and await self.encoders.query(query, parent, preferred) is None:
+            return  # the preferred model cannot embed now: the stores stay as they are
+        for index in stale:
+            assert self.on_lexical is not None
+            self.on_lexical(index.store_id)
 
     async def _finish(
         self,

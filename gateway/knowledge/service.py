@@ -16,6 +16,7 @@ from gateway.knowledge.encoders import Encoders
 from gateway.knowledge.index import IndexCache
 from gateway.knowledge.ingestion import Ingestor, Job
 from gateway.knowledge.metrics import KnowledgeMetrics
+from gateway.knowledge.reembed import Reembedder
 from gateway.knowledge.search import Searcher, SearchResult, StoreNotFound
 from gateway.knowledge.store import KnowledgeStore
 
@@ -43,9 +44,16 @@ class KnowledgeService:
         self.store = KnowledgeStore(sessions, data_dir / "knowledge")
         self.batches = BatchStore(sessions)
         self.encoders = Encoders(router, registry, config)
-        self.indexes = IndexCache(self.store, config.index_cache_chunks)
+        self.indexes = IndexCache(self.store, config.index_cache_chunks, config)
         self.metrics = KnowledgeMetrics(metrics.registry) if metrics is not None else None
-        self.searcher = Searcher(self.store, self.indexes, self.encoders, config)
+        self.reembedder = Reembedder(self.store, self.encoders)
+        self.searcher = Searcher(
+            self.store,
+            self.indexes,
+            self.encoders,
+            config,
+            self.reembedder.schedule if config.reembed else None,
+        )
         self.ingestor = Ingestor(self.store, self.encoders, config, self)
 
     async def start(self) -> None:
@@ -53,6 +61,15 @@ class KnowledgeService:
 
     async def stop(self) -> None:
         await self.ingestor.stop()
+        await self.reembedder.stop()
+
+    async def reembed(self, store_id: str) -> Any:
+        """Admin: (re)starts re-embedding a store of any tenant; returns its row. NotFound if none."""
+        row = await self.store.store_row(store_id)
+        if row is None:
+            raise NotFound("vector_store", store_id)
+        self.reembedder.schedule(store_id, force=True)
+        return row
 
     # ------------------------------------------------------------------ observer (ingestor → metrics)
 

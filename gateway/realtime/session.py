@@ -14,7 +14,12 @@ import re
 import time
 from typing import Any
 
-from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
+from gateway.conversation.knowledge import (
+    KnowledgeScopeError,
+    KnowledgeSpecError,
+    ground_turn,
+    parse_turn_spec,
+)
 from gateway.conversation.turn import DEFAULT_SYSTEM_PROMPT
 from gateway.errors import APIError
 from gateway.knowledge.service import NotFound
@@ -135,6 +140,11 @@ class RealtimeSession(InputAudio):
         task.add_done_callback(self.tasks.discard)
         return task
 
+    @property
+    def _principal(self) -> Any:
+        """The caller (scopes, default stores); None in process (tests): every scope, no default."""
+        return self.account.principal if self.account is not None else None
+
     # ------------------------------------------------------------------ session and items
 
     async def _session_update(self, event: dict[str, Any]) -> None:
@@ -154,10 +164,12 @@ class RealtimeSession(InputAudio):
         knowledge = self.config.knowledge
         if isinstance(session, dict) and "knowledge" in session:  # talkgate's own field
             try:
-                knowledge = parse_spec(session["knowledge"], "session.knowledge")
+                knowledge = parse_turn_spec(session["knowledge"], self._principal, "session.knowledge")
             except KnowledgeSpecError as exc:
                 raise BadEvent(str(exc), "invalid_value", exc.param, eid) from None
-            if knowledge is not None and self.retriever is None:
+            except KnowledgeScopeError as exc:
+                raise BadEvent(str(exc), "insufficient_scope", exc.param, eid, "permission_error") from None
+            if knowledge is not None and knowledge["vector_store_ids"] and self.retriever is None:
                 raise BadEvent(
                     "The knowledge base is not enabled on this gateway.",
                     "knowledge_disabled",
@@ -342,7 +354,13 @@ class RealtimeSession(InputAudio):
         """Knowledge grounding of the turn: passages into the prompt, or the fixed decline."""
         try:
             grounding = await ground_turn(
-                self.retriever, self.settings, self.tenant, self.config.knowledge, turn.messages, turn.ctx
+                self.retriever,
+                self.settings,
+                self.tenant,
+                self.config.knowledge,
+                turn.messages,
+                turn.ctx,
+                self._principal,
             )
         except NotFound as exc:
             raise ProviderError(ErrorKind.BAD_REQUEST, str(exc), code="vector_store_not_found") from None

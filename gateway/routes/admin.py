@@ -1,4 +1,4 @@
-"""``/admin``: API keys, tenants, quotas and usage export.
+"""``/admin``: API keys (with their default knowledge stores), tenants, quotas and usage export.
 
 Authorised by ``TALKGATE_ADMIN_KEY`` (bearer) or a key with the ``admin`` scope; normal keys get
 403. Admin is global (an operator credential): it sees every tenant. Secrets are returned once,
@@ -21,12 +21,25 @@ from gateway.db.queries import CSV_COLUMNS, aggregate_usage
 from gateway.errors import APIError
 from gateway.inputs.echo import echo
 from gateway.keystore import KeyStoreError
+from gateway.knowledge.api import knowledge_of, not_found
+from gateway.knowledge.service import NotFound
+from gateway.knowledge.spec import DEFAULT_RESULTS
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 TenantId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 #: The scopes a key may hold, from gateway/auth.py (one list: a new scope needs no edit here).
 Scope = Literal[SCOPES]  # type: ignore[valid-type]
+
+
+class KeyKnowledge(BaseModel):
+    """A key's default grounding: the stores its chat, talk and realtime requests that name none
+    are grounded in (gateway/knowledge/spec.py); they must be the key's tenant's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vector_store_ids: list[str] = Field(min_length=1, max_length=10)
+    max_num_results: int = Field(default=DEFAULT_RESULTS, ge=1, le=20)
 
 
 class KeyCreate(BaseModel):
@@ -39,6 +52,7 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(default=None, ge=1)
     concurrency: int | None = Field(default=None, ge=1)
     expires_at: datetime | None = None
+    knowledge: KeyKnowledge | None = None
 
 
 class Quotas(BaseModel):
@@ -73,6 +87,25 @@ def _err(exc: KeyStoreError) -> APIError:
     return APIError(exc.status, str(exc), code=exc.code)
 
 
+async def _checked_knowledge(
+    request: Request, tenant: str, body: KeyKnowledge | None
+) -> dict[str, Any] | None:
+    """The default as stored, once every store is found to be ``tenant``'s (404 otherwise: a
+    store of another tenant is reported as missing, as everywhere)."""
+    if body is None:
+        return None
+    service = knowledge_of(request)
+    for store_id in body.vector_store_ids:
+        try:
+            await service.vector_store(tenant, store_id)
+        except NotFound as exc:
+            raise not_found(exc) from None
+    return {
+        "vector_store_ids": list(dict.fromkeys(body.vector_store_ids)),
+        "max_num_results": body.max_num_results,
+    }
+
+
 @router.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, request: Request, _: Principal = require_admin) -> Response:
     expires = body.expires_at
@@ -80,6 +113,7 @@ async def create_key(body: KeyCreate, request: Request, _: Principal = require_a
         expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
         if expires <= datetime.now(UTC):
             raise APIError(400, "expires_at is in the past.", param="expires_at")
+    knowledge = await _checked_knowledge(request, body.tenant, body.knowledge)
     try:
         secret, record = await _store(request).create_key(
             body.tenant,
@@ -89,10 +123,43 @@ async def create_key(body: KeyCreate, request: Request, _: Principal = require_a
             concurrency=body.concurrency,
             expires_at=expires,
             name=body.name,
+            knowledge=knowledge,
         )
     except KeyStoreError as exc:
         raise _err(exc) from None
     return _json({**record.public(), "key": secret}, 201)
+
+
+def _no_key(key_id: str) -> APIError:
+    return APIError(404, f"No API key with id '{echo(key_id)}'.", type="not_found_error", code="not_found")
+
+
+@router.put("/keys/{key_id}/knowledge")
+async def set_key_knowledge(
+    body: KeyKnowledge,
+    request: Request,
+    key_id: Annotated[str, Path(max_length=32)],
+    _: Principal = require_admin,
+) -> Response:
+    """Sets the key's default stores (replacing any); other replicas see it within the key cache TTL."""
+    store = _store(request)
+    key = await store.get_key(key_id)
+    if key is None:
+        raise _no_key(key_id)
+    record = await store.set_knowledge(key_id, await _checked_knowledge(request, key.tenant, body))
+    if record is None:  # deleted meanwhile
+        raise _no_key(key_id)
+    return _json(record.public())
+
+
+@router.delete("/keys/{key_id}/knowledge")
+async def clear_key_knowledge(
+    request: Request, key_id: Annotated[str, Path(max_length=32)], _: Principal = require_admin
+) -> Response:
+    record = await _store(request).set_knowledge(key_id, None)
+    if record is None:
+        raise _no_key(key_id)
+    return _json(record.public())
 
 
 @router.get("/keys")

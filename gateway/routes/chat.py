@@ -76,14 +76,14 @@ def new_completion_id() -> str:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, principal: Principal = require_scope("chat")) -> Response:
-    return await chat_response(request)
+    return await chat_response(request, principal)
 
 
 async def chat_completions_lean(request: Request, send: Send) -> None:
     """The same route without FastAPI's routing and dependency solving (gateway/fastpath.py)."""
 
-    async def respond(_: Principal) -> None:
-        response = await chat_response(request)
+    async def respond(principal: Principal) -> None:
+        response = await chat_response(request, principal)
         await response(request.scope, request.receive, send)
 
     await run_admitted(request, "chat", respond)
@@ -92,15 +92,16 @@ async def chat_completions_lean(request: Request, send: Send) -> None:
 chat_completions.lean_endpoint = chat_completions_lean  # type: ignore[attr-defined]
 
 
-async def chat_response(request: Request) -> Response:
-    """The chat answer for an admitted caller (auth, limits and usage are the caller's job)."""
+async def chat_response(request: Request, principal: Principal | None = None) -> Response:
+    """The chat answer for an admitted caller (auth, limits and usage are the caller's job;
+    ``principal``'s scopes and default stores decide the knowledge grounding)."""
     try:
-        return await _chat_response(request)
+        return await _chat_response(request, principal)
     except UnknownModelError as exc:  # before the first byte: streams resolve their chain first
         raise refuse_unknown_model(request, exc) from None
 
 
-async def _chat_response(request: Request) -> Response:
+async def _chat_response(request: Request, principal: Principal | None) -> Response:
     services: Services = request.app.state.services
     body: ChatCompletionRequest = validate(
         ChatCompletionRequest, parse_json_body(await read_body(request, services.settings.max_upload_bytes))
@@ -116,7 +117,7 @@ async def _chat_response(request: Request) -> Response:
     created = int(time.time())
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     # Knowledge (gateway/knowledge_chat.py): passages into the prompt, or a decline with no model call.
-    grounding = await knowledge_chat.ground(request, body.knowledge, chat_request.messages, ctx)
+    grounding = await knowledge_chat.ground(request, body.knowledge, chat_request.messages, ctx, principal)
     if grounding is not None:
         if not grounding.answerable:
             return knowledge_chat.declined(

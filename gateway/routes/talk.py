@@ -23,7 +23,12 @@ from starlette.datastructures import UploadFile
 from gateway.audio import AudioDecodeError
 from gateway.auth import Principal, require_scope
 from gateway.context import get_context
-from gateway.conversation.knowledge import KnowledgeSpecError, ground_turn, parse_spec
+from gateway.conversation.knowledge import (
+    KnowledgeScopeError,
+    KnowledgeSpecError,
+    ground_turn,
+    parse_turn_spec,
+)
 from gateway.conversation.memory import ConversationMemory
 from gateway.conversation.turn import TalkError, TalkInput, TalkPipeline, TalkResult
 from gateway.costs import charge_quota
@@ -35,6 +40,7 @@ from gateway.inputs.hosts import public_url
 from gateway.inputs.images import check_image
 from gateway.knowledge.api import not_found
 from gateway.knowledge.service import NotFound
+from gateway.knowledge_chat import scope_error
 from gateway.routes.avatars import json_response, lipsync_error, parse_face_index, read_form
 from gateway.schemas import parse_json_body, read_body, too_large, validate
 from gateway.services import Services
@@ -158,8 +164,9 @@ def _memory(request: Request) -> ConversationMemory:
 
 
 def _grounder(services: Services, principal: Principal, body: TalkBody, request: Request) -> Any:
-    """The turn's knowledge grounding (None: the request names no stores and the tenant has no
-    default); a bad ``knowledge`` is a 400, a store of another tenant a 404."""
+    """The turn's knowledge grounding (None: the request names no stores and neither its key nor
+    its tenant has a default); a bad ``knowledge`` is a 400, stores named by a key without
+    knowledge:read a 403, a store of another tenant a 404."""
     raw = body.knowledge
     if isinstance(raw, str):
         try:
@@ -167,17 +174,19 @@ def _grounder(services: Services, principal: Principal, body: TalkBody, request:
         except orjson.JSONDecodeError:
             raise APIError(400, "knowledge must be a JSON object.", param="knowledge") from None
     try:
-        spec = parse_spec(raw)
+        spec = parse_turn_spec(raw, principal)
     except KnowledgeSpecError as exc:
         raise APIError(400, str(exc), param=exc.param) from None
-    if spec is not None and services.retriever is None:
+    except KnowledgeScopeError as exc:
+        raise scope_error(exc) from None
+    if spec is not None and spec["vector_store_ids"] and services.retriever is None:
         raise APIError(503, "The knowledge base is not enabled on this gateway.", code="knowledge_disabled")
     ctx = get_context(request)
 
     async def ground(messages: list[dict[str, Any]]) -> Any:
         try:
             return await ground_turn(
-                services.retriever, services.settings, principal.tenant, spec, messages, ctx
+                services.retriever, services.settings, principal.tenant, spec, messages, ctx, principal
             )
         except NotFound as exc:
             raise not_found(exc) from None

@@ -14,8 +14,9 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
 from gateway.audio import AudioDecodeError
-from gateway.auth import Principal, charge_quota, require_admin, require_scope
+from gateway.auth import Principal, require_admin, require_scope
 from gateway.context import get_context
+from gateway.costs import charge_quota
 from gateway.csv_safe import write_csv
 from gateway.errors import APIError, no_provider_error
 from gateway.inputs.audio import decode_upload

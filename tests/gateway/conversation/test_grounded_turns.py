@@ -76,8 +76,9 @@ def test_realtime_turns_cite_and_decline(grounded: tuple[Any, str], sim: SimHand
         assert served["knowledge"]["answered"] is False and served["backend"] != "local"
         assert sim.requests("generation") == []  # no model call for a decline
 
-        conn.session.update(session={"type": "realtime", "knowledge": {"vector_store_ids": []}})
-        assert conn.recv().error.param.startswith("session.knowledge")
+        bad = {"vector_store_ids": [store_id], "max_num_results": 0}
+        conn.session.update(session={"type": "realtime", "knowledge": bad})
+        assert conn.recv().error.param == "session.knowledge.max_num_results"
 
 
 def test_talk_cites_the_answering_document(grounded: tuple[Any, str], sim: SimHandle) -> None:

@@ -104,6 +104,6 @@ def test_unknown_store_is_404_and_bad_field_is_400(setup: tuple[openai.OpenAI, s
         client.chat.completions.create(
             model="qwen-plus",
             messages=[{"role": "user", "content": QUESTION}],
-            extra_body={"knowledge": {"vector_store_ids": []}},
+            extra_body={"knowledge": {"vector_store_ids": "vs_1"}},  # a list is needed
         )
     assert "knowledge.vector_store_ids" in caught.value.message

@@ -116,7 +116,8 @@ def test_offline_fixture_is_hybrid_with_e5_and_finds_paraphrases_bm25_cannot(
 def test_a_store_embedded_by_e5_during_an_outage_is_queried_with_e5_once_the_cloud_is_back(
     gateway_settings: Callable[..., Any], run_gateway: Callable[..., ServerThread], sim: SimHandle
 ) -> None:
-    client = _sdk(run_gateway(gateway_settings(retry={"attempts": 1})))
+    # re-embedding off: this is about the store's pinned space (test_reembed.py moves stores)
+    client = _sdk(run_gateway(gateway_settings(retry={"attempts": 1}, knowledge={"reembed": False})))
     store = client.vector_stores.create(name="kb")
     sim.fault(service="embedding", status=503, code="ServiceUnavailable")
     assert _upload(client, store.id, "faq.csv", FAQ).status == "completed"

@@ -90,9 +90,12 @@ def test_vectors_of_another_embedding_space_are_never_compared(
     assert _search(client, store.id, "reset password")[1]["search_mode"] == "hybrid"
     first.stop()
     # the operator changes the embedding dimension: the stored 512-d vectors are a different space,
-    # so the query is embedded in the store's own space (512), never compared at 256
+    # so the query is embedded in the store's own space (512), never compared at 256 (re-embedding
+    # off here: test_reembed.py moves the store to the new dimension)
     second = run_gateway(
-        gateway_settings(data_dir=tmp_path / "shared", knowledge={"embedding_dimension": 256})
+        gateway_settings(
+            data_dir=tmp_path / "shared", knowledge={"embedding_dimension": 256, "reembed": False}
+        )
     )
     sim.clear_requests()
     files, extra = _search(_sdk(second), store.id, "reset password")

@@ -132,7 +132,7 @@ def test_other_tenant_gets_404_for_every_id(saas: Any) -> None:  # noqa: F811
         other.vector_stores.files.create(vector_store_id=mine.id, file_id=file_id)
     assert store.id not in [s.id for s in other.vector_stores.list().data]
     # nor ground its chat answers in the owner's store
-    chat_key = gw.create_key(tenant="globex", scopes=["chat"])["key"]
+    chat_key = gw.create_key(tenant="globex", scopes=["chat", "knowledge:read"])["key"]
     chatter = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=chat_key, max_retries=0, timeout=60)
     with pytest.raises(openai.NotFoundError):
         chatter.chat.completions.create(
