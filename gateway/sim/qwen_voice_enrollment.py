@@ -11,7 +11,6 @@ account's voice limit and synthesis checks cover both. Where the docs name no er
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 import secrets
@@ -20,9 +19,8 @@ import wave
 from typing import Any
 
 from gateway.inputs.data_url import DataUrlError, decode_data_url
-from gateway.sim.audio_codec import audio_duration
 from gateway.sim.state import SimState
-from gateway.sim.voice_enrollment import EnrolledVoice, Refused, gmt, page, text_field, voices
+from gateway.sim.voice_enrollment import EnrolledVoice, Refused, check_duration, gmt, page, text_field, voices
 
 MODEL = "qwen-voice-enrollment"
 #: clone targets listed in §1.10; synthesis must use the same model later
@@ -34,8 +32,6 @@ PREFERRED_NAME = re.compile(r"^[A-Za-z0-9_]{1,16}$")
 MIME_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/mpeg", "audio/mp3", "audio/mp4", "audio/m4a"})
 MAX_SAMPLE_CHARS = 10 * 1024 * 1024  # "< 10 MB after base64"
 MIN_RATE = 24000
-MIN_SAMPLE_S = 3.0
-MAX_SAMPLE_S = 60.0
 
 
 def _wav_format(raw: bytes) -> tuple[int, int] | None:
@@ -72,18 +68,7 @@ async def _check_audio(audio: Any) -> None:
             "InvalidParameter",
             f"the audio must be mono at {MIN_RATE} Hz or more, got {fmt[1]} ch at {fmt[0]} Hz",
         )
-    try:
-        seconds = await asyncio.to_thread(audio_duration, sample.data, sample.subtype)
-    except ValueError:
-        raise Refused(
-            415, "BadRequest.UnsupportedFileFormat", "Input file format is not supported."
-        ) from None
-    if not MIN_SAMPLE_S <= seconds <= MAX_SAMPLE_S:
-        raise Refused(
-            400,
-            "InvalidParameter",
-            f"audio duration {seconds:.1f}s is outside [{MIN_SAMPLE_S:g}, {MAX_SAMPLE_S:g}]s",
-        )
+    await check_duration(sample.data, sample.subtype)
 
 
 async def _create(state: SimState, data: dict[str, Any]) -> dict[str, Any]:

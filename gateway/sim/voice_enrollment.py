@@ -124,8 +124,13 @@ async def _check_sample(url: str) -> None:
         raise Refused(400, "InvalidParameter", "input.url: the data URI is not valid base64") from None
     if len(raw) > MAX_SAMPLE_BYTES:
         raise Refused(413, "BadRequest.TooLarge", "The audio file is larger than 10 MB.")
+    await check_duration(raw, "wav")
+
+
+async def check_duration(raw: bytes, fmt: str | None) -> None:
+    """Both cloning flavours' rule: a recording that decodes, of MIN_SAMPLE_S to MAX_SAMPLE_S."""
     try:
-        seconds = await asyncio.to_thread(audio_duration, raw, "wav")
+        seconds = await asyncio.to_thread(audio_duration, raw, fmt)
     except ValueError:
         raise Refused(
             415, "BadRequest.UnsupportedFileFormat", "Input file format is not supported."
