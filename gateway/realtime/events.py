@@ -17,6 +17,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.conversation.emotion import MODES
+
 #: The only PCM layout of the GA protocol: 16-bit mono little-endian at 24 kHz.
 PCM_RATE = 24000
 PCM_FORMAT = {"type": "audio/pcm", "rate": PCM_RATE}
@@ -154,6 +156,9 @@ class SessionConfig:
     tool_choice_wire: str | dict[str, Any] = "auto"
     #: talkgate's own: ``{"vector_store_ids": [...], "max_num_results": 5}`` grounds every answer
     knowledge: dict[str, Any] | None = None
+    #: talkgate's own: the answers' emotion, as /v1/talk's ``emotion`` ("auto": the LLM's tag, else
+    #: the lexicon; "off"; or one emotion), in the voice and, on a live call, the face
+    emotion: str = "off"
     #: ``{"model", "language", "prompt"}`` of the input transcription; None: no transcript events
     transcription: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TRANSCRIPTION))
 
@@ -182,6 +187,7 @@ class SessionConfig:
             "tools": [dict(t) for t in self.tools_wire],
             "tool_choice": self.tool_choice_wire,
             "knowledge": self.knowledge,
+            "emotion": self.emotion,
         }
 
     def update(self, session: Any, event_id: str | None = None) -> None:
@@ -203,6 +209,8 @@ class SessionConfig:
             )
         if "temperature" in session:
             staged.temperature = staged.temperature_of(session["temperature"], "session.temperature")
+        if "emotion" in session:  # talkgate's own
+            staged.emotion = staged.emotion_of(session["emotion"], "session.emotion")
         # "tools" and "tool_choice" are checked by the session (gateway/realtime/tools.py)
         audio = session.get("audio") or {}
         if not isinstance(audio, dict):
@@ -239,6 +247,7 @@ class _Staged:
         self.turn_detection = config.turn_detection
         self.input_format, self.output_format = config.input_format, config.output_format
         self.transcription = config.transcription
+        self.emotion = config.emotion
 
     def fail(self, message: str, param: str, code: str = "invalid_value") -> None:
         raise BadEvent(message, code, param, self.event_id)
@@ -260,6 +269,11 @@ class _Staged:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
             self.fail(f"'{param}' must be a number between 0 and 2.", param)
         return float(value)
+
+    def emotion_of(self, value: Any, param: str) -> str:
+        if value not in MODES:
+            self.fail(f"'{param}' must be one of {', '.join(MODES)}.", param)
+        return str(value)
 
     def transcription_of(self, value: Any, param: str) -> dict[str, Any] | None:
         """``null`` (no transcript events) or ``{"model", "language", "prompt"}``; the model is
@@ -370,6 +384,7 @@ class _Staged:
         c.turn_detection = self.turn_detection
         c.input_format, c.output_format = self.input_format, self.output_format
         c.transcription = self.transcription
+        c.emotion = self.emotion
 
 
 def _describe_turn_detection(value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -73,8 +73,10 @@ class ResponseTurn:
         cloned: Any = None,
         out_of_band: bool = False,
         metadata: dict[str, Any] | None = None,
+        emotion: str = "off",
     ) -> None:
         self.send = send
+        self.emotion = emotion
         self.router = router
         self.messages = messages
         self.chat_model = chat_model
@@ -205,6 +207,7 @@ class ResponseTurn:
             canned=self.canned,
             voice_model=self.cloned.target_model if self.cloned else "",
             tts_skip=self.cloned.skip_for() if self.cloned else None,
+            emotion=self.emotion,
         )
         delta_type = "response.output_audio_transcript.delta" if self.audio else "response.output_text.delta"
         pieces = self.answer.pieces()

@@ -14,6 +14,7 @@ import re
 import time
 from typing import Any
 
+from gateway.conversation.emotion import PROMPT as EMOTION_PROMPT
 from gateway.conversation.knowledge import (
     KnowledgeScopeError,
     KnowledgeSpecError,
@@ -249,7 +250,7 @@ class RealtimeSession(InputAudio):
         self.response = ResponseTurn(
             send=self.send,
             router=self.router,
-            messages=[{"role": "system", "content": instructions or DEFAULT_SYSTEM_PROMPT}],
+            messages=[{"role": "system", "content": system_prompt(instructions, config.emotion)}],
             chat_model=self.chat_model,
             voice=voice,
             audio="audio" in modalities,
@@ -262,6 +263,7 @@ class RealtimeSession(InputAudio):
             cloned=cloned,
             out_of_band=out_of_band,
             metadata=metadata,
+            emotion=config.emotion,
         )
         self.response_task = self._spawn(self._respond(self.response, charged, context))
         self.idle.disarm()
@@ -401,3 +403,10 @@ class RealtimeSession(InputAudio):
             )
         turn.cancel_reason = "client_cancelled"
         task.cancel()
+
+
+def system_prompt(instructions: str, emotion: str) -> str:
+    """The session's instructions (or the default persona), plus the emotion-tag request when the
+    answers' emotion is "auto" (the tag is cut before speech and transcripts: conversation/answer.py)."""
+    system = instructions or DEFAULT_SYSTEM_PROMPT
+    return f"{system}\n{EMOTION_PROMPT}" if emotion == "auto" else system

@@ -174,7 +174,9 @@ class LiveCall:
         await self.session.start()
         # Server VAD first, then the client's config: a refused config (an error event on the
         # channel) must not leave the call without turn detection.
-        vad = {"audio": {"input": {"turn_detection": DEFAULT_TURN_DETECTION}}}
+        vad: dict[str, Any] = {"audio": {"input": {"turn_detection": DEFAULT_TURN_DETECTION}}}
+        if self.face is not None:  # the avatar's face and voice follow each answer's emotion tag
+            vad["emotion"] = "auto"
         await self.session.handle(orjson.dumps({"type": "session.update", "session": vad}))
         if self.session_config:
             config = {k: v for k, v in self.session_config.items()}
