@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.dashscope.errors import DashScopeError
-from gateway.inputs.data_url import DataUrlError
+from gateway.inputs.data_url import DataUrl, DataUrlError
 from gateway.inputs.data_url import decode_data_url as decode_base64_url
 
 #: The native text-generation and multimodal-generation paths (under ``/api/v1``).
@@ -195,17 +195,23 @@ def multimodal_kind(body: dict[str, Any]) -> str | None:
 
 
 def decode_data_url(ref: str) -> tuple[bytes, str | None]:
-    """Bytes and a format hint (the MIME subtype) of a base64 ``data:`` URL; ``DashScopeError``
-    413 past 10 MB, 400 for anything that is not base64."""
+    """Bytes and a format hint (the MIME subtype) of an audio ``data:`` URL (``media_data_url``)."""
+    url = media_data_url(ref, "audio")
+    return url.data, url.subtype
+
+
+def media_data_url(ref: str, kind: str) -> DataUrl:
+    """A base64 ``data:`` URL of ``kind`` ("audio", "image") as Bailian refuses one:
+    ``DashScopeError`` 413 past 10 MB, 400 for anything that is not base64."""
+    what = kind.capitalize()
     try:
-        url = decode_base64_url(ref, max_chars=MAX_DATA_URL_CHARS)
+        return decode_base64_url(ref, max_chars=MAX_DATA_URL_CHARS)
     except DataUrlError as exc:
         if exc.reason == "too_large":
-            raise DashScopeError(413, "BadRequest.TooLarge", "The audio data URL exceeds 10 MB.") from None
+            raise DashScopeError(413, "BadRequest.TooLarge", f"The {kind} data URL exceeds 10 MB.") from None
         if exc.reason == "bad_base64":
-            raise DashScopeError(400, "InvalidParameter", "Audio data URL is not valid base64.") from None
-        raise DashScopeError(400, "InvalidParameter", "Audio data URL must be base64-encoded.") from None
-    return url.data, url.subtype
+            raise DashScopeError(400, "InvalidParameter", f"{what} data URL is not valid base64.") from None
+        raise DashScopeError(400, "InvalidParameter", f"{what} data URL must be base64-encoded.") from None
 
 
 def asr_body(

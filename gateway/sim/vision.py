@@ -28,11 +28,10 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from gateway.dashscope.bodies import media_data_url
 from gateway.dashscope.errors import DashScopeError, invalid
-from gateway.inputs.data_url import DataUrlError, decode_data_url
 from gateway.sim.capabilities import Caps
 
-MAX_DATA_URL = 10 * 1024 * 1024
 MAX_PIXELS_8K = 7680 * 4320
 HIGH_RES_TOKENS = 16_384
 _MIME = {
@@ -131,14 +130,7 @@ def _decode_data_url(ref: str) -> tuple[bytes, str]:
             "The simulator does not download images: send the image inline as a base64 data URL "
             f"(data:image/png;base64,...), not {ref[:80]}"
         )
-    try:
-        url = decode_data_url(ref, max_chars=MAX_DATA_URL)
-    except DataUrlError as exc:
-        if exc.reason == "too_large":
-            raise DashScopeError(413, "BadRequest.TooLarge", "The image data URL exceeds 10 MB.") from None
-        if exc.reason == "bad_base64":
-            raise invalid("Image data URL is not valid base64.") from None
-        raise invalid("Image data URL must be base64-encoded.") from None
+    url = media_data_url(ref, "image")
     return url.data, url.mime
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from gateway.sim.audio_codec import StreamEncoder
 from gateway.sim.http_common import sleep_ms
 from gateway.sim.nls.conn import NlsConn
-from gateway.sim.nls.synthesizer import FORMATS, FRAME_S, SAMPLE_RATES, int_in
+from gateway.sim.nls.synthesizer import FRAME_S, speech_params
 from gateway.sim.nls.wire import NlsFailure
 from gateway.sim.state import SimState
 from gateway.sim.text import split_sentences, strip_markup
@@ -36,20 +36,10 @@ class FlowingSynthesizerTask:
 
     def __init__(self, conn: NlsConn, state: SimState, payload: dict[str, Any], item: dict[str, Any]) -> None:
         self.conn, self.state, self.item = conn, state, item
-        voice = payload.get("voice", "longxiaochun")
-        if not isinstance(voice, str) or not voice:
-            raise NlsFailure(40000003, "Parameter 'voice' is invalid!")
-        self.format = str(payload.get("format") or "pcm").lower()
-        if self.format not in FORMATS:
-            raise NlsFailure(40000003, f"Invalid format '{self.format[:32]}'!")
-        rate = payload.get("sample_rate", 16000)
-        if rate not in SAMPLE_RATES or isinstance(rate, bool):
-            raise NlsFailure(40000003, f"Invalid sample_rate '{str(rate)[:16]}'!")
-        self.sample_rate = int(rate)
-        volume_name = "volumn" if "volumn" in payload and "volume" not in payload else "volume"
-        self.volume = int_in(payload, volume_name, 50, 0, 100)
-        int_in(payload, "speech_rate", 0, -500, 500)
-        int_in(payload, "pitch_rate", 0, -500, 500)
+        volume_name = (
+            "volumn" if "volumn" in payload and "volume" not in payload else "volume"
+        )  # the SDK's spelling
+        self.format, self.sample_rate, self.volume = speech_params(payload, "longxiaochun", volume_name)
         self.subtitles = payload.get("enable_subtitle") is True
         self.encoder = StreamEncoder(self.format, self.sample_rate)
         self.pending = ""

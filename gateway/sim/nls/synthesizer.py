@@ -34,6 +34,26 @@ def int_in(payload: dict[str, Any], name: str, default: int, low: int, high: int
     return value
 
 
+def speech_params(
+    payload: dict[str, Any], default_voice: str, volume_name: str = "volume"
+) -> tuple[str, int, int]:
+    """(format, sample rate, volume) of a synthesis payload, checked as the NLS gateway checks
+    them (voice, speech and pitch rates too); shared by SpeechSynthesizer and FlowingSpeechSynthesizer."""
+    voice = payload.get("voice", default_voice)
+    if not isinstance(voice, str) or not voice:
+        raise NlsFailure(40000003, "Parameter 'voice' is invalid!")
+    fmt = str(payload.get("format") or "pcm").lower()
+    if fmt not in FORMATS:
+        raise NlsFailure(40000003, f"Invalid format '{fmt[:32]}'!")
+    rate = payload.get("sample_rate", 16000)
+    if rate not in SAMPLE_RATES or isinstance(rate, bool):
+        raise NlsFailure(40000003, f"Invalid sample_rate '{str(rate)[:16]}'!")
+    volume = int_in(payload, volume_name, 50, 0, 100)
+    int_in(payload, "speech_rate", 0, -500, 500)
+    int_in(payload, "pitch_rate", 0, -500, 500)
+    return fmt, int(rate), volume
+
+
 class SynthesizerTask:
     stop_name = ""
 
@@ -43,19 +63,7 @@ class SynthesizerTask:
         if not isinstance(text, str) or not text.strip():
             raise NlsFailure(40000003, "Parameter 'text' is missing or empty!")
         self.text = text[:MAX_TEXT_CHARS]
-        voice = payload.get("voice", "xiaoyun")
-        if not isinstance(voice, str) or not voice:
-            raise NlsFailure(40000003, "Parameter 'voice' is invalid!")
-        self.format = str(payload.get("format") or "pcm").lower()
-        if self.format not in FORMATS:
-            raise NlsFailure(40000003, f"Invalid format '{self.format[:32]}'!")
-        rate = payload.get("sample_rate", 16000)
-        if rate not in SAMPLE_RATES or isinstance(rate, bool):
-            raise NlsFailure(40000003, f"Invalid sample_rate '{str(rate)[:16]}'!")
-        self.sample_rate = int(rate)
-        self.volume = int_in(payload, "volume", 50, 0, 100)
-        int_in(payload, "speech_rate", 0, -500, 500)
-        int_in(payload, "pitch_rate", 0, -500, 500)
+        self.format, self.sample_rate, self.volume = speech_params(payload, "xiaoyun")
         self.subtitles = payload.get("enable_subtitle") is True
         item["text_chars"] = len(self.text)
 
