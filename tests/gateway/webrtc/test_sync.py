@@ -7,7 +7,7 @@ and the last 20 s of the answer: if the two tracks drifted apart the lag would g
 stay within one video frame (40 ms). The constant part of the lag is the receiving peer's
 own jitter buffers (aiortc delays audio a few packets; a browser aligns the tracks with
 RTCP sender reports) and is reported, not asserted tightly. After the answer, the face keeps
-changing: consecutive frames differ and the eyes blink.
+changing: no 400 ms span of it stands still, and the eyes blink.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ SENTENCE = (
 )
 TALK = " ".join([SENTENCE] * 6)  # 76 s of the simulator's speech (12.6 s a sentence)
 GRID_S = 0.01
+FREEZE_FRAMES = 10  # 400 ms at 25 fps: a still span this long is a frozen face
 
 
 def series(times: list[float], values: list[float], grid: np.ndarray) -> np.ndarray:
@@ -116,7 +117,12 @@ async def test_lips_stay_with_the_audio_for_a_minute_and_the_idle_face_moves(ser
     idle = [(t, eye, roi) for t, _, eye, roi in rec.video if t > stopped + 1.0]
     assert len(idle) > 200  # 25 fps kept while listening
     rois = np.array([roi for _, _, roi in idle])
-    diffs = np.abs(np.diff(rois, axis=0)).mean(axis=(1, 2))
-    assert np.mean(diffs > 0.05) > 0.9, "idle frames repeat: the face froze"
+    # VP8 leaves out sub-pixel steps of a slow sway (a few identical frames in a row near its
+    # turning points; the renderer's own frames all differ), so a freeze is a still *span*:
+    # every 400 ms apart (10 frames), the eyes must have moved.
+    apart = np.abs(rois[FREEZE_FRAMES:] - rois[:-FREEZE_FRAMES]).mean(axis=(1, 2))
+    still = int(np.argmin(apart))
+    print(f"idle: least change over 400 ms {apart[still]:.3f}")
+    assert apart[still] > 0.05, f"the face stood still from {idle[still][0] - stopped:.2f} s after the answer"
     blinks = count_blinks([eye for _, eye, _ in idle])
     assert blinks >= 2, blinks
