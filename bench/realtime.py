@@ -20,6 +20,11 @@ clock starts when the last chunk holding speech has been sent and stops at that 
 Median and P95 over N turns. Targets (issue 10): gateway share ≤ 50 ms median in (a);
 ≤ 1.5 s median in (b) on 2 cores for a one-sentence answer.
 
+Also counted: playback stalls. The client keeps each answer's audio deltas until ``response.done``
+and replays their arrival times against a player that starts at the first delta: a stall is
+audio that arrived after the player would have needed it (the answer's later sentences are
+synthesised while the first plays, so a short first piece must not leave a gap behind it).
+
 Also timed: the user transcript's stage, from the last speech chunk sent to
 ``conversation.item.input_audio_transcription.completed``. With server VAD the gateway streams the
 speech to Paraformer realtime while it is spoken; ``--whole-transcription`` turns that off
@@ -91,15 +96,21 @@ async def one_turn(url: str, speech: bytes, silence_ms: int) -> tuple[float, flo
         }
         await ws.send(json.dumps({"type": "session.update", "session": session}))
         first_audio = asyncio.get_running_loop().create_future()
+        done = asyncio.get_running_loop().create_future()
         heard: list[float] = []
+        deltas: list[tuple[float, int]] = []  # (arrival, bytes of PCM16) of each audio delta
 
         async def listen() -> None:
             async for raw in ws:
                 event = json.loads(raw)
                 if event["type"] == "conversation.item.input_audio_transcription.completed":
                     heard.append(time.perf_counter())
-                if event["type"] == "response.output_audio.delta" and not first_audio.done():
-                    first_audio.set_result(time.perf_counter())
+                if event["type"] == "response.output_audio.delta":
+                    deltas.append((time.perf_counter(), len(base64.b64decode(event["delta"]))))
+                    if not first_audio.done():
+                        first_audio.set_result(deltas[-1][0])
+                elif event["type"] == "response.done" and not done.done():
+                    done.set_result(None)
                 elif event["type"] == "error" and not first_audio.done():
                     first_audio.set_exception(RuntimeError(event["error"]))
 
@@ -127,9 +138,20 @@ async def one_turn(url: str, speech: bytes, silence_ms: int) -> tuple[float, flo
                 pass
             if time.perf_counter() - last_speech > 30:
                 raise TimeoutError("no answer within 30 s")
+        await asyncio.wait_for(done, 30)  # the whole answer, for its playback stalls
         listener.cancel()
         transcribed = heard[0] - last_speech if heard else float("nan")
-        return first_audio.result() - last_speech, transcribed
+        return first_audio.result() - last_speech, transcribed, longest_stall(deltas)
+
+
+def longest_stall(deltas: list[tuple[float, int]]) -> float:
+    """Seconds a player that starts at the first delta and plays on would wait for audio (0: none):
+    how far the answer's later pieces (synthesised while the first plays) ran behind playback."""
+    start, queued, stall = deltas[0][0], 0.0, 0.0
+    for arrival, size in deltas:
+        stall = max(stall, arrival - (start + queued))
+        queued += size / (RATE * 2)
+    return stall
 
 
 async def stage_means(url: str) -> dict[str, tuple[float, int]]:
@@ -184,6 +206,7 @@ async def run_mode(
     times = [m[0] for m in measured]
     median, p95 = _stats(times)
     asr_median, asr_p95 = _stats([m[1] for m in measured])
+    stalls = [m[2] for m in measured]
     result = {
         "mode": mode,
         "turns": turns,
@@ -191,6 +214,8 @@ async def run_mode(
         "p95_ms": p95 * 1000,
         "transcript_median_ms": asr_median * 1000,
         "transcript_p95_ms": asr_p95 * 1000,
+        "stall_max_ms": max(stalls) * 1000,
+        "stalled_turns": sum(1 for x in stalls if x > 0.02),
     }
     result["stage_mean_ms"] = {
         stage: round(
@@ -241,7 +266,8 @@ def main() -> None:
             )
         line += (
             f"; speech end → transcript completed: median {r['transcript_median_ms']:.0f} ms, "
-            f"P95 {r['transcript_p95_ms']:.0f} ms"
+            f"P95 {r['transcript_p95_ms']:.0f} ms; playback stalls over 20 ms in "
+            f"{r['stalled_turns']} of {turns} answers (longest {r['stall_max_ms']:.0f} ms)"
         )
         print(line, flush=True)
         stages = ", ".join(f"{k} {v:.0f} ms" for k, v in r["stage_mean_ms"].items())

@@ -5,9 +5,11 @@ at CJK full stops ``。！？；`` immediately, or at a newline. Overlong runs w
 mark are cut at a comma or space so one run-on reply cannot hold back the first video.
 
 The first piece of a reply may also end at a clause mark (``, ; :`` before whitespace, or CJK
-``，、：``) once it holds ``first_phrase_chars``: the person hears the answer start while the
-model is still writing the rest of its first sentence (on the local model, ~20 ms a token, that
-is a few hundred milliseconds of a spoken turn's latency).
+``，、：``) once it holds ``first_phrase_chars``, or, failing one, before an English word that
+opens a phrase ("from", "because", "which": where a speaker may pause anyway): the person hears
+the answer start while the model is still writing the rest of its first sentence. On the local
+model (~20 ms a token) and piper (~45 ms a second of speech) "The store is open | from 9:00 AM to
+12:00 PM," starts about 0.4 s sooner than at its comma.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import re
 _END = re.compile(r"(?:[.!?…]+[\"'”’)\]]*\s)|(?:[。！？；]+[”’」』）]*)|\n")
 _ABBREVIATIONS = ("mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "etc.", "e.g.", "i.e.", "no.")
 _CLAUSE = re.compile(r"(?:[,;:]+\s)|(?:[，、：]+)")
+#: A first phrase ended before an opener holds this many words ("Yes, we open | at nine" would not).
+PHRASE_MIN_WORDS = 4
+#: Words before which a first phrase may end (conjunctions, prepositions, relatives); whole words
+#: only, with the next word begun, so "to" never cuts "today".
+_PHRASE_OPENER = re.compile(
+    r"\s(?=(?:and|but|or|so|because|from|to|at|in|on|with|for|when|if|which|that|until|after|"
+    r"before|since|while|by|about|between|during|through|where|unless)\s+\S)",
+    re.IGNORECASE,
+)
 _SPEAKABLE = re.compile(r"\w", re.UNICODE)
 _MARKUP = re.compile(r"[*_#`~>|]+")
 #: Citation markers of grounded answers ("[1]", "【2】"): shown in text, never read aloud.
@@ -74,6 +85,10 @@ class SentenceSplitter:
             for m in _CLAUSE.finditer(self._buffer):
                 if len(self._buffer[: m.start()].strip()) >= self.first_phrase_chars:
                     return m.end()
+            for m in _PHRASE_OPENER.finditer(self._buffer):
+                head = self._buffer[: m.start()].strip()
+                if len(head) >= self.first_phrase_chars and len(head.split()) >= PHRASE_MIN_WORDS:
+                    return m.start() + 1
         if len(self._buffer) > self.soft_limit:
             comma = max(
                 self._buffer.rfind(", ", 0, self.hard_limit), self._buffer.rfind("，", 0, self.hard_limit)

@@ -34,15 +34,36 @@ def _stream(splitter: SentenceSplitter, text: str) -> list[str]:
 
 
 def test_the_first_piece_may_end_at_a_clause_once_long_enough() -> None:
-    reply = "The store is open from 9:00 AM to 12:00 PM, with late hours on Friday, as usual. Come by!"
+    reply = "Our hours today, as on every weekday, run from nine to five. Come by!"
     assert _stream(SentenceSplitter(first_phrase_chars=12), reply) == [
-        "The store is open from 9:00 AM to 12:00 PM,",  # "9:00" is no clause mark: no space after
-        "with late hours on Friday, as usual.",  # only the first piece is cut early
+        "Our hours today,",
+        "as on every weekday, run from nine to five.",  # only the first piece is cut early
         "Come by!",
     ]
     assert (
         _stream(SentenceSplitter(), reply)[0]
-        == "The store is open from 9:00 AM to 12:00 PM, with late hours on Friday, as usual."
+        == "Our hours today, as on every weekday, run from nine to five."
+    )
+
+
+def test_the_first_piece_may_end_before_a_phrase_opening_word() -> None:
+    reply = "The store is open from 9:00 AM to 12:00 PM, with late hours on Friday. Come by!"
+    assert _stream(SentenceSplitter(first_phrase_chars=12), reply) == [
+        "The store is open",  # before "from": no clause mark needed ("9:00" is none)
+        "from 9:00 AM to 12:00 PM, with late hours on Friday.",
+        "Come by!",
+    ]
+    # whole words only: "today" and "tomorrow" hold "to" but do not cut
+    assert (
+        _stream(SentenceSplitter(first_phrase_chars=12), "We are closed today because of the holiday.")[0]
+        == "We are closed today"
+    )
+    assert _stream(SentenceSplitter(first_phrase_chars=12), "Come back tomorrow morning please.") == [
+        "Come back tomorrow morning please."
+    ]
+    assert (
+        _stream(SentenceSplitter(), reply)[0]
+        == "The store is open from 9:00 AM to 12:00 PM, with late hours on Friday."
     )
 
 
