@@ -93,6 +93,12 @@ class SessionAccount:
     async def admit_transcription(self, seconds: float) -> None:
         await self._quota(("asr_seconds",), {"asr_seconds": seconds})
 
+    async def admit_stream(self) -> None:
+        """Before speech is streamed to a recogniser: refused once less than the shortest
+        committable turn (100 ms) is left of the ASR seconds, e.g. spent by the tenant's other
+        sessions or requests. The turn's length is known only at its commit, checked again there."""
+        await self._quota(("asr_seconds",), {"asr_seconds": 0.1})
+
     async def admit_response(self, tokens: int) -> int:
         """Quota and tokens-per-minute check before a response; returns the tokens charged."""
         await self._quota(("tokens", "tts_chars"))

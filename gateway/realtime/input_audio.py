@@ -148,6 +148,7 @@ class InputAudio:
                     speculate=not can_stream(self.router),
                     on_guess=(lambda outcome: early.labels(outcome).inc()) if early is not None else None,
                     options=self.config.transcription,
+                    admit=self.account.admit_stream if self.account is not None else None,
                 )
                 self.live_at = self.audio_in - len(self.buffer)
                 self._feed_live()

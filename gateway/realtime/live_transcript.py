@@ -21,13 +21,17 @@ is transcribed at once, while the VAD still waits out its ``silence_duration_ms`
 cancels that guess. If the turn ends at that pause, ``finish`` answers with the guess (the words
 are the same: only silence came after), so the transcript is ready when the turn is committed
 instead of a Whisper run later.
+
+Neither the stream nor a guess starts before ``admit`` (the session account's quota check) has
+passed: a tenant whose ASR seconds are used up sends no audio upstream, and the commit then
+refuses the turn with ``insufficient_quota``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from gateway.context import RequestContext
@@ -61,6 +65,7 @@ class LiveTranscript:
         speculate: bool = False,
         on_guess: Callable[[str], None] | None = None,
         options: dict[str, Any] | None = DEFAULT_TRANSCRIPTION,
+        admit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.item_id = item_id
         self.send = send
@@ -77,6 +82,7 @@ class LiveTranscript:
         self._ended = False
         self.options = options  # the session's transcription settings (None: no delta events)
         request = request_for(options, AudioData(b"", ASR_RATE))
+        self._admitted = asyncio.ensure_future(admit() if admit is not None else asyncio.sleep(0))
         self._task = asyncio.create_task(self._run(router, request))
 
     def feed(self, pcm: bytes) -> None:
@@ -107,6 +113,7 @@ class LiveTranscript:
             self.on_guess(outcome)
 
     async def _transcribe_whole(self, pcm: bytes) -> tuple[Transcript, RequestContext]:
+        await asyncio.shield(self._admitted)
         ctx = RequestContext(request_id=self.ctx.request_id)
         request = request_for(self.options, AudioData(pcm, ASR_RATE))
         return await self.router.transcribe(request, ctx), ctx
@@ -142,7 +149,12 @@ class LiveTranscript:
         guess = self._guess
         self._discard_guess()
         self._task.cancel()
-        await asyncio.wait([self._task] + ([guess] if guess is not None else []))
+        self._admitted.cancel()
+        tasks = [self._task, self._admitted] + ([guess] if guess is not None else [])
+        await asyncio.wait(tasks)
+        for task in tasks:  # a refusal or a failed stream nobody will read now: not an unread error
+            if not task.cancelled():
+                task.exception()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         while (chunk := await self._audio.get()) is not None:
@@ -150,6 +162,7 @@ class LiveTranscript:
                 yield chunk
 
     async def _run(self, router: Any, request: TranscribeRequest) -> Transcript:
+        await asyncio.shield(self._admitted)
         parts = router.transcribe_stream(request, self._chunks(), self.ctx)
         try:
             async for part in parts:

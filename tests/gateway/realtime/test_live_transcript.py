@@ -18,7 +18,7 @@ from providers.wav import float_to_pcm16, resample
 from tests.conftest import SimHandle
 from tests.gateway.realtime.test_realtime import _client, _until
 from tests.gateway.saas_support import Gateway, database_url, query, saas  # noqa: F401
-from tests.sounds import piper_speech
+from tests.sounds import piper_speech, wav_of
 
 RATE = 24000
 QUESTION = "What time does the store open tomorrow?"
@@ -251,6 +251,47 @@ def test_one_usage_row_per_spoken_turn(
     assert request_id == f"{session_id}:{completed.item_id}" and status == 200
     assert provider == "bailian:paraformer-realtime-v2"
     assert seconds == pytest.approx(completed.usage.seconds, abs=0.01)
+
+
+def test_no_speech_goes_upstream_once_the_asr_quota_is_used_up(
+    saas: Callable[..., Gateway],  # noqa: F811
+    sim: SimHandle,
+    speech: bytes,
+) -> None:
+    """The session opened with ASR seconds left; the tenant's other requests spent them. The next
+    utterance is refused at its commit, and none of it was streamed to Paraformer meanwhile."""
+    sim.control("PUT", "/sim/config", json={"asr_transcript": HEARD}).raise_for_status()
+    gw = saas()
+    r = gw.admin.post("/admin/tenants", json={"id": "acme", "name": "acme", "quotas": {"asr_seconds": 3}})
+    assert r.status_code in (200, 201), r.text
+    realtime = gw.create_key("acme", ["realtime"])["key"]
+    files = gw.client(gw.create_key("acme", ["asr"])["key"])
+    client = openai.OpenAI(
+        base_url=f"{gw.url}/v1",
+        websocket_base_url=f"ws://127.0.0.1:{gw.server.port}/v1",
+        api_key=realtime,
+        max_retries=0,
+    )
+    three_seconds = wav_of(bytes(16000 * 2 * 3), 16000)
+    with client.realtime.connect(model="gpt-realtime") as conn:
+        conn.recv()
+        conn.session.update(session=SESSION)
+        conn.recv()
+        r = files.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("all.wav", three_seconds, "audio/wav")},
+            data={"model": "default"},
+        )
+        assert r.status_code == 200, r.text
+        assert gw.admin.get("/admin/usage").status_code == 200  # flushes rows and quota counters
+        streamed = len(_asr_tasks(sim))
+        _speak(conn, _silence(0.3) + speech, pace=4.0)
+        _append(conn, _silence(0.8))
+        events = _until(conn, "conversation.item.input_audio_transcription.failed")
+    assert events[-1].error.code == "insufficient_quota", events[-1]
+    assert not [e for e in events if e.type == "conversation.item.input_audio_transcription.delta"]
+    time.sleep(0.3)  # a stream opened late would show by now
+    assert len(_asr_tasks(sim)) == streamed
 
 
 class _ScriptedRouter:
