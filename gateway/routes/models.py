@@ -22,6 +22,9 @@ from gateway.structured.capabilities import chat_features
 from policies.routing import UnknownModelError
 from providers.base import CAPABILITIES
 
+#: The capabilities a client names a model for: chat, ASR and TTS, and /v1/embeddings (rerank
+#: models are used by the knowledge base only, never asked for by name).
+LISTED = (*CAPABILITIES, "embedding")
 # Any valid API key may list models (when auth is on); see gateway/auth.py.
 router = APIRouter(dependencies=[require_scope(ANY_SCOPE)])
 
@@ -33,7 +36,7 @@ def model_catalog(services: Services) -> dict[str, dict[str, Any]]:
     """Name → OpenAI model object with talkgate's routing details."""
     catalog: dict[str, dict[str, Any]] = {}
     route_cfg = services.settings.routes
-    for capability in CAPABILITIES:
+    for capability in LISTED:
         if capability not in route_cfg:
             continue
         aliases = route_cfg[capability].aliases

@@ -9,10 +9,10 @@ import openai
 import pytest
 
 from gateway.app import create_app
+from gateway.routes.models import LISTED
 from gateway.services import Services
 from gateway.settings import Settings
 from policies.routing import ProviderRegistry, Router
-from providers.base import CAPABILITIES
 from tests.gateway import fake_providers
 from tests.gateway.fake_providers import FakeGateway
 from tests.servers import ServerThread, serving
@@ -40,8 +40,8 @@ def test_default_catalog_lists_every_model_and_alias(bare_gateway: ServerThread)
     by_id = {m["id"]: m for m in body["data"]}
     assert len(by_id) == len(body["data"])  # one entry per name
     routes = Settings(dashscope_api_key=None).routes
-    # the client-facing capabilities; embedding and rerank serve the knowledge base internally
-    for capability, route in ((c, routes[c]) for c in CAPABILITIES):
+    # the client-facing capabilities (rerank serves the knowledge base only)
+    for capability, route in ((c, routes[c]) for c in LISTED):
         expected = (
             {spec.split(":", 1)[1] for spec in route.chain} | set(route.aliases) | set(route.extra_models)
         )
@@ -52,7 +52,10 @@ def test_default_catalog_lists_every_model_and_alias(bare_gateway: ServerThread)
     assert by_id["smollm2"]["owned_by"] == "local"
     assert by_id["whisper-1"]["routes"]["asr"]["alias_of"] == "paraformer-realtime-v2"
     assert by_id["whisper-1"]["routes"]["asr"]["chain"][0] == "bailian:paraformer-realtime-v2"
-    assert set(by_id["default"]["capabilities"]) == {"chat", "asr", "tts"}
+    assert set(by_id["default"]["capabilities"]) == {"chat", "asr", "tts", "embedding"}
+    assert by_id["e5-small"]["owned_by"] == "local" and by_id["e5-small"]["capabilities"] == ["embedding"]
+    assert by_id["local"]["routes"]["embedding"] == {"alias_of": "e5-small", "chain": ["local:e5-small"]}
+    assert "qwen3-rerank" not in by_id
     assert by_id["qwen-plus"]["routes"]["chat"]["chain"] == [
         "bailian:qwen-plus",
         "bailian:qwen-turbo",
@@ -89,4 +92,6 @@ def test_sdk_lists_and_retrieves(fake_gateway: FakeGateway) -> None:
 
 def test_available_reflects_registered_providers(client: httpx.Client) -> None:
     data = client.get("/v1/models").json()["data"]
-    assert all(m["available"] for m in data)
+    # chat, ASR and TTS are registered there; no embedding provider is
+    assert all(m["available"] for m in data if m["capabilities"] != ["embedding"])
+    assert not any(m["available"] for m in data if m["capabilities"] == ["embedding"])
