@@ -38,11 +38,17 @@ class ChunkStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
-    async def set_embedding_model(self, store_id: str, model: str | None) -> None:
+    async def claim_embedding_model(self, store_id: str, model: str) -> str | None:
+        """Gives a store that has no vector space yet ``model``'s, atomically, and returns the
+        store's space after the claim (another one if another file's ingestion claimed first;
+        None if the store is gone). Two first files ingested at once thus share one space."""
         async with self.sessions() as s, s.begin():
             await s.execute(
-                update(VectorStore).where(VectorStore.id == store_id).values(embedding_model=model)
+                update(VectorStore)
+                .where(VectorStore.id == store_id, VectorStore.embedding_model.is_(None))
+                .values(embedding_model=model)
             )
+            return await s.scalar(select(VectorStore.embedding_model).where(VectorStore.id == store_id))
 
     async def pending(self) -> Sequence[VectorStoreFile]:
         """Attachments still in progress (re-queued at start-up: an ingestion survives a restart)."""

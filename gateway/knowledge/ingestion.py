@@ -7,7 +7,8 @@ progress at start-up are queued again, so an ingestion survives a restart.
 
 Parsing, chunking and jieba run in a worker thread (CPU-bound; the event loop keeps serving).
 Embedding goes through the router, pinned to the space the store's vectors already are (and,
-within a file, to its first batch's): a store is never half one model, half another. If that
+within a file, to its first batch's; a new store's first space is claimed atomically, so two
+first files ingested at once share it): a store is never half one model, half another. If that
 model cannot embed, the chunks are stored without vectors and the store is searched lexically
 until re-embedding (reembed.py) embeds them, never half-dense.
 A job whose generation was superseded (the file was re-attached meanwhile) writes nothing.
@@ -153,7 +154,12 @@ class Ingestor:
             return
         store = await self.store.get_store(job.tenant, job.store_id)
         pinned = store.embedding_model if store is not None else None
-        space, vectors = await self._embed([c.indexed_text() for c in prepared.chunks], pinned)
+        texts = [c.indexed_text() for c in prepared.chunks]
+        space, vectors = await self._embed(texts, pinned)
+        if pinned is None and space is not None:  # the store's first vectors: claim its space
+            owner = await self.store.claim_embedding_model(job.store_id, space)
+            if owner != space:  # another file got there first, in another space: use that one
+                space, vectors = await self._embed(texts, owner) if owner else (None, None)
         rows = [
             NewChunk(
                 ordinal=i,
@@ -169,8 +175,6 @@ class Ingestor:
         done = await self.store.replace_chunks(
             job.store_id, job.file_id, job.generation, rows, space, prepared.pages
         )
-        if done and space is not None:
-            await self.store.set_embedding_model(job.store_id, space)
         if done and self.observer is not None:
             self.observer.ingested(job.tenant, prepared.pages, len(rows), time.perf_counter() - started)
 
