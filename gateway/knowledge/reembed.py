@@ -16,8 +16,9 @@ store to the new dimension, and nothing ever moves into a fallback's space durin
 Started by a search that finds such a store (``knowledge.reembed``,
 on by default), or by ``POST /admin/knowledge/vector_stores/{id}/reembed``. One job per store per
 process; after a failure (the embedding route down) a search does not restart it for
-``RETRY_AFTER_S``. A job interrupted by a restart is simply started again: it picks only the
-chunks still outside the space.
+``RETRY_AFTER_S``; while a job runs or backs off, a search spends no query embedding probing for
+it. A job interrupted by a restart is simply started again: it picks only the chunks still
+outside the space.
 """
 
 from __future__ import annotations
@@ -45,12 +46,19 @@ class Reembedder:
     def running(self, store_id: str) -> bool:
         return store_id in self._jobs
 
+    def accepts(self, store_id: str) -> bool:
+        """Whether ``schedule`` would start the store's job now: none runs, and it did not fail
+        in the last ``RETRY_AFTER_S``."""
+        if store_id in self._jobs or not self.encoders.can_embed:
+            return False
+        failed = self._failed_at.get(store_id)
+        return failed is None or time.monotonic() - failed >= RETRY_AFTER_S
+
     def schedule(self, store_id: str, *, force: bool = False) -> bool:
         """Starts the store's job unless one runs (or failed lately and not ``force``)."""
         if store_id in self._jobs or not self.encoders.can_embed:
             return False
-        failed = self._failed_at.get(store_id)
-        if not force and failed is not None and time.monotonic() - failed < RETRY_AFTER_S:
+        if not force and not self.accepts(store_id):
             return False
         task = asyncio.create_task(self._guarded(store_id))
         self._jobs[store_id] = task

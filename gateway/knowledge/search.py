@@ -17,9 +17,8 @@ retrievers actually ran, so a degraded (lexical-only) answer is visible to clien
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import numpy as np
@@ -76,6 +75,13 @@ class _Candidate:
     cosine: float | None
 
 
+class Reembedding(Protocol):
+    """What a search asks of re-embedding (gateway/knowledge/reembed.py's Reembedder)."""
+
+    def accepts(self, store_id: str) -> bool: ...
+    def schedule(self, store_id: str) -> bool: ...
+
+
 class Searcher:
     def __init__(
         self,
@@ -83,15 +89,14 @@ class Searcher:
         indexes: IndexCache,
         encoders: Encoders,
         config: Any,
-        on_lexical: Callable[[str], Any] | None = None,
+        reembedding: Reembedding | None = None,
     ) -> None:
         self.store = store
         self.indexes = indexes
         self.encoders = encoders
         self.config = config
-        #: called with a store's id when it had to be searched lexically while the cloud can embed
-        #: (gateway/knowledge/reembed.py starts re-embedding it)
-        self.on_lexical = on_lexical
+        #: offered the stores searched outside the preferred space (gateway/knowledge/reembed.py)
+        self.reembedding = reembedding
 
     async def search(
         self,
@@ -171,17 +176,21 @@ class Searcher:
         """Hands re-embedding (reembed.py) the stores without vectors of one space, or in another
         space than the route's preferred one, once the preferred model embeds again: the query
         embedded by it (one call, only while such a store is searched) is the sign."""
-        preferred = self.encoders.preferred_space() if self.on_lexical is not None else None
-        if preferred is None:
+        reembedding = self.reembedding
+        preferred = self.encoders.preferred_space() if reembedding is not None else None
+        if reembedding is None or preferred is None:
             return
-        stale = [i for i in indexes if i.dense is None or i.dense_model != preferred]
+        stale = [
+            i.store_id
+            for i in indexes
+            if (i.dense is None or i.dense_model != preferred) and reembedding.accepts(i.store_id)
+        ]
         if not stale:
-            return
+            return  # none, or each is being re-embedded or backing off: no probe
         if preferred not in vectors and await self.encoders.query(query, parent, preferred) is None:
-            return  # the preferred model cannot embed now: the stores stay as they are
-        for index in stale:
-            assert self.on_lexical is not None
-            self.on_lexical(index.store_id)
+            return  # the preferred model cannot embed now (its breaker makes asking again cheap)
+        for store_id in stale:
+            reembedding.schedule(store_id)
 
     async def _finish(
         self,

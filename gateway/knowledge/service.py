@@ -52,7 +52,7 @@ class KnowledgeService:
             self.indexes,
             self.encoders,
             config,
-            self.reembedder.schedule if config.reembed else None,
+            self.reembedder if config.reembed else None,
         )
         self.ingestor = Ingestor(self.store, self.encoders, config, self)
 

@@ -4,14 +4,20 @@ store object, and is searched densely once every chunk is in the current space."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 
+from gateway.knowledge.config import KnowledgeConfig
+from gateway.knowledge.index import IndexCache
+from gateway.knowledge.search import Searcher
 from tests.conftest import SimHandle
+from tests.gateway.knowledge.test_dense import _Encoders, _Store
 from tests.gateway.knowledge.test_retrieval_resilience import FAQ, MANUAL, _ingest, _sdk, _search
 from tests.gateway.saas_support import ADMIN_KEY
 
@@ -128,3 +134,49 @@ def test_the_admin_endpoint_when_searches_do_not_start_it(
         assert started.status_code == 202 and started.json()["id"] == store.id, started.text
     assert _until_reembedded(client, store.id)["status"] == "completed"
     assert _search(client, store.id, "reset password")[1]["search_mode"] == "hybrid"
+
+
+class _ProbingEncoders(_Encoders):
+    """Vectors in space "m"; the route now prefers space "p" (as after a model change)."""
+
+    def __init__(self, vector: np.ndarray) -> None:
+        super().__init__(vector)
+        self.spaces: list[str | None] = []
+
+    def preferred_space(self) -> str:
+        return "p"
+
+    async def query(self, text: str, parent: Any = None, space: str | None = None) -> tuple[str, np.ndarray]:
+        self.spaces.append(space)
+        return space or "m", self.vector
+
+
+class _Jobs:
+    def __init__(self, accepting: bool) -> None:
+        self.accepting = accepting
+        self.scheduled: list[str] = []
+
+    def accepts(self, store_id: str) -> bool:
+        return self.accepting
+
+    def schedule(self, store_id: str) -> bool:
+        self.scheduled.append(store_id)
+        return True
+
+
+def test_a_search_probes_the_preferred_model_only_when_a_job_could_start() -> None:
+    """A store outside the preferred space costs a search one extra query embedding (the probe
+    that the preferred model is back), but not while its re-embedding runs or backs off."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((20, 8)).astype(np.float32)
+    rows = [
+        (i, "file-a", i, "", None, f"chunk {i}", f"refund w{i}", vectors[i].tobytes(), "m") for i in range(20)
+    ]
+    config = KnowledgeConfig()
+    for accepting, probes, scheduled in ((True, ["m", "p"], ["vs"]), (False, ["m"], [])):
+        store = _Store(rows)
+        encoders, jobs = _ProbingEncoders(vectors[3]), _Jobs(accepting)
+        searcher = Searcher(store, IndexCache(store, 10**6, config), encoders, config, jobs)  # type: ignore[arg-type]
+        result = asyncio.run(searcher.search("t", ["vs"], "refund w3", max_results=5, rerank=False))
+        assert result.mode == "hybrid"  # searched in the store's own space meanwhile
+        assert (encoders.spaces, jobs.scheduled) == (probes, scheduled)
