@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from policies import asr_stream
 from policies.circuit import BreakerRegistry, BreakerState, Permit, Transition
+from policies.failover_report import FailoverLog, breaker_label, exhausted, not_configured, refusal
 from policies.retry import Deadline, RetryPolicy, RetrySettings, bounded
 from policies.streamguard import (
     StreamInterrupted,
@@ -74,10 +75,6 @@ class _Skipped(Exception):
         self.state = state  # a short, fixed label for events and metrics
 
 
-#: Seconds between two ERROR logs about the same target's upstream credentials.
-AUTH_LOG_INTERVAL_S = 60.0
-
-
 class Router:
     def __init__(
         self, settings: Any, registry: ProviderRegistry, breakers: BreakerRegistry | None = None
@@ -95,7 +92,7 @@ class Router:
         self.retry = RetryPolicy(RetrySettings.from_config(settings.retry))
         self._breakers: BreakerRegistry = breakers or BreakerRegistry.in_memory(settings.breaker)
         self._breakers.on_change = self._breaker_changed
-        self._auth_logged: dict[str, float] = {}
+        self.failover_log = FailoverLog()
 
     @property
     def breakers(self) -> BreakerRegistry:
@@ -202,7 +199,9 @@ class Router:
         for index, target in enumerate(chain):
             provider = self.registry.get(capability, target.provider)
             if provider is None:
-                failures.append((target, self._not_configured(target), None))
+                failures.append(
+                    (target, not_configured(target, getattr(self.settings, "cloud_enabled", True)), None)
+                )
                 continue
             reason = skip(target) if skip is not None else None
             if reason is not None:  # the request needs what this target may not give it
@@ -233,13 +232,13 @@ class Router:
                 exc.provider = exc.provider or str(target)
                 if exc.kind not in FAILOVER_KINDS:
                     raise  # content filter, bad request: the client must see it, never a fallback
-                self._log_failover(target, exc, has_next=index + 1 < len(chain))
+                self.failover_log.failed(target, exc, has_next=index + 1 < len(chain))
                 failures.append((target, describe_error(exc), exc))
                 continue
             ctx.provider = str(target)
             ctx.fallback = index > 0
             return result
-        raise self._exhausted(capability, failures, deadline)
+        raise exhausted(capability, failures, deadline)
 
     async def _try_target(
         self,
@@ -268,7 +267,7 @@ class Router:
             nonlocal number, last_error
             permit = await breaker.acquire(lease_s=timeout_s + 1.0)
             if not permit.allowed:
-                raise _Skipped(_refusal(permit, last_error), _breaker_label(permit))
+                raise _Skipped(refusal(permit, last_error), breaker_label(permit))
             number += 1
             started = time.perf_counter()
             try:
@@ -333,65 +332,6 @@ class Router:
             error_kind=kind.value if kind else None,
             error_code=code,
             number=number,
-        )
-
-    def _not_configured(self, target: Target) -> str:
-        if target.provider == "bailian" and not getattr(self.settings, "cloud_enabled", True):
-            return "not configured (DASHSCOPE_API_KEY is not set)"
-        return f"provider '{target.provider}' is not configured"
-
-    def _log_failover(self, target: Target, exc: ProviderError, *, has_next: bool) -> None:
-        then = "trying the next target" if has_next else "no target left"
-        if exc.kind is ErrorKind.AUTH:
-            now = time.monotonic()
-            key = str(target)
-            if now - self._auth_logged.get(key, -AUTH_LOG_INTERVAL_S) >= AUTH_LOG_INTERVAL_S:
-                self._auth_logged[key] = now
-                credentials = (
-                    "the NLS AccessKey, AppKeys (TALKGATE_NLS__*)"
-                    if target.provider == "nls"
-                    else "DASHSCOPE_API_KEY"
-                )
-                log.error(
-                    "upstream rejected our credentials for %s (%s: %s); %s. Check %s "
-                    "and the account's billing status.",
-                    target,
-                    exc.code,
-                    exc.message,
-                    then,
-                    credentials,
-                    extra={"target": key, "error_code": exc.code},
-                )
-            return
-        log.warning("target %s failed (%s); %s", target, describe_error(exc), then)
-
-    def _exhausted(
-        self, capability: str, failures: list[tuple[Target, str, ProviderError | None]], deadline: Deadline
-    ) -> ProviderError:
-        """One clear error naming every target tried and why it did not answer."""
-        detail = "; ".join(f"{t}: {reason}" for t, reason, _ in failures) or "the chain is empty"
-        errors = [e for _, _, e in failures if e is not None]
-        kinds = {e.kind for e in errors}
-        if deadline.expired:
-            return ProviderError(
-                ErrorKind.TIMEOUT,
-                f"{capability} could not be served within the {deadline.budget_s:g}s deadline ({detail})",
-                code="deadline_exceeded",
-            )
-        if len(kinds) == 1 and len(errors) == len(failures) and kinds != {ErrorKind.UNAVAILABLE}:
-            # Every target failed the same way (e.g. all throttled): keep that meaning for the client.
-            kind = kinds.pop()
-            waits = [e.retry_after for e in errors if e.retry_after]
-            return ProviderError(
-                kind,
-                f"every target for {capability} failed ({detail})",
-                code=errors[-1].code,
-                retry_after=min(waits) if waits else None,
-            )
-        return ProviderError(
-            ErrorKind.UNAVAILABLE,
-            f"no provider could serve {capability} ({detail})",
-            code="upstream_unavailable",
         )
 
     # ------------------------------------------------------------------ public calls
@@ -497,14 +437,3 @@ class Router:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _breaker_label(permit: Permit) -> str:
-    return "circuit open" if permit.state is BreakerState.OPEN else "circuit half-open, probe in flight"
-
-
-def _refusal(permit: Permit, last_error: ProviderError | None) -> str:
-    state = _breaker_label(permit)
-    if last_error is not None:  # our own failures tripped it between two attempts
-        return f"{describe_error(last_error)}; then {state}"
-    return state
