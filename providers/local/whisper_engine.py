@@ -68,7 +68,8 @@ class WhisperEngine:
             if cut is None or cancelled.is_set():
                 break
             kept, resume = cut
-            rest, _ = self._decode(audio[round(resume * WHISPER_RATE) :], resume, language, None, cancelled)
+            tail = audio[round(resume * WHISPER_RATE) :]  # in the language the whole was heard in
+            rest, _ = self._decode(tail, resume, language or info.language, None, cancelled)
             if not any(seg.text for seg in rest):
                 break  # nothing better heard: keep the first reading
             segments = kept + rest
