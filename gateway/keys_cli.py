@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.auth import SCOPES
+from gateway.knowledge.spec import DEFAULT_RESULTS, MAX_DEFAULT_STORES, MAX_RESULTS
 
 
 def add_keys_parser(subparsers: Any) -> None:
@@ -29,6 +30,15 @@ def add_keys_parser(subparsers: Any) -> None:
     p.add_argument("--tpm", type=int)
     p.add_argument("--concurrency", type=int)
     p.add_argument("--expires-at", help="ISO 8601 time (UTC when no offset is given)")
+    p.add_argument(
+        "--knowledge",
+        help="comma-separated vector store ids of the tenant: the key's default grounding",
+    )
+    p.add_argument(
+        "--knowledge-results",
+        type=int,
+        help=f"passages per answer from those stores (default {DEFAULT_RESULTS})",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_run(_create))
 
@@ -96,6 +106,7 @@ async def _create(store: Any, args: argparse.Namespace) -> int:
         concurrency=_positive("concurrency", args.concurrency),
         expires_at=expires,
         name=args.name,
+        knowledge=await _knowledge(store, args),
     )
     if args.json:
         print(json.dumps({**record.public(), "key": secret}))
@@ -103,6 +114,28 @@ async def _create(store: Any, args: argparse.Namespace) -> int:
         print(f"id:     {record.id}\ntenant: {record.tenant}\nscopes: {','.join(sorted(record.scopes))}")
         print(f"key:    {secret}\n(store it now: the key is not shown again)")
     return 0
+
+
+async def _knowledge(store: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The key's default stores, as ``POST /admin/keys`` takes them: each must be the tenant's."""
+    if args.knowledge is None:
+        if args.knowledge_results is not None:
+            raise ValueError("--knowledge-results needs --knowledge")
+        return None
+    from gateway.knowledge.store import KnowledgeStore
+    from gateway.settings import Settings
+
+    ids = list(dict.fromkeys(i.strip() for i in args.knowledge.split(",") if i.strip()))
+    if not 1 <= len(ids) <= MAX_DEFAULT_STORES:
+        raise ValueError(f"--knowledge takes 1 to {MAX_DEFAULT_STORES} vector store ids")
+    results = DEFAULT_RESULTS if args.knowledge_results is None else args.knowledge_results
+    if not 1 <= results <= MAX_RESULTS:
+        raise ValueError(f"--knowledge-results must be between 1 and {MAX_RESULTS}")
+    stores = KnowledgeStore(store.sessions, Settings().data_dir / "knowledge")
+    missing = [i for i in ids if await stores.get_store(args.tenant, i) is None]
+    if missing:
+        raise ValueError(f"no vector store {', '.join(missing)} of tenant '{args.tenant}'")
+    return {"vector_store_ids": ids, "max_num_results": results}
 
 
 async def _list(store: Any, args: argparse.Namespace) -> int:

@@ -22,14 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 READ_SCOPE = "knowledge:read"
 DEFAULT_RESULTS = 5
+MAX_RESULTS = 20
+#: Stores one request (or one key's default) may name.
+MAX_DEFAULT_STORES = 10
 
 
 class KnowledgeField(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: empty: this request opts out of grounding (and of the key's or tenant's default stores)
-    vector_store_ids: list[str] = Field(max_length=10)
-    max_num_results: int = Field(default=DEFAULT_RESULTS, ge=1, le=20)
+    vector_store_ids: list[str] = Field(max_length=MAX_DEFAULT_STORES)
+    max_num_results: int = Field(default=DEFAULT_RESULTS, ge=1, le=MAX_RESULTS)
 
 
 class KnowledgeSpecError(ValueError):

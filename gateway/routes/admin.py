@@ -23,7 +23,7 @@ from gateway.inputs.echo import echo
 from gateway.keystore import KeyStoreError
 from gateway.knowledge.api import knowledge_of, not_found
 from gateway.knowledge.service import NotFound
-from gateway.knowledge.spec import DEFAULT_RESULTS
+from gateway.knowledge.spec import DEFAULT_RESULTS, MAX_DEFAULT_STORES, MAX_RESULTS
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -38,8 +38,8 @@ class KeyKnowledge(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vector_store_ids: list[str] = Field(min_length=1, max_length=10)
-    max_num_results: int = Field(default=DEFAULT_RESULTS, ge=1, le=20)
+    vector_store_ids: list[str] = Field(min_length=1, max_length=MAX_DEFAULT_STORES)
+    max_num_results: int = Field(default=DEFAULT_RESULTS, ge=1, le=MAX_RESULTS)
 
 
 class KeyCreate(BaseModel):

@@ -2,18 +2,20 @@
 
 Naming stores in chat, /v1/talk or a realtime ``session.update`` needs ``knowledge:read``; a key
 without it gets a 403 (an ``error`` event in realtime). A key may carry default stores, set with
-the admin API and checked against its tenant; requests that name none use them, and
+the admin API or ``talkgate keys create --knowledge`` and checked against its tenant; requests that name none use them, and
 ``{"vector_store_ids": []}`` opts out.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from gateway.cli import main as cli_main
 from tests.conftest import SimHandle
 from tests.gateway.realtime.test_realtime import _until
 from tests.gateway.saas_support import database_url, saas  # noqa: F401
@@ -166,3 +168,34 @@ def test_key_default_stores(saas: Any, sim: SimHandle) -> None:  # noqa: F811
         assert "knowledge" not in (_chat(client).model_extra or {}) and not _grounded_prompt(sim)
     finally:
         sim.control("DELETE", "/sim/config")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_keys_cli_sets_default_stores(
+    saas: Any,  # noqa: F811
+    database_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gw = saas()
+    returns = _store(_openai(gw, gw.create_key(scopes=WRITER)["key"]), "returns", RETURNS)
+    elsewhere = _store(_openai(gw, gw.create_key(tenant="other", scopes=WRITER)["key"]), "x", RETURNS)
+    monkeypatch.setenv("TALKGATE_DATABASE_URL", database_url)
+    create = ["keys", "create", "--tenant", "acme", "--scopes", "chat", "--json"]
+    assert cli_main([*create, "--knowledge", f"{returns}, {returns}", "--knowledge-results", "3"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["knowledge"] == {"vector_store_ids": [returns], "max_num_results": 3}
+    listed = {k["id"]: k for k in gw.admin.get("/admin/keys").json()["data"]}
+    assert listed[created["id"]]["knowledge"] == created["knowledge"]  # what the gateway serves
+
+    refused = [
+        (["--knowledge", elsewhere], f"no vector store {elsewhere} of tenant 'acme'"),
+        (["--knowledge", f"{returns},vs_nope"], "no vector store vs_nope"),
+        (["--knowledge", " , "], "1 to 10 vector store ids"),
+        (["--knowledge", returns, "--knowledge-results", "21"], "between 1 and 20"),
+        (["--knowledge-results", "3"], "--knowledge-results needs --knowledge"),
+    ]
+    for extra, message in refused:
+        assert cli_main([*create, *extra]) == 2, extra
+        assert message in capsys.readouterr().err
+    assert len(gw.admin.get("/admin/keys").json()["data"]) == len(listed)  # the refusals made no key
