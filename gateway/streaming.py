@@ -101,12 +101,13 @@ class StreamMeter:
     reconciliation, because a disconnected client's generator may never resume to book anything.
     """
 
-    __slots__ = ("_messages", "error_status", "finished", "parts", "usage")
+    __slots__ = ("_messages", "error_status", "finish_reason", "finished", "parts", "usage")
 
     def __init__(self, messages: list[dict[str, Any]]) -> None:
         self.parts: list[str] = []  # text handed to the client, in order
         self.usage: Usage | None = None  # the provider's latest (cumulative) usage, if any
         self.finished = False  # [DONE] was sent
+        self.finish_reason = "stop"  # the provider's, once the stream has ended cleanly
         self.error_status: int | None = None  # set when the upstream broke mid-stream
         self._messages = messages
 

@@ -182,7 +182,7 @@ async def _stream_events(
         "request_id": request_id,
     }
     yield LastChunk(pending + sse_event(seq + 1, body))
-    meter.finished = True
+    meter.finish_reason, meter.finished = finish, True
 
 
 async def _replay(result: ChatResult, request_id: str, fmt: str, parts: bool = False) -> AsyncIterator[bytes]:
@@ -285,4 +285,5 @@ async def _stored_after(
         yield event
     if meter.finished:
         prompt, completion = meter.tokens()
-        await _store(plan, ctx, ChatResult("".join(meter.parts), "stop", Usage(prompt, completion)))
+        answer = ChatResult("".join(meter.parts), meter.finish_reason, Usage(prompt, completion))
+        await _store(plan, ctx, answer)  # a stream cut by max_tokens replays as "length" too

@@ -202,6 +202,15 @@ def test_deterministic_answers_are_cached_per_protocol(front: Callable[..., Any]
     assert len(sim.requests("generation")) == 1  # the streamed call was a hit
     other = Generation.call(model="qwen-plus", prompt=QUESTION, seed=8)
     assert other.output.text == ANSWER and len(sim.requests("generation")) == 2
+    # a streamed answer cut by max_tokens is stored with its finish reason, and replayed with it
+    cut = dict(model="qwen-plus", prompt=QUESTION, seed=9, max_tokens=3, result_format="message")
+    streamed = list(Generation.call(**cut, stream=True, incremental_output=True))
+    assert streamed[-1].output.choices[0].finish_reason == "length"
+    replayed = Generation.call(**cut)
+    assert len(sim.requests("generation")) == 3  # a hit
+    assert replayed.output.choices[0].finish_reason == "length"
+    text = "".join(c.output.choices[0].message.content for c in streamed)
+    assert replayed.output.choices[0].message.content == text and 0 < len(text) < len(ANSWER)
 
 
 # --------------------------------------------------------------------------- speech
