@@ -201,6 +201,6 @@ async def chat_sse(
     if include_usage:
         end += writer.usage(usage or Usage())
     yield LastChunk(end + DONE)
-    meter.finished = True  # resumed: the last bytes went out
+    meter.finish_reason, meter.finished = finish_reason, True  # resumed: the last bytes went out
     if on_done is not None:
         on_done("".join(parts), finish_reason, usage)
