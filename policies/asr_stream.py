@@ -211,13 +211,4 @@ def _attempted(
     router: Any, ctx: Any, target: Any, outcome: str, seconds: float, exc: ProviderError | None
 ) -> None:
     ctx.upstream_s += seconds
-    router.emit(
-        "attempt",
-        target=str(target),
-        capability="asr",
-        outcome=outcome,
-        seconds=seconds,
-        error_kind=exc.kind.value if exc else None,
-        error_code=exc.code if exc else None,
-        number=1,
-    )
+    router.attempted(target, "asr", outcome, seconds, exc.kind if exc else None, 1, exc.code if exc else None)

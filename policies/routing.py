@@ -278,12 +278,12 @@ class Router:
                 exc.provider = exc.provider or str(target)
                 last_error = exc
                 await breaker.record_error(permit, exc)
-                self._attempted(target, capability, "error", seconds, exc.kind, number, exc.code)
+                self.attempted(target, capability, "error", seconds, exc.kind, number, exc.code)
                 raise
             seconds = time.perf_counter() - started
             ctx.upstream_s += seconds
             await breaker.record(permit, True)
-            self._attempted(target, capability, "ok", seconds, None, number)
+            self.attempted(target, capability, "ok", seconds, None, number)
             if stream:
                 first, rest = result  # type: ignore[misc]
                 return guarded_stream(  # type: ignore[return-value]
@@ -294,7 +294,7 @@ class Router:
         stall_s = float(self.settings.deadlines.first_byte)
 
         async def on_break(exc: ProviderError) -> None:
-            self._attempted(target, capability, "interrupted", 0.0, exc.kind, number)
+            self.attempted(target, capability, "interrupted", 0.0, exc.kind, number)
             await breaker.record_error(Permit(True, BreakerState.CLOSED), exc)
 
         def on_retry(failed: int, error: ProviderError, delay: float) -> None:
@@ -313,7 +313,7 @@ class Router:
             cap = float(self.settings.deadlines.first_byte if stream else self.settings.upstream_timeout_s)
         return await self.retry.call(attempt, deadline, attempt_cap_s=cap, on_retry=on_retry)
 
-    def _attempted(
+    def attempted(
         self,
         target: Target,
         capability: str,
@@ -323,6 +323,7 @@ class Router:
         number: int,
         code: str | None = None,
     ) -> None:
+        """Reports one upstream call to the listeners (the "attempt" event; policies/asr_stream.py too)."""
         self.emit(
             "attempt",
             target=str(target),
